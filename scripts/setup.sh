@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Everything csreg and its tests need on a fresh Debian 12 machine: the real container tools
+# (the tests compare against them), then the npm dependencies. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs=(skopeo podman buildah containers-storage docker-registry busybox-static zstd attr curl)
+missing=()
+for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund

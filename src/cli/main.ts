@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+// csreg: serve a containers-storage store as an OCI registry, and inspect the store.
+import { parseArgs } from 'node:util';
+import { Store } from '../storage/store.js';
+import { storageCommand, UsageError } from './storage.js';
+
+const USAGE = `usage: csreg [--root DIR] [--runroot DIR] [--storage-driver NAME] COMMAND
+
+commands:
+  storage images              list images            (--json for JSON)
+  storage layers              list layers
+  storage containers          list containers
+  storage image REF           show one image (ID, unique ID prefix, name or digest)
+  storage layer ID            show one layer
+  storage container REF       show one container
+  storage names REF           the names of an image, layer or container
+  storage big-data IMAGE [KEY]  list an image's big data, or write one item
+  storage diff LAYER [-o FILE] [--offset N]  write the layer's exact uncompressed tar
+
+writing (under the same locks podman takes; -n may repeat):
+  storage create-layer [-i ID] [-n NAME] [-f BLOB] [PARENT]   a layer, empty or from a tar (gzip, zstd, none)
+  storage apply-diff -f BLOB LAYER                             fill an empty layer
+  storage create-image [-i ID] [-n NAME] [-m META] [LAYER]     an image whose top layer is LAYER
+  storage set-image-data -f FILE IMAGE KEY                     store a big-data item (manifest, config...)
+  storage add-names -n NAME IMAGE | set-names -n NAME IMAGE
+  storage delete-image IMAGE | delete-layer LAYER
+  storage create-container [-i ID] [-n NAME] [-m META] IMAGE | delete-container CONTAINER
+`;
+
+export const globalOptions = {
+  root: { type: 'string' },
+  runroot: { type: 'string' },
+  'storage-driver': { type: 'string' },
+  json: { type: 'boolean', default: false },
+  output: { type: 'string', short: 'o' },
+  offset: { type: 'string' },
+  progress: { type: 'boolean', default: false },
+  name: { type: 'string', short: 'n', multiple: true },
+  id: { type: 'string', short: 'i' },
+  file: { type: 'string', short: 'f' },
+  metadata: { type: 'string', short: 'm' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: globalOptions, allowPositionals: true, strict: true });
+  const [cmd, verb, ...rest] = positionals;
+  if (values.help || !cmd) {
+    process.stdout.write(USAGE);
+    return cmd || values.help ? 0 : 2;
+  }
+  if (cmd !== 'storage') throw new UsageError(`unknown command ${cmd}\n\n${USAGE}`);
+  const offset = values.offset === undefined ? undefined : Number(values.offset);
+  if (offset !== undefined && !(Number.isSafeInteger(offset) && offset >= 0)) throw new UsageError('--offset takes a byte offset');
+  const store = Store.open({ root: values.root, runroot: values.runroot, driver: values['storage-driver'] });
+  await storageCommand(store, verb, rest, {
+    json: values.json, output: values.output, offset, progress: values.progress,
+    names: values.name ?? [], id: values.id, file: values.file, metadata: values.metadata,
+  });
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: Error & { code?: string }) => {
+    if (e.code === 'EPIPE') return;
+    process.stderr.write(`csreg: ${e.message}\n`);
+    process.exitCode = e instanceof UsageError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1;
+  },
+);

@@ -1,0 +1,232 @@
+// `csreg storage ...`: inspect a store like the Go `containers-storage` tool does.
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { COMPRESSION_NAMES, type Container, type Image, type Layer } from '../storage/records.js';
+import type { Snapshot } from '../storage/snapshot.js';
+import { Store } from '../storage/store.js';
+import { StoreWriter } from '../storage/writer.js';
+import { humanBytes, printJson, printTable, Progress } from './output.js';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface StorageFlags {
+  json: boolean;
+  output?: string;
+  offset?: number;
+  progress: boolean;
+  names: string[];
+  id?: string;
+  file?: string;
+  metadata?: string;
+}
+
+const short = (id: string | undefined) => (id ? id.slice(0, 12) : '');
+
+export function layerView(l: Layer) {
+  return {
+    id: l.id,
+    names: l.names,
+    parent: l.parent,
+    created: l.created,
+    compressedDigest: l.compressedDigest,
+    compressedSize: l.compressedSize,
+    diffDigest: l.diffDigest,
+    diffSize: l.diffSize,
+    compression: COMPRESSION_NAMES[l.compression] ?? String(l.compression),
+    tocDigest: l.tocDigest,
+    uidset: l.uidset,
+    gidset: l.gidset,
+    flags: l.flags,
+    incomplete: l.incomplete,
+    readOnly: l.readOnly,
+    bigDataNames: l.bigDataNames,
+  };
+}
+
+export function imageView(i: Image, snap: Snapshot) {
+  const chain = snap.layerChain(i.topLayer);
+  return {
+    id: i.id,
+    names: i.names,
+    digest: i.digest,
+    digests: i.digests,
+    topLayer: i.topLayer,
+    layers: chain.layers.map((l) => l.id),
+    problem: chain.problem,
+    created: i.created,
+    size: chain.layers.reduce((n, l) => n + (l.diffSize ?? 0), 0),
+    namesHistory: i.namesHistory,
+    bigData: i.bigDataNames.map((k) => ({ key: k, size: i.bigDataSizes[k], digest: i.bigDataDigests[k] })),
+    metadata: i.metadata,
+    flags: i.flags,
+    readOnly: i.readOnly,
+  };
+}
+
+export function containerView(c: Container) {
+  return { id: c.id, names: c.names, image: c.image, layer: c.layer, created: c.created, metadata: c.metadata, flags: c.flags, bigDataNames: c.bigDataNames };
+}
+
+function input(file: string): NodeJS.ReadableStream & AsyncIterable<Buffer> {
+  return (file === '-' ? process.stdin : createReadStream(file)) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+}
+
+async function readAll(src: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of src) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+function printFields(v: Record<string, unknown>): void {
+  printTable(['FIELD', 'VALUE'], Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, typeof x === 'string' ? x : JSON.stringify(x)]));
+}
+
+function need(args: string[], n: number, usage: string): void {
+  if (args.length < n) throw new UsageError(`usage: csreg storage ${usage}`);
+}
+
+function findImage(snap: Snapshot, ref: string): Image {
+  const img = snap.image(ref);
+  if (!img) throw new UsageError(`image not known: ${ref}`);
+  return img;
+}
+
+export async function storageCommand(store: Store, verb: string | undefined, args: string[], flags: StorageFlags): Promise<void> {
+  const snap = await store.snapshot();
+  switch (verb) {
+    case 'images': {
+      if (flags.json) return printJson(snap.images.map((i) => imageView(i, snap)));
+      return printTable(['ID', 'NAMES', 'DIGEST', 'SIZE', 'CREATED'], snap.images.map((i) => {
+        const v = imageView(i, snap);
+        return [short(i.id), i.names.join(',') || '<none>', i.digest ?? '', v.problem ? `broken: ${v.problem}` : humanBytes(v.size), i.created ?? ''];
+      }));
+    }
+    case 'layers': {
+      if (flags.json) return printJson(snap.layers.map(layerView));
+      return printTable(['ID', 'PARENT', 'DIFF DIGEST', 'SIZE', 'COMPRESSION', 'NAMES'], snap.layers.map((l) => [
+        short(l.id), short(l.parent), l.diffDigest ?? '', humanBytes(l.diffSize),
+        (COMPRESSION_NAMES[l.compression] ?? String(l.compression)) + (l.incomplete ? ' (incomplete)' : ''), l.names.join(','),
+      ]));
+    }
+    case 'containers': {
+      if (flags.json) return printJson(snap.containers.map(containerView));
+      return printTable(['ID', 'NAMES', 'IMAGE', 'LAYER'], snap.containers.map((c) => [short(c.id), c.names.join(','), short(c.image), short(c.layer)]));
+    }
+    case 'image': {
+      need(args, 1, 'image REF');
+      const v = imageView(findImage(snap, args[0]), snap);
+      return flags.json ? printJson(v) : printFields(v);
+    }
+    case 'layer': {
+      need(args, 1, 'layer ID');
+      const l = snap.layer(args[0]);
+      if (!l) throw new UsageError(`layer not known: ${args[0]}`);
+      const v = layerView(l);
+      return flags.json ? printJson(v) : printFields(v);
+    }
+    case 'container': {
+      need(args, 1, 'container REF');
+      const c = snap.container(args[0]);
+      if (!c) throw new UsageError(`container not known: ${args[0]}`);
+      return printJson(containerView(c));
+    }
+    case 'names': {
+      need(args, 1, 'names REF');
+      const rec = snap.image(args[0]) ?? snap.layer(args[0]) ?? snap.container(args[0]);
+      if (!rec) throw new UsageError(`nothing in the store is known as ${args[0]}`);
+      if (flags.json) return printJson(rec.names);
+      for (const n of rec.names) process.stdout.write(n + '\n');
+      return;
+    }
+    case 'big-data': {
+      need(args, 1, 'big-data IMAGE [KEY]');
+      const img = findImage(snap, args[0]);
+      if (args.length < 2) {
+        if (flags.json) return printJson(imageView(img, snap).bigData);
+        return printTable(['KEY', 'SIZE', 'DIGEST'], img.bigDataNames.map((k) => [k, String(img.bigDataSizes[k] ?? ''), img.bigDataDigests[k] ?? '']));
+      }
+      const data = await store.imageBigData(img, args[1]);
+      if (flags.output) await pipeline([data], createWriteStream(flags.output));
+      else process.stdout.write(data);
+      return;
+    }
+    case 'diff': {
+      need(args, 1, 'diff LAYER [-o FILE] [--offset N]');
+      const l = snap.layer(args[0]);
+      if (!l) throw new UsageError(`layer not known: ${args[0]}`);
+      if (!flags.output && process.stdout.isTTY) throw new UsageError('refusing to write a tar to a terminal: use -o FILE or a pipe');
+      const src = await store.layerTar(l.id, { start: flags.offset });
+      const total = l.diffSize === undefined ? undefined : l.diffSize - (flags.offset ?? 0);
+      const progress = new Progress(`layer ${short(l.id)}`, total, flags.progress);
+      let done = 0;
+      const count = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          done += chunk.length;
+          progress.update(done);
+          cb(null, chunk);
+        },
+      });
+      await pipeline(src, count, flags.output ? createWriteStream(flags.output) : process.stdout);
+      if (flags.output) progress.finish(done);
+      return;
+    }
+    case 'create-layer': {
+      const w = new StoreWriter(store);
+      const parent = args[0] ? snap.layer(args[0])?.id ?? args[0] : undefined;
+      const blob = flags.file ? input(flags.file) : undefined;
+      const l = await w.createLayer(blob, { id: flags.id, parent, names: flags.names });
+      return flags.json ? printJson(layerView(l)) : void process.stdout.write(l.id + '\n');
+    }
+    case 'apply-diff': {
+      need(args, 1, 'apply-diff -f BLOB LAYER');
+      const l = await new StoreWriter(store).applyDiff(snap.layer(args[0])?.id ?? args[0], input(flags.file ?? '-'));
+      return flags.json ? printJson(layerView(l)) : void process.stdout.write(`${l.id} ${l.diffDigest} ${l.diffSize}\n`);
+    }
+    case 'create-image': {
+      const id = flags.id ?? randomBytes(32).toString('hex');
+      const top = args[0] ? snap.layer(args[0])?.id ?? args[0] : undefined;
+      const img = await new StoreWriter(store).createImage({ id, topLayer: top, names: flags.names, metadata: flags.metadata });
+      return flags.json ? printJson(imageView(img, await store.snapshot())) : void process.stdout.write(img.id + '\n');
+    }
+    case 'set-image-data': {
+      need(args, 2, 'set-image-data -f FILE IMAGE KEY');
+      const data = await readAll(input(flags.file ?? '-'));
+      await new StoreWriter(store).setImageBigData(findImage(snap, args[0]).id, [{ key: args[1], data }]);
+      return;
+    }
+    case 'add-names':
+    case 'set-names': {
+      need(args, 1, `${verb} -n NAME IMAGE`);
+      const w = new StoreWriter(store);
+      const id = findImage(snap, args[0]).id;
+      const img = verb === 'add-names' ? await w.addImageNames(id, flags.names) : await w.setImageNames(id, flags.names);
+      return flags.json ? printJson(img.names) : void process.stdout.write(img.names.join('\n') + (img.names.length ? '\n' : ''));
+    }
+    case 'delete-image': {
+      need(args, 1, 'delete-image IMAGE');
+      const r = await new StoreWriter(store).deleteImage(findImage(snap, args[0]).id);
+      return flags.json ? printJson(r) : void process.stdout.write(`deleted image ${r.image}${r.layers.length ? ` and layers ${r.layers.join(' ')}` : ''}\n`);
+    }
+    case 'delete-layer': {
+      need(args, 1, 'delete-layer LAYER');
+      await new StoreWriter(store).deleteLayer(snap.layer(args[0])?.id ?? args[0]);
+      return;
+    }
+    case 'create-container': {
+      need(args, 1, 'create-container [-n NAME] IMAGE');
+      const c = await new StoreWriter(store).createContainer({ image: findImage(snap, args[0]).id, id: flags.id, names: flags.names, metadata: flags.metadata });
+      return flags.json ? printJson(containerView(c)) : void process.stdout.write(c.id + '\n');
+    }
+    case 'delete-container': {
+      need(args, 1, 'delete-container CONTAINER');
+      await new StoreWriter(store).deleteContainer(snap.container(args[0])?.id ?? args[0]);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown storage command ${verb ?? ''}; see csreg --help`);
+  }
+}

@@ -1,0 +1,160 @@
+// Turning a layer blob into a layer, as c/storage's applyDiffWithOptions does: sniff the
+// compression, hash the blob as given (compressed digest) and the decompressed stream
+// (diff digest), extract the tar into the driver directory and record a tar-split that
+// rebuilds the exact tar. Memory stays bounded: everything streams.
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { once } from 'node:events';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { createGunzip, createGzip } from 'node:zlib';
+import { Decompress as ZstdDecompress } from 'fzstd';
+import { Crc64 } from './crc64.js';
+import { LayerExtractor, type WhiteoutFormat } from './extract.js';
+import { COMPRESSION } from './records.js';
+import { readTar, TarError } from './tar.js';
+import { tarSplitLine } from './tarsplit.js';
+
+export interface DiffResult {
+  compression: number;
+  compressedDigest: string;
+  compressedSize: number;
+  diffDigest: string;
+  diffSize: number;
+  uidset: number[];
+  gidset: number[];
+}
+
+export interface ApplyOptions {
+  /** directory the files go to (overlay `diff`, or the vfs layer directory holding the parent's copy) */
+  root: string;
+  whiteouts: WhiteoutFormat;
+  opaqueXattr?: string;
+  /** where the tar-split (.tar-split.gz) is written */
+  tarSplitPath: string;
+}
+
+/** c/storage's sniffing of the first bytes (pkg/archive DetectCompression). */
+export function detectCompression(head: Buffer): number {
+  if (head.length >= 3 && head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08) return COMPRESSION.gzip;
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return COMPRESSION.zstd;
+  if (head.length >= 3 && head.toString('latin1', 0, 3) === 'BZh') return COMPRESSION.bzip2;
+  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return COMPRESSION.xz;
+  return COMPRESSION.none;
+}
+
+function zstdStream(): Transform {
+  const t = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      try {
+        dec.push(chunk, false);
+        cb();
+      } catch (e) {
+        cb(e as Error);
+      }
+    },
+    flush(cb) {
+      try {
+        dec.push(new Uint8Array(0), true);
+        cb();
+      } catch (e) {
+        cb(e as Error);
+      }
+    },
+  });
+  const dec = new ZstdDecompress((c: Uint8Array) => t.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
+  return t;
+}
+
+/** Apply a layer blob (any supported compression) to opts.root; returns what the layer record needs. */
+export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: ApplyOptions): Promise<DiffResult> {
+  const compressedHash = createHash('sha256');
+  let compressedSize = 0;
+  const source = input[Symbol.asyncIterator]();
+  const first = await source.next();
+  const head: Buffer = first.done ? Buffer.alloc(0) : first.value;
+  const compression = detectCompression(head);
+  if (compression === COMPRESSION.bzip2 || compression === COMPRESSION.xz) {
+    throw new TarError(`layer is compressed with ${compression === COMPRESSION.xz ? 'xz' : 'bzip2'}, which csreg does not accept (gzip, zstd or none)`);
+  }
+  const decompressor: Transform = compression === COMPRESSION.gzip ? createGunzip() : compression === COMPRESSION.zstd ? zstdStream() : new PassThrough();
+  // Feed the blob into the decompressor with backpressure, hashing it on the way.
+  const feeding = (async () => {
+    try {
+      for (let r: IteratorResult<Buffer> = first; !r.done; r = await source.next()) {
+        compressedHash.update(r.value);
+        compressedSize += r.value.length;
+        if (!decompressor.write(r.value)) await once(decompressor, 'drain');
+      }
+      decompressor.end();
+    } catch (e) {
+      decompressor.destroy(e as Error);
+    }
+  })();
+
+  const diffHash = createHash('sha256');
+  let diffSize = 0;
+  async function* tarBytes(): AsyncGenerator<Buffer> {
+    for await (const c of decompressor) {
+      diffHash.update(c as Buffer);
+      diffSize += (c as Buffer).length;
+      yield c as Buffer;
+    }
+  }
+
+  const gz = createGzip({ level: 1 });
+  const out = createWriteStream(opts.tarSplitPath, { mode: 0o600 });
+  gz.pipe(out);
+  const emit = async (line: string) => {
+    if (!gz.write(line)) await once(gz, 'drain');
+  };
+  const extractor = new LayerExtractor(opts.root, opts.whiteouts, opts.opaqueXattr);
+  const seen = new Set<string>();
+  let position = 0;
+  let current: { name: Buffer; size: number; crc: Crc64 } | undefined;
+  const closeEntry = async () => {
+    if (!current) return;
+    await extractor.end();
+    const payload = current.size > 0 ? current.crc.digest() : null;
+    await emit(tarSplitLine({ type: 1, name: current.name, size: current.size, payload, position: position++ }));
+    current = undefined;
+  };
+  try {
+    for await (const ev of readTar(tarBytes())) {
+      if (ev.kind === 'raw') {
+        await closeEntry();
+        await emit(tarSplitLine({ type: 2, payload: ev.bytes, position: position++ }));
+      } else if (ev.kind === 'entry') {
+        await closeEntry();
+        // tar-split cannot rebuild a tar that names one path twice; c/storage refuses it too.
+        const key = ev.header.name.toString('latin1').split('/').filter((p) => p && p !== '.').join('/');
+        if (seen.has(key)) throw new TarError(`tar: duplicate entry ${JSON.stringify(ev.header.name.toString())}`);
+        seen.add(key);
+        current = { name: ev.header.name, size: ev.header.size, crc: new Crc64() };
+        await extractor.begin(ev.header);
+      } else {
+        current!.crc.update(ev.bytes);
+        await extractor.write(ev.bytes);
+      }
+    }
+    await closeEntry();
+    await extractor.finish();
+    await feeding;
+    gz.end();
+    await once(out, 'close');
+  } catch (e) {
+    decompressor.destroy();
+    gz.destroy();
+    out.destroy();
+    await feeding.catch(() => undefined);
+    throw e;
+  }
+  return {
+    compression,
+    compressedDigest: 'sha256:' + compressedHash.digest('hex'),
+    compressedSize,
+    diffDigest: 'sha256:' + diffHash.digest('hex'),
+    diffSize,
+    uidset: [...extractor.uids].sort((a, b) => a - b),
+    gidset: [...extractor.gids].sort((a, b) => a - b),
+  };
+}

@@ -1,0 +1,263 @@
+// Rebuilding a layer's exact uncompressed tar from its tar-split and the layer's files, as
+// c/storage's Diff does, but checked harder: every file is read to exactly its recorded size
+// and CRC-64, and a full stream is hashed while produced; any mismatch destroys the stream
+// with an error, so a consumer can never take wrong bytes for a clean end.
+import { createHash } from 'node:crypto';
+import { constants, promises as fsp, realpathSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { Crc64 } from './crc64.js';
+import { readTarSplit, type TarSplitEntry } from './tarsplit.js';
+
+export class LayerVerifyError extends Error {
+  override name = 'LayerVerifyError';
+}
+
+export interface LayerTarOptions {
+  layerId: string;
+  tarSplitPath: string;
+  /** directories the names resolve in, nearest first (overlay: diff, then lowers; vfs: the layer dir) */
+  contentRoots: string[];
+  diffDigest?: string;
+  diffSize?: number;
+  start?: number;
+  /** exclusive */
+  end?: number;
+  /** called exactly once when the stream ends, fails or is destroyed */
+  onClose?: () => void;
+}
+
+const READ_CHUNK = 1 << 20;
+/** Small files are read ahead, in parallel, up to this many at once (order is kept). */
+const READ_AHEAD = 32;
+const SMALL_FILE = 256 << 10;
+/** Output is gathered into pushes of about this size. */
+const BATCH = 256 << 10;
+
+/** Resolves tar-split names inside the content roots, refusing ".." and symlinks that leave them. */
+class Resolver {
+  private readonly realRoots: string[];
+  private readonly dirOk = new Map<string, boolean>();
+
+  constructor(readonly roots: string[], readonly layerId: string) {
+    this.realRoots = roots.map((r) => {
+      try {
+        return realpathSync(r);
+      } catch {
+        return r;
+      }
+    });
+  }
+
+  private rel(name: Buffer): string {
+    const parts = name.toString('latin1').split('/').filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..')) throw new LayerVerifyError(`layer ${this.layerId}: tar-split name ${JSON.stringify(name.toString())} contains ".."`);
+    return parts.join('/');
+  }
+
+  /** The directory part of the path must resolve (through any symlinks) inside its root. */
+  private insideRoot(i: number, rel: string): boolean {
+    const slash = rel.lastIndexOf('/');
+    if (slash < 0) return true;
+    const key = `${i}\0${rel.slice(0, slash)}`;
+    let ok = this.dirOk.get(key);
+    if (ok === undefined) {
+      try {
+        const real = realpathSync(Buffer.from(`${this.roots[i]}/${rel.slice(0, slash)}`, 'latin1')).toString();
+        ok = real === this.realRoots[i] || real.startsWith(this.realRoots[i] + '/');
+      } catch {
+        ok = true; // missing here: the open below fails with ENOENT and the next root is tried
+      }
+      this.dirOk.set(key, ok);
+    }
+    return ok;
+  }
+
+  async open(name: Buffer): Promise<fsp.FileHandle> {
+    const rel = this.rel(name);
+    for (let i = 0; i < this.roots.length; i++) {
+      if (!this.insideRoot(i, rel)) throw new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} resolves outside the layer`);
+      try {
+        return await fsp.open(Buffer.from(`${this.roots[i]}/${rel}`, 'latin1'), constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+        if (code === 'ELOOP') throw new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} is a symlink, expected a regular file`);
+        throw e;
+      }
+    }
+    throw new LayerVerifyError(`layer ${this.layerId}: file ${JSON.stringify(name.toString())} is missing from the layer`);
+  }
+}
+
+type FileEntry = Extract<TarSplitEntry, { kind: 'file' }>;
+
+/** Read a whole (small) file and check its size and CRC. */
+async function readWhole(res: Resolver, e: FileEntry): Promise<Buffer> {
+  const fh = await res.open(e.nameBytes);
+  try {
+    const buf = Buffer.allocUnsafe(e.size + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n === buf.length) break;
+    }
+    if (n !== e.size) throw new LayerVerifyError(`layer ${res.layerId}: file ${JSON.stringify(e.name)} has ${n > e.size ? 'more than ' : ''}${n > e.size ? e.size : n} bytes, expected ${e.size}`);
+    const data = buf.subarray(0, n);
+    checkCrc(res.layerId, e, new Crc64().update(data));
+    return data;
+  } finally {
+    await fh.close();
+  }
+}
+
+function checkCrc(layerId: string, e: FileEntry, crc: Crc64): void {
+  if (e.crc && !crc.digest().equals(e.crc)) throw new LayerVerifyError(`layer ${layerId}: file ${JSON.stringify(e.name)} does not match its tar-split checksum (changed on disk?)`);
+}
+
+/** The exact uncompressed tar of a layer, or of the byte range [start, end) of it. */
+export function layerTarStream(opts: LayerTarOptions): Readable {
+  const start = opts.start ?? 0;
+  const end = opts.end ?? Infinity;
+  const whole = start === 0 && end === Infinity;
+  const res = new Resolver(opts.contentRoots, opts.layerId);
+  const hash = whole ? createHash('sha256') : undefined;
+  let waiting: (() => void) | undefined;
+  let batch: Buffer[] = [];
+  let batched = 0;
+
+  const stream = new Readable({
+    highWaterMark: 1 << 20,
+    read() {
+      const w = waiting;
+      waiting = undefined;
+      w?.();
+    },
+    destroy(err, cb) {
+      const w = waiting;
+      waiting = undefined;
+      w?.();
+      cb(err);
+    },
+  });
+  if (opts.onClose) stream.once('close', opts.onClose);
+
+  const flush = async () => {
+    if (!batched) return;
+    const out = batch.length === 1 ? batch[0] : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    if (!stream.push(out)) await new Promise<void>((r) => (waiting = r));
+  };
+  const emit = async (b: Buffer) => {
+    if (!b.length) return;
+    hash?.update(b);
+    batch.push(b);
+    batched += b.length;
+    if (batched >= BATCH) await flush();
+  };
+
+  let offset = 0; // position in the full tar of the next entry's first byte
+  /** Emit the part of [from, from+len) that falls inside the range, given the bytes. */
+  const emitRange = async (b: Buffer) => {
+    const from = offset;
+    offset += b.length;
+    const lo = Math.max(start, from);
+    const hi = Math.min(end, offset);
+    if (hi > lo) await emit(lo === from && hi === offset ? b : b.subarray(lo - from, hi - from));
+  };
+
+  const run = async () => {
+    const queue: { entry: TarSplitEntry; data?: Promise<Buffer> }[] = [];
+    const entries = readTarSplit(opts.tarSplitPath);
+    let exhausted = false;
+    const fill = async () => {
+      // Keep READ_AHEAD small files in flight ahead of the one being sent.
+      let inFlight = queue.filter((q) => q.data).length;
+      let projected = offset + queue.reduce((n, q) => n + (q.entry.kind === 'segment' ? q.entry.payload.length : q.entry.size), 0);
+      while (!exhausted && queue.length < READ_AHEAD * 4 && inFlight < READ_AHEAD) {
+        const r = await entries.next();
+        if (r.done) {
+          exhausted = true;
+          break;
+        }
+        const e = r.value;
+        const len = e.kind === 'segment' ? e.payload.length : e.size;
+        const item: { entry: TarSplitEntry; data?: Promise<Buffer> } = { entry: e };
+        const inRange = projected + len > start && projected < end;
+        if (e.kind === 'file' && e.size > 0 && e.size <= SMALL_FILE && inRange) {
+          item.data = readWhole(res, e);
+          item.data.catch(() => undefined); // surfaced when it is awaited in order
+          inFlight++;
+        }
+        projected += len;
+        queue.push(item);
+      }
+    };
+    try {
+      for (;;) {
+        if (stream.destroyed) return;
+        if (queue.length === 0) await fill();
+        const item = queue.shift();
+        if (!item) break;
+        if (queue.length < READ_AHEAD) await fill();
+        const e = item.entry;
+        if (offset >= end) break;
+        if (e.kind === 'segment') {
+          await emitRange(e.payload);
+          continue;
+        }
+        if (e.size === 0) continue;
+        if (offset + e.size <= start) {
+          offset += e.size; // before the range: not read at all
+          continue;
+        }
+        if (item.data) {
+          await emitRange(await item.data);
+          continue;
+        }
+        // A large file: streamed in chunks, CRC checked at its end (before the stream can end).
+        const fh = await res.open(e.nameBytes);
+        try {
+          const crc = new Crc64();
+          let left = e.size;
+          while (left > 0) {
+            if (stream.destroyed) return;
+            const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
+            const { bytesRead } = await fh.read(buf, 0, buf.length, e.size - left);
+            if (bytesRead === 0) throw new LayerVerifyError(`layer ${opts.layerId}: file ${JSON.stringify(e.name)} is shorter than its ${e.size} bytes`);
+            const chunk = buf.subarray(0, bytesRead);
+            crc.update(chunk);
+            left -= bytesRead;
+            await emitRange(chunk);
+          }
+          const extra = await fh.read(Buffer.alloc(1), 0, 1, e.size);
+          if (extra.bytesRead) throw new LayerVerifyError(`layer ${opts.layerId}: file ${JSON.stringify(e.name)} is longer than its ${e.size} bytes`);
+          checkCrc(opts.layerId, e, crc);
+        } finally {
+          await fh.close();
+        }
+      }
+      if (whole) {
+        const digest = 'sha256:' + hash!.digest('hex');
+        if (opts.diffSize !== undefined && offset !== opts.diffSize) {
+          throw new LayerVerifyError(`layer ${opts.layerId}: rebuilt tar has ${offset} bytes, the store records ${opts.diffSize}`);
+        }
+        if (opts.diffDigest && digest !== opts.diffDigest) {
+          throw new LayerVerifyError(`layer ${opts.layerId}: rebuilt tar has digest ${digest}, the store records ${opts.diffDigest}`);
+        }
+      } else if (start > offset && end === Infinity) {
+        throw new LayerVerifyError(`layer ${opts.layerId}: offset ${start} is past the end of the layer (${offset} bytes)`);
+      }
+      await flush();
+      stream.push(null);
+    } catch (e) {
+      stream.destroy(e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      await entries.return(undefined);
+    }
+  };
+  void run();
+  return stream;
+}

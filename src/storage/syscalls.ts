@@ -1,0 +1,71 @@
+// The few Linux calls Node's fs module lacks, through the koffi FFI package (see lockfile.ts
+// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices) and xattrs.
+import koffi from 'koffi';
+
+export class SyscallError extends Error {
+  override name = 'SyscallError';
+  constructor(readonly call: string, readonly errno: number, readonly path?: string) {
+    super(`${call}${path ? ` ${path}` : ''}: errno ${errno}`);
+  }
+}
+
+type Fn = (...args: unknown[]) => number;
+let lib: Record<string, Fn> | undefined;
+
+function libc(): Record<string, Fn> {
+  if (!lib) {
+    const c = koffi.load('libc.so.6');
+    lib = {
+      fcntl: c.func('int fcntl(int fd, int cmd, ...)') as Fn,
+      mknod: c.func('int mknod(const char *path, uint32_t mode, uint64_t dev)') as Fn,
+      lsetxattr: c.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)') as Fn,
+      lgetxattr: c.func('long lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)') as Fn,
+    };
+  }
+  return lib;
+}
+
+// struct flock is laid out the same on every 64-bit Linux (x86_64, arm64, riscv64).
+export const Flock = koffi.struct('csreg_flock', { l_type: 'short', l_whence: 'short', l_start: 'int64', l_len: 'int64', l_pid: 'int' });
+
+/** fcntl with a struct flock argument; returns errno (0 on success). */
+export function fcntlLock(fd: number, cmd: number, type: number): number {
+  const r = libc().fcntl(fd, cmd, 'csreg_flock *', { l_type: type, l_whence: 0, l_start: 0, l_len: 0, l_pid: 0 });
+  return r === 0 ? 0 : koffi.errno();
+}
+
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFIFO = 0o010000;
+
+/** glibc's makedev encoding of a device number. */
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+/** Paths are Buffers so names that are not UTF-8 reach the file system unchanged. */
+function cpath(p: string | Buffer): Buffer {
+  return Buffer.concat([typeof p === 'string' ? Buffer.from(p) : p, Buffer.from([0])]);
+}
+
+export function mknod(path: string | Buffer, mode: number, dev: bigint = 0n): void {
+  if (libc().mknod(cpath(path), mode, dev) !== 0) throw new SyscallError('mknod', koffi.errno(), path.toString());
+}
+
+export function lsetxattr(path: string | Buffer, name: string, value: Buffer): void {
+  if (libc().lsetxattr(cpath(path), name, value, value.length, 0) !== 0) throw new SyscallError('lsetxattr', koffi.errno(), path.toString());
+}
+
+/** An xattr's value, or undefined when the file has none of that name. */
+export function lgetxattr(path: string | Buffer, name: string): Buffer | undefined {
+  const buf = Buffer.alloc(65536);
+  const n = libc().lgetxattr(cpath(path), name, buf, buf.length);
+  if (n < 0) {
+    const e = koffi.errno();
+    if (e === 61 /* ENODATA */) return undefined;
+    throw new SyscallError('lgetxattr', e, path.toString());
+  }
+  return buf.subarray(0, n);
+}

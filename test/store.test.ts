@@ -1,0 +1,311 @@
+// The store reader against stores written by buildah, skopeo and podman (test/fixtures/build.sh).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { execFileSync, spawn } from 'node:child_process';
+import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { Store } from '../src/storage/store.js';
+import { bigDataFileName } from '../src/storage/bigdata.js';
+import { resolveStoreLocation } from '../src/storage/config.js';
+import { loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
+
+const fx = loadFixtures();
+const storeNames = Object.keys(fx.stores) as (keyof typeof fx.stores)[];
+const open = (s: FixtureStore) => Store.open({ root: s.root, runroot: s.runroot, driver: s.driver });
+
+async function drain(r: Readable): Promise<{ sha: string; size: number; bytes?: Buffer }> {
+  const h = createHash('sha256');
+  let size = 0;
+  for await (const c of r) {
+    h.update(c as Buffer);
+    size += (c as Buffer).length;
+  }
+  return { sha: 'sha256:' + h.digest('hex'), size };
+}
+
+async function collect(r: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of r) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+function fileSha(path: string): Promise<string> {
+  return new Promise((res, rej) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (c) => h.update(c)).on('end', () => res('sha256:' + h.digest('hex'))).on('error', rej);
+  });
+}
+
+test('every layer of every fixture store rebuilds to its diff-digest and diff-size', async () => {
+  let checked = 0;
+  for (const name of storeNames) {
+    const store = open(fx.stores[name]);
+    const snap = await store.snapshot();
+    for (const layer of snap.layers) {
+      if (!layer.diffDigest || !existsSync(store.tarSplitPath(layer))) continue; // container layers have none
+      const got = await drain(await store.layerTar(layer.id));
+      assert.equal(got.sha, layer.diffDigest, `${name} layer ${layer.id}`);
+      assert.equal(got.size, layer.diffSize, `${name} layer ${layer.id}`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 10, `expected many layers, checked ${checked}`);
+});
+
+test('rebuilt layers equal what skopeo copies out of containers-storage', async () => {
+  for (const name of storeNames) {
+    const s = fx.stores[name];
+    const store = open(s);
+    const snap = await store.snapshot();
+    // Local manifest lists (podman manifest create) have no layers; skopeo cannot copy them out.
+    for (const img of fx.images.filter((i) => i.store === name && snap.image(i.name)?.topLayer).slice(0, 3)) {
+      const dir = mkdtempSync(join(tmpdir(), 'csreg-skopeo-'));
+      try {
+        execFileSync('skopeo', ['copy', '--quiet', csRef(s, img.name), `dir:${dir}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+        const image = snap.image(img.name);
+        assert.ok(image, `${img.name} found by name`);
+        const chain = snap.layerChain(image.topLayer);
+        assert.equal(chain.problem, undefined);
+        for (const layer of chain.layers) {
+          const file = join(dir, layer.diffDigest!.slice(7));
+          assert.ok(existsSync(file), `skopeo wrote ${file}`);
+          const ours = await drain(await store.layerTar(layer.id));
+          assert.equal(ours.sha, await fileSha(file), `${name} ${img.name} layer ${layer.id}`);
+          assert.equal(ours.size, statSync(file).size);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  }
+});
+
+test('a rebuild started at an offset equals the tail of the full one', async () => {
+  const store = open(fx.stores.overlay);
+  const snap = await store.snapshot();
+  // The largest layer has the big file: offsets inside it, at a header and near the end.
+  const layer = [...snap.layers].filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  const full = await collect(await store.layerTar(layer.id));
+  assert.equal(full.length, layer.diffSize);
+  for (const start of [0, 1, 512, 513, Math.floor(full.length / 2), full.length - 1024, full.length - 1]) {
+    const tail = await collect(await store.layerTar(layer.id, { start }));
+    assert.ok(tail.equals(full.subarray(start)), `offset ${start}`);
+  }
+  const mid = Math.floor(full.length / 3);
+  const slice = await collect(await store.layerTar(layer.id, { start: mid, end: mid + 100_000 }));
+  assert.ok(slice.equals(full.subarray(mid, mid + 100_000)), 'range in the middle');
+});
+
+test('csreg storage images --json agrees with podman images', () => {
+  for (const name of storeNames) {
+    const s = fx.stores[name];
+    const ours = JSON.parse(execFileSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'images', '--json'], { encoding: 'utf8' })) as
+      { id: string; names: string[]; digest?: string; digests: string[] }[];
+    const theirs = JSON.parse(execFileSync('podman', [...storeArgs(s), 'images', '-a', '--format', 'json'], { encoding: 'utf8' })) as
+      { Id: string; Names?: string[]; Digest: string; RepoDigests?: string[] }[];
+    // podman repeats an image once per tag
+    assert.deepEqual(ours.map((i) => i.id).sort(), [...new Set(theirs.map((i) => i.Id))].sort(), `${name}: image IDs`);
+    for (const p of theirs) {
+      const o = ours.find((i) => i.id === p.Id)!;
+      assert.deepEqual([...o.names].sort(), [...(p.Names ?? [])].sort(), `${name} ${p.Id}: names`);
+      assert.equal(o.digest, p.Digest, `${name} ${p.Id}: digest`);
+      // podman's RepoDigests pair every repository name with each of c/storage's digests
+      const repoDigests = new Set((p.RepoDigests ?? []).map((r) => r.slice(r.indexOf('@') + 1)));
+      if (repoDigests.size) assert.deepEqual([...o.digests].sort(), [...repoDigests].sort(), `${name} ${p.Id}: digests`);
+    }
+  }
+});
+
+test('layers and containers listings agree with the Go containers-storage tool', () => {
+  for (const name of storeNames) {
+    const s = fx.stores[name];
+    const go = (what: string) => JSON.parse(execFileSync('containers-storage',
+      ['--graph', s.root, '--run', s.runroot, '--storage-driver', s.driver, what, '--json'], { encoding: 'utf8' })) as { id: string }[] | null;
+    const ours = (what: string) => JSON.parse(execFileSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', what, '--json'], { encoding: 'utf8' })) as { id: string }[];
+    for (const what of ['layers', 'containers']) {
+      assert.deepEqual(ours(what).map((x) => x.id).sort(), (go(what) ?? []).map((x) => x.id).sort(), `${name} ${what}`);
+    }
+  }
+});
+
+test('every big-data item of every image is found under its encoded file name', async () => {
+  let n = 0;
+  for (const name of storeNames) {
+    const store = open(fx.stores[name]);
+    for (const img of (await store.snapshot()).images) {
+      for (const key of img.bigDataNames) {
+        const data = await store.imageBigData(img, key);
+        assert.equal(data.length, img.bigDataSizes[key], `${img.id} ${key} size`);
+        const digest = img.bigDataDigests[key];
+        // manifest digests are c/image's manifest.Digest, i.e. sha256 of the bytes for schema2/OCI
+        if (digest) assert.equal('sha256:' + createHash('sha256').update(data).digest('hex'), digest, `${img.id} ${key} digest`);
+        n++;
+      }
+    }
+  }
+  assert.ok(n > 10);
+});
+
+test('big-data file names follow makeBigDataBaseName, quirks included', () => {
+  assert.equal(bigDataFileName('manifest'), 'manifest');
+  assert.equal(bigDataFileName('instances.json'), 'instances.json');
+  assert.equal(bigDataFileName('abc:'), 'abc:'); // last character is never checked
+  assert.equal(bigDataFileName('X'), 'X');
+  assert.equal(bigDataFileName('Xy'), '=' + Buffer.from('Xy').toString('base64'));
+  assert.equal(bigDataFileName('abé'), 'abé'); // a multi-byte last rune is consumed too
+  assert.equal(bigDataFileName('éa'), '=' + Buffer.from('éa').toString('base64'));
+  const k = 'sha256:' + 'e4'.repeat(32);
+  assert.equal(bigDataFileName(k), '=' + Buffer.from(k).toString('base64'));
+});
+
+test('names: ID, unique ID prefix, full name, short name and digest resolve like podman', async () => {
+  const s = fx.stores.overlay;
+  const store = open(s);
+  const snap = await store.snapshot();
+  // podman resolves a manifest list's name to the list's instance for this platform; c/storage
+  // (and csreg) resolve it to the list's own record, so lists are left out here.
+  for (const img of fx.images.filter((i) => i.store === 'overlay' && snap.image(i.name)?.topLayer)) {
+    const podmanId = execFileSync('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Id}}', img.name], { encoding: 'utf8' }).trim();
+    assert.equal(snap.image(img.name)?.id, podmanId, img.name);
+    assert.equal(snap.image(podmanId)?.id, podmanId);
+    assert.equal(snap.image(podmanId.slice(0, 12))?.id, podmanId);
+    const shortName = img.name.replace(/^localhost\//, '');
+    assert.equal(snap.image(shortName)?.id, podmanId, `short ${shortName}`);
+    const byDigest = snap.image(snap.image(podmanId)!.digest!);
+    assert.ok(byDigest && byDigest.digests.includes(snap.image(podmanId)!.digest!));
+  }
+  assert.equal(snap.image('localhost/csreg/nonexistent:1'), undefined);
+});
+
+test('storage.conf is found and read like the Go tools do (compared with podman info)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-conf-'));
+  try {
+    const conf = join(dir, 'storage.conf');
+    writeFileSync(conf, `[storage]\ndriver = "vfs"\ngraphroot = "${dir}/g-$UID"\nrunroot = "\${CSREG_TEST_RUN}/r"\n[storage.options]\nadditionalimagestores = ["${dir}/ais"]\n`);
+    const env = { ...process.env, CONTAINERS_STORAGE_CONF: conf, CSREG_TEST_RUN: join(dir, 'run') };
+    const loc = resolveStoreLocation({}, env);
+    const info = JSON.parse(execFileSync('podman', ['info', '--format', 'json'], { env, encoding: 'utf8' })).store;
+    assert.equal(loc.graphRoot, info.graphRoot);
+    assert.equal(loc.runRoot, info.runRoot);
+    assert.equal(loc.driver, info.graphDriverName);
+    assert.equal(loc.configFile, info.configFile);
+    assert.deepEqual(loc.additionalImageStores, [`${dir}/ais`]);
+    // flags override the file, as --root/--runroot/--storage-driver do for podman
+    const over = resolveStoreLocation({ root: '/x', runroot: '/y', driver: 'overlay2' }, env);
+    assert.deepEqual([over.graphRoot, over.runRoot, over.driver], ['/x', '/y', 'overlay']);
+    const def = resolveStoreLocation({}, { ...process.env, CONTAINERS_STORAGE_CONF: undefined });
+    const defInfo = JSON.parse(execFileSync('podman', ['info', '--format', 'json'], { encoding: 'utf8' })).store;
+    assert.deepEqual([def.graphRoot, def.runRoot, def.driver], [defInfo.graphRoot, defInfo.runRoot, defInfo.graphDriverName]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A private copy of a fixture store that a test may damage. */
+function copyStore(s: FixtureStore): FixtureStore & { dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-copy-'));
+  execFileSync('cp', ['-a', s.root, join(dir, 'root')]);
+  // podman's own database records the store path it was made for; a copy needs a fresh one
+  rmSync(join(dir, 'root', 'libpod'), { recursive: true, force: true });
+  execFileSync('mkdir', ['-p', join(dir, 'run')]);
+  return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: s.driver, dir };
+}
+
+test('a damaged store gives clear errors that name the layer or file', async (t) => {
+  const c = copyStore(fx.stores.vfs);
+  t.after(() => rmSync(c.dir, { recursive: true, force: true }));
+  const store = open(c);
+  const snap = await store.snapshot();
+  const layer = snap.layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+
+  // One byte of a layer file changed: the stream fails, never ends cleanly.
+  const root = store.contentRoots(layer)[0];
+  const big = findLargestFile(root);
+  const buf = readFileSync(big);
+  buf[Math.floor(buf.length / 2)] ^= 0xff;
+  writeFileSync(big, buf);
+  await assert.rejects(drain(await store.layerTar(layer.id)), (e: Error) => e.message.includes(layer.id));
+
+  // A truncated tar-split.
+  const other = snap.layers.find((l) => l.id !== layer.id && l.diffSize && existsSync(store.tarSplitPath(l)))!;
+  const ts = readFileSync(store.tarSplitPath(other));
+  writeFileSync(store.tarSplitPath(other), ts.subarray(0, Math.floor(ts.length / 2)));
+  await assert.rejects(async () => drain(await store.layerTar(other.id)), (e: Error) => e.message.includes(other.id) || e.message.includes('tar-split'));
+
+  // A malformed images.json.
+  const imagesJson = join(c.root, 'vfs-images', 'images.json');
+  writeFileSync(imagesJson, readFileSync(imagesJson, 'utf8').slice(0, 40));
+  const fresh = open(c);
+  await assert.rejects(fresh.snapshot(), (e: Error) => e.message.includes(imagesJson) && /malformed JSON/.test(e.message));
+});
+
+function findLargestFile(dir: string): string {
+  let best = { path: '', size: -1 };
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const size = statSync(p).size;
+        if (size > best.size) best = { path: p, size };
+      }
+    }
+  };
+  walk(dir);
+  return best.path;
+}
+
+test('reads stay consistent while podman pulls and removes images in another process', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-race-'));
+  const reg = spawn('docker-registry', ['serve', fx.registry.config], { stdio: 'ignore' });
+  t.after(() => {
+    reg.kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await waitForRegistry(fx.registry.addr);
+  const s: FixtureStore = { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: 'overlay' };
+  const refs = fx.pushed.filter((p) => p.format !== 'list').slice(0, 2).map((p) => p.ref);
+  // podman's loop: pull, remove, repeat, in a separate process.
+  const script = `for i in 1 2 3 4; do for r in ${refs.join(' ')}; do podman ${storeArgs(s).join(' ')} pull -q --tls-verify=false "$r" >/dev/null; done; podman ${storeArgs(s).join(' ')} rmi -a -f >/dev/null; done`;
+  execFileSync('mkdir', ['-p', s.root]);
+  const loop = spawn('bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  loop.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<number>((res) => loop.on('exit', (code) => res(code ?? -1)));
+  const store = open(s);
+  let reads = 0;
+  let sawImage = 0;
+  let finished = false;
+  void done.then(() => (finished = true));
+  while (!finished) {
+    const snap = await store.snapshot();
+    for (const img of snap.images) {
+      const chain = snap.layerChain(img.topLayer);
+      assert.equal(chain.problem, undefined, `image ${img.id} listed with a broken layer chain`);
+      await store.imageBigData(img, 'manifest').catch((e: NodeJS.ErrnoException) => {
+        // The image may be removed between our snapshot and this read; anything else is a bug.
+        if (e.code !== 'ENOENT') throw e;
+      });
+      sawImage++;
+    }
+    reads++;
+    // let the child's exit event in: a loop of resolved promises never yields to the event loop
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(await done, 0, `podman loop failed: ${stderr}`);
+  assert.ok(reads > 5 && sawImage > 0, `reads ${reads}, images seen ${sawImage}`);
+});
+
+async function waitForRegistry(addr: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(`http://${addr}/v2/`);
+      if (r.ok) return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`docker-registry did not start on ${addr}`);
+}

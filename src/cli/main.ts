@@ -7,6 +7,7 @@ import { storageCommand, UsageError } from './storage.js';
 const USAGE = `usage: csreg [--root DIR] [--runroot DIR] [--storage-driver NAME] COMMAND
 
 commands:
+  serve                       serve the store as an OCI registry (csreg serve --help)
   storage images              list images            (--json for JSON)
   storage layers              list layers
   storage containers          list containers
@@ -42,7 +43,21 @@ export const globalOptions = {
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
+/** The first word that is neither a flag nor the value of a global flag taking one. */
+function commandWord(argv: string[]): number {
+  for (let i = 0; i < argv.length; i++) {
+    if (['--root', '--runroot', '--storage-driver'].includes(argv[i])) i++;
+    else if (!argv[i].startsWith('-')) return i;
+  }
+  return -1;
+}
+
 async function main(argv: string[]): Promise<number> {
+  const w = commandWord(argv);
+  if (w >= 0 && argv[w] === 'serve') {
+    const { serveCommand } = await import('./serve.js');
+    return serveCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);
+  }
   const { values, positionals } = parseArgs({ args: argv, options: globalOptions, allowPositionals: true, strict: true });
   const [cmd, verb, ...rest] = positionals;
   if (values.help || !cmd) {

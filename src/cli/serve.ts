@@ -1,0 +1,90 @@
+// `csreg serve`: the registry on a store, configured by flags and/or a YAML file whose keys
+// follow distribution's config.yml where one exists (http.addr, log.level, log.formatter).
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { createLogger, isLogLevel, type LogLevel } from '../log.js';
+import { repositoryIndex, DEFAULT_PREFERRED_HOSTS } from '../oci/names.js';
+import type { IndexPolicy } from '../oci/resolver.js';
+import { startRegistry } from '../registry/server.js';
+import { Store } from '../storage/store.js';
+import { UsageError } from './storage.js';
+
+const USAGE = `usage: csreg serve [options]
+
+  --addr HOST:PORT          listen address (default 127.0.0.1:5000)
+  --root DIR --runroot DIR --storage-driver NAME
+                            the store (default: the one podman uses, from storage.conf)
+  --config FILE             YAML config (http.addr, storage.root/runroot/driver, log.level,
+                            log.formatter, names.preferred_hosts, indexes: any-child|complete-only)
+  --state-dir DIR           csreg's own state (default /var/lib/csreg, or ~/.local/state/csreg)
+  --log-level LEVEL         debug, info, warn, error (default info)
+  --log-format json|text    JSON lines (default) or human-readable
+`;
+
+interface ServeConfig {
+  http?: { addr?: string };
+  storage?: { root?: string; runroot?: string; driver?: string; statedir?: string };
+  log?: { level?: string; formatter?: string };
+  names?: { preferred_hosts?: string[] };
+  indexes?: string;
+}
+
+function readConfig(path: string): ServeConfig {
+  try {
+    return (parseYaml(readFileSync(path, 'utf8')) ?? {}) as ServeConfig;
+  } catch (e) {
+    throw new UsageError(`${path}: ${(e as Error).message}`);
+  }
+}
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      addr: { type: 'string' }, root: { type: 'string' }, runroot: { type: 'string' }, 'storage-driver': { type: 'string' },
+      config: { type: 'string' }, 'state-dir': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const conf = values.config ? readConfig(values.config) : {};
+  const level = values['log-level'] ?? conf.log?.level ?? 'info';
+  if (!isLogLevel(level)) throw new UsageError(`unknown log level ${level}`);
+  const format = values['log-format'] ?? conf.log?.formatter ?? 'json';
+  if (format !== 'json' && format !== 'text') throw new UsageError(`unknown log format ${format}`);
+  const indexes = conf.indexes ?? 'any-child';
+  if (indexes !== 'any-child' && indexes !== 'complete-only') throw new UsageError(`indexes must be any-child or complete-only`);
+  const log = createLogger({ level: level as LogLevel, format });
+  const store = Store.open({
+    root: values.root ?? conf.storage?.root,
+    runroot: values.runroot ?? conf.storage?.runroot,
+    driver: values['storage-driver'] ?? conf.storage?.driver,
+  });
+  const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
+  const snap = await store.snapshot();
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy });
+  const host = reg.url.replace(/^http:\/\//, '');
+  const repos = repositoryIndex(snap, preferredHosts);
+  const example = repos.names().map((n) => ({ n, t: [...(repos.get(n)?.tags.keys() ?? [])][0] })).find((x) => x.t);
+  process.stdout.write(
+    `csreg serving ${store.location.graphRoot} (driver ${store.driver}): ${snap.images.length} images, ${repos.names().length} repositories\n`
+    + `listening on ${reg.url} (read-only)\n`
+    + (example
+      ? `try:  skopeo inspect --tls-verify=false docker://${host}/${example.n}:${example.t}\n      podman pull --tls-verify=false ${host}/${example.n}:${example.t}\n`
+      : ''),
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info('shutting down: letting running downloads finish', { signal: sig });
+      void reg.close().then(resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  return 0;
+}

@@ -1,0 +1,90 @@
+// Manifests: reading the descriptors out of stored manifest bytes, and the synthesized
+// manifest csreg serves when the original one's blobs cannot all be produced.
+//
+// The synthesized manifest is a contract (docs/synthesized-manifest.md): every csreg serving
+// the same image yields the same bytes, hence the same digest.
+import type { Image, Layer } from '../storage/records.js';
+import { IMAGE_MANIFEST_TYPES, INDEX_TYPES, MT } from './media.js';
+
+export class ManifestError extends Error {
+  override name = 'ManifestError';
+}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: { os?: string; architecture?: string; variant?: string };
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+export interface ParsedManifest {
+  mediaType: string;
+  kind: 'image' | 'index' | 'other';
+  config?: Descriptor;
+  layers: Descriptor[];
+  /** index children */
+  manifests: Descriptor[];
+  subject?: Descriptor;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+function descriptor(v: unknown, what: string): Descriptor {
+  const o = v as Record<string, unknown>;
+  if (!o || typeof o !== 'object' || typeof o.digest !== 'string' || typeof o.size !== 'number' || typeof o.mediaType !== 'string') {
+    throw new ManifestError(`${what} is not a valid descriptor`);
+  }
+  return o as unknown as Descriptor;
+}
+
+/** Parse manifest bytes; the media type comes from the document or from its shape. */
+export function parseManifest(bytes: Buffer, declaredType?: string): ParsedManifest {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new ManifestError(`manifest is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!o || typeof o !== 'object' || Array.isArray(o)) throw new ManifestError('manifest is not a JSON object');
+  let mediaType = typeof o.mediaType === 'string' ? o.mediaType : declaredType ?? '';
+  if (!mediaType) {
+    if (o.schemaVersion === 1) mediaType = o.signatures ? MT.dockerSchema1Signed : MT.dockerSchema1;
+    else if (Array.isArray(o.manifests)) mediaType = MT.ociIndex;
+    else if (o.config) mediaType = MT.ociManifest;
+  }
+  const kind = INDEX_TYPES.has(mediaType) ? 'index' : IMAGE_MANIFEST_TYPES.has(mediaType) ? 'image' : 'other';
+  const list = (k: string) => (Array.isArray(o[k]) ? (o[k] as unknown[]).map((d, i) => descriptor(d, `${k}[${i}]`)) : []);
+  return {
+    mediaType,
+    kind,
+    config: o.config ? descriptor(o.config, 'config') : undefined,
+    layers: list('layers'),
+    manifests: list('manifests'),
+    subject: o.subject ? descriptor(o.subject, 'subject') : undefined,
+    artifactType: typeof o.artifactType === 'string' ? o.artifactType : undefined,
+    annotations: o.annotations && typeof o.annotations === 'object' ? (o.annotations as Record<string, string>) : undefined,
+  };
+}
+
+/**
+ * The synthesized manifest: config = the stored config blob, layers = the uncompressed tars
+ * (diff digests). Written by hand in a fixed key order with no whitespace, so its bytes do not
+ * depend on any JSON library.
+ */
+export function synthesizeManifest(config: { digest: string; size: number }, layers: Layer[], form: 'oci' | 'docker'): { bytes: Buffer; mediaType: string } {
+  const oci = form === 'oci';
+  const mediaType = oci ? MT.ociManifest : MT.dockerManifest;
+  const desc = (mt: string, digest: string, size: number) => `{"mediaType":"${mt}","digest":"${digest}","size":${size}}`;
+  const layerType = oci ? MT.ociLayerTar : MT.dockerLayerTar;
+  const json = `{"schemaVersion":2,"mediaType":"${mediaType}","config":${desc(oci ? MT.ociConfig : MT.dockerConfig, config.digest, config.size)},`
+    + `"layers":[${layers.map((l) => desc(layerType, l.diffDigest!, l.diffSize!)).join(',')}]}`;
+  return { bytes: Buffer.from(json, 'utf8'), mediaType };
+}
+
+/** The config big-data item of an image (`sha256:<image ID>` for schema2/OCI images). */
+export function configKey(image: Image): string | undefined {
+  const key = `sha256:${image.id}`;
+  return image.bigDataNames.includes(key) ? key : undefined;
+}

@@ -1,0 +1,225 @@
+// What the registry can serve from one snapshot of the store (design.md "What a manifest
+// request returns", "What a blob request returns"). The rule that keeps mirrors safe: a
+// manifest is only ever served when every blob it references can be produced and verified.
+import { existsSync } from 'node:fs';
+import type { Image, Layer } from '../storage/records.js';
+import type { Snapshot } from '../storage/snapshot.js';
+import type { Store } from '../storage/store.js';
+import { sha256 } from './digest.js';
+import { MT } from './media.js';
+import { configKey, parseManifest, synthesizeManifest, ManifestError, type ParsedManifest } from './manifest.js';
+import type { Repository } from './names.js';
+
+export type BlobSource =
+  | { kind: 'bigdata'; digest: string; size: number; image: Image; key: string }
+  | { kind: 'layer'; digest: string; size: number; layer: Layer };
+
+export interface ServedManifest {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}
+
+/** `any-child`: an index is served when one platform's child is; `complete-only`: only when all are. */
+export type IndexPolicy = 'any-child' | 'complete-only';
+
+interface BlobMaps {
+  configs: Map<string, { image: Image; key: string; size: number }>;
+  layers: Map<string, Layer>;
+  /** manifest digest → images holding a manifest* item with that digest */
+  manifests: Map<string, { image: Image; key: string }[]>;
+}
+
+const blobMaps = new WeakMap<Snapshot, BlobMaps>();
+
+function mapsFor(store: Store, snap: Snapshot): BlobMaps {
+  let m = blobMaps.get(snap);
+  if (m) return m;
+  m = { configs: new Map(), layers: new Map(), manifests: new Map() };
+  for (const img of snap.images) {
+    const key = configKey(img);
+    const cd = key && img.bigDataDigests[key];
+    if (key && cd) m.configs.set(cd, { image: img, key, size: img.bigDataSizes[key] ?? 0 });
+    for (const k of img.bigDataNames) {
+      const d = img.bigDataDigests[k];
+      if (!k.startsWith('manifest') || !d) continue;
+      const list = m.manifests.get(d) ?? [];
+      list.push({ image: img, key: k });
+      m.manifests.set(d, list);
+    }
+  }
+  for (const l of snap.layers) {
+    // Servable only when whole and rebuildable: complete, with a diff digest and a tar-split.
+    if (l.incomplete || !l.diffDigest || l.diffSize === undefined || m.layers.has(l.diffDigest)) continue;
+    if (!existsSync(store.tarSplitPath(l))) continue;
+    m.layers.set(l.diffDigest, l);
+  }
+  blobMaps.set(snap, m);
+  return m;
+}
+
+/** Does an Accept header take this media type? No header at all takes anything. */
+export function accepts(accept: string | undefined, mediaType: string): boolean {
+  if (!accept) return true;
+  return accept.split(',').some((part) => {
+    const t = part.split(';')[0].trim();
+    return t === mediaType || t === '*/*';
+  });
+}
+
+export class Resolver {
+  private readonly maps: BlobMaps;
+
+  constructor(private readonly store: Store, readonly snap: Snapshot, private readonly indexPolicy: IndexPolicy = 'any-child') {
+    this.maps = mapsFor(store, snap);
+  }
+
+  /** Where a blob's bytes come from, or undefined when csreg cannot produce them. */
+  blob(digest: string): BlobSource | undefined {
+    const c = this.maps.configs.get(digest);
+    if (c) return { kind: 'bigdata', digest, size: c.size, image: c.image, key: c.key };
+    // A layer's compressed digest equals its diff digest when it was stored uncompressed.
+    const l = this.maps.layers.get(digest);
+    if (l) return { kind: 'layer', digest, size: l.diffSize!, layer: l };
+    return undefined;
+  }
+
+  private async servableImageManifest(m: ParsedManifest): Promise<boolean> {
+    if (!m.config || !this.blob(m.config.digest)) return false;
+    return m.layers.every((d) => this.blob(d.digest));
+  }
+
+  /** A stored manifest is servable when every blob it references is (indexes per the policy). */
+  private async servable(m: ParsedManifest, depth = 0): Promise<boolean> {
+    if (m.kind === 'image') return this.servableImageManifest(m);
+    if (m.kind !== 'index' || depth > 0) return false;
+    let any = false;
+    for (const child of m.manifests) {
+      const ok = !!(await this.storedManifest(child.digest, depth + 1));
+      if (ok) any = true;
+      else if (this.indexPolicy === 'complete-only') return false;
+    }
+    return any;
+  }
+
+  /** Stored manifest bytes with this digest, if some image holds them and they are servable. */
+  private async storedManifest(digest: string, depth = 0, within?: Set<Image>): Promise<ServedManifest | undefined> {
+    for (const { image, key } of this.maps.manifests.get(digest) ?? []) {
+      if (within && !within.has(image)) continue;
+      const served = await this.loadStored(image, key, depth);
+      if (served && served.digest === digest) return served;
+    }
+    return undefined;
+  }
+
+  private async loadStored(image: Image, key: string, depth = 0): Promise<ServedManifest | undefined> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.store.imageBigData(image, key);
+    } catch {
+      return undefined; // removed since the snapshot
+    }
+    let parsed: ParsedManifest;
+    try {
+      parsed = parseManifest(bytes);
+    } catch (e) {
+      if (e instanceof ManifestError) return undefined;
+      throw e;
+    }
+    if (!(await this.servable(parsed, depth))) return undefined;
+    return { bytes, mediaType: parsed.mediaType, digest: sha256(bytes) };
+  }
+
+  /** The synthesized manifest of an image, when its config and every layer can be produced. */
+  synthesized(image: Image, form: 'oci' | 'docker'): ServedManifest | undefined {
+    const key = configKey(image);
+    if (!key || !image.topLayer) return undefined;
+    const config = { digest: image.bigDataDigests[key], size: image.bigDataSizes[key] };
+    if (!config.digest || config.size === undefined) return undefined;
+    const chain = this.snap.layerChain(image.topLayer);
+    if (chain.problem || !chain.layers.every((l) => l.diffDigest && this.maps.layers.get(l.diffDigest))) return undefined;
+    const { bytes, mediaType } = synthesizeManifest(config, chain.layers, form);
+    return { bytes, mediaType, digest: sha256(bytes) };
+  }
+
+  /** The synthesized form the client takes: OCI, or the Docker schema2 twin for clients without OCI. */
+  private synthesizedFor(image: Image, accept: string | undefined): ServedManifest | undefined {
+    const form = accepts(accept, MT.ociManifest) || !accepts(accept, MT.dockerManifest) ? 'oci' : 'docker';
+    return this.synthesized(image, form);
+  }
+
+  /** By tag: the original manifest when servable and acceptable, else the synthesized one. */
+  async forTag(repo: Repository, tag: string, accept?: string): Promise<ServedManifest | undefined> {
+    const image = repo.tags.get(tag);
+    if (!image) return undefined;
+    if (image.bigDataNames.includes('manifest')) {
+      const stored = await this.loadStored(image, 'manifest');
+      if (stored && accepts(accept, stored.mediaType)) return stored;
+    }
+    return this.synthesizedFor(image, accept);
+  }
+
+  /**
+   * By digest: stored manifest bytes with that digest, or a synthesized form with that digest,
+   * among the repository's images and the store's untagged ones.
+   */
+  async byDigest(repo: Repository | undefined, digest: string): Promise<ServedManifest | undefined> {
+    const untagged = this.snap.images.filter((i) => i.names.length === 0);
+    const candidates = new Set<Image>([...(repo?.images ?? []), ...untagged]);
+    // An index's children belong to the index's repository, wherever the store keeps them.
+    const inIndex = repo && (await this.indexChildren(repo.images)).has(digest);
+    const stored = await this.storedManifest(digest, 0, inIndex ? undefined : candidates);
+    if (stored) return stored;
+    for (const image of candidates) {
+      for (const form of ['oci', 'docker'] as const) {
+        const s = this.synthesized(image, form);
+        if (s?.digest === digest) return s;
+      }
+    }
+    return undefined;
+  }
+
+  /** Digests listed as children by the stored indexes of these images. */
+  private async indexChildren(images: Iterable<Image>): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const image of images) {
+      for (const key of image.bigDataNames) {
+        if (!key.startsWith('manifest')) continue;
+        try {
+          const m = parseManifest(await this.store.imageBigData(image, key));
+          for (const c of m.manifests) out.add(c.digest);
+        } catch {
+          continue; // unreadable or removed: no children from it
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Stored manifests whose subject is this digest (the referrers API), within the given images. */
+  async referrers(digest: string, images: Iterable<Image>): Promise<{ mediaType: string; digest: string; size: number; artifactType?: string; annotations?: Record<string, string> }[]> {
+    const out = new Map<string, { mediaType: string; digest: string; size: number; artifactType?: string; annotations?: Record<string, string> }>();
+    for (const image of images) {
+      for (const key of image.bigDataNames) {
+        if (!key.startsWith('manifest')) continue;
+        const d = image.bigDataDigests[key];
+        if (!d || out.has(d)) continue;
+        let bytes: Buffer;
+        try {
+          bytes = await this.store.imageBigData(image, key);
+        } catch {
+          continue;
+        }
+        let m: ParsedManifest;
+        try {
+          m = parseManifest(bytes);
+        } catch {
+          continue;
+        }
+        if (m.subject?.digest !== digest) continue;
+        out.set(d, { mediaType: m.mediaType, digest: d, size: bytes.length, artifactType: m.artifactType ?? m.config?.mediaType, annotations: m.annotations });
+      }
+    }
+    return [...out.values()];
+  }
+}

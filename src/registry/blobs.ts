@@ -1,0 +1,69 @@
+// GET/HEAD /v2/<name>/blobs/<digest>: configs from big data, layers rebuilt on the fly. A layer
+// stream that fails verification destroys the connection, never ends it cleanly, so no
+// client takes wrong bytes for a whole blob.
+import { pipeline } from 'node:stream/promises';
+import { isValidDigest } from '../oci/digest.js';
+import { LayerVerifyError } from '../storage/layer-tar.js';
+import { RegistryError } from './errors.js';
+import { API_HEADERS, repository, type Context } from './context.js';
+
+/** One `bytes=` range of a blob of `size` bytes: [start, end) or 'unsatisfiable'; undefined = whole blob. */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  if (!header) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined; // several ranges or another unit: ignored, as RFC 9110 allows
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - n), end: size };
+  }
+  const start = Number(m[1]);
+  const last = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (!Number.isSafeInteger(start) || start >= size || last < start) return 'unsatisfiable';
+  return { start, end: last + 1 };
+}
+
+export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
+  if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+  repository(ctx, name);
+  const src = ctx.resolver.blob(digest);
+  if (!src) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known (or cannot be produced) in ${name}`, { digest });
+  const range = parseRange(ctx.req.headers.range, src.size);
+  if (range === 'unsatisfiable') {
+    ctx.res.writeHead(416, { ...API_HEADERS, 'Content-Range': `bytes */${src.size}`, 'Content-Length': 0 });
+    ctx.res.end();
+    return;
+  }
+  const headers: Record<string, string | number> = {
+    ...API_HEADERS,
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': digest,
+    ETag: `"${digest}"`,
+    'Accept-Ranges': 'bytes',
+    'Content-Length': range ? range.end - range.start : src.size,
+  };
+  if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end - 1}/${src.size}`;
+  const status = range ? 206 : 200;
+
+  if (src.kind === 'bigdata') {
+    const data = await ctx.store.imageBigData(src.image, src.key);
+    ctx.res.writeHead(status, headers);
+    ctx.res.end(ctx.head ? undefined : range ? data.subarray(range.start, range.end) : data);
+    return;
+  }
+  if (ctx.head) {
+    ctx.res.writeHead(status, headers);
+    ctx.res.end();
+    return;
+  }
+  const stream = await ctx.store.layerTar(src.layer.id, range ?? {});
+  ctx.res.writeHead(status, headers);
+  try {
+    await pipeline(stream, ctx.res);
+  } catch (e) {
+    // The client must see a broken transfer, not a short or wrong blob.
+    ctx.res.destroy();
+    if (e instanceof LayerVerifyError) ctx.log.error('layer did not verify: connection aborted', { layer: src.layer.id, digest, error: e.message });
+    else ctx.log.debug('blob transfer ended early', { layer: src.layer.id, digest, error: (e as Error).message });
+  }
+}

@@ -1,0 +1,22 @@
+// GET /v2/<name>/referrers/<digest>: an OCI index of the stored manifests whose subject is
+// the digest (an empty index when none), optionally filtered by artifactType.
+import { isValidDigest } from '../oci/digest.js';
+import { MT } from '../oci/media.js';
+import { RegistryError } from './errors.js';
+import { repository, API_HEADERS, type Context } from './context.js';
+
+export async function referrers(ctx: Context, name: string, digest: string): Promise<void> {
+  if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+  const repo = repository(ctx, name);
+  let list = await ctx.resolver.referrers(digest, repo.images);
+  const filter = ctx.url.searchParams.get('artifactType');
+  const headers: Record<string, string | number> = { ...API_HEADERS, 'Content-Type': MT.ociIndex };
+  if (filter) {
+    list = list.filter((d) => d.artifactType === filter);
+    headers['OCI-Filters-Applied'] = 'artifactType';
+  }
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.ociIndex, manifests: list }));
+  headers['Content-Length'] = body.length;
+  ctx.res.writeHead(200, headers);
+  ctx.res.end(ctx.head ? undefined : body);
+}

@@ -1,0 +1,130 @@
+// The HTTP server: routing of the OCI Distribution API, per-request logs, graceful shutdown.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Store } from '../storage/store.js';
+import type { Logger } from '../log.js';
+import { isValidRepository, repositoryIndex, DEFAULT_PREFERRED_HOSTS } from '../oci/names.js';
+import { Resolver, type IndexPolicy } from '../oci/resolver.js';
+import { RegistryError, sendError } from './errors.js';
+import { getManifest } from './manifests.js';
+import { getBlob } from './blobs.js';
+import { catalog, tagsList } from './listing.js';
+import { referrers } from './referrers.js';
+import type { Context } from './context.js';
+
+export interface RegistryOptions {
+  store: Store;
+  log: Logger;
+  /** host:port; port 0 picks a free one */
+  addr?: string;
+  preferredHosts?: string[];
+  indexes?: IndexPolicy;
+}
+
+export interface RunningRegistry {
+  url: string;
+  server: Server;
+  /** stop accepting, let running downloads finish (up to graceMs), then close */
+  close(graceMs?: number): Promise<void>;
+}
+
+const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/;
+const TAGS = /^\/v2\/(.+)\/tags\/list$/;
+const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/?/;
+
+async function route(ctx: Context, path: string): Promise<void> {
+  const { req } = ctx;
+  const method = req.method ?? 'GET';
+  if (method !== 'GET' && method !== 'HEAD') {
+    throw new RegistryError('UNSUPPORTED', `${method} is not supported: this registry is read-only (push is not enabled)`);
+  }
+  if (path === '/v2/' || path === '/v2') {
+    ctx.res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 2, 'Docker-Distribution-API-Version': 'registry/2.0' });
+    ctx.res.end(method === 'HEAD' ? undefined : '{}');
+    return;
+  }
+  if (path === '/v2/_catalog') return catalog(ctx);
+  if (UPLOADS.test(path)) throw new RegistryError('UNSUPPORTED', 'uploads are not supported: push is not enabled');
+  const tags = TAGS.exec(path);
+  if (tags) return tagsList(ctx, checkName(tags[1]));
+  const m = ROUTE.exec(path);
+  if (!m) throw new RegistryError('NAME_INVALID', `not a registry API path: ${path}`, undefined, 404);
+  const name = checkName(m[1]);
+  const ref = decodeURIComponent(m[3]);
+  if (m[2] === 'manifests') return getManifest(ctx, name, ref);
+  if (m[2] === 'blobs') return getBlob(ctx, name, ref);
+  return referrers(ctx, name, ref);
+}
+
+function checkName(raw: string): string {
+  const name = decodeURIComponent(raw);
+  if (!isValidRepository(name)) throw new RegistryError('NAME_INVALID', `invalid repository name: ${JSON.stringify(name)}`);
+  return name;
+}
+
+export function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
+  const { store, log } = opts;
+  const active = new Set<ServerResponse>();
+  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
+    const started = process.hrtime.bigint();
+    active.add(res);
+    // Body bytes actually sent: the socket's count minus what it had sent before this response.
+    const before = req.socket.bytesWritten;
+    const url = new URL(req.url ?? '/', 'http://registry');
+    res.on('close', () => {
+      active.delete(res);
+      log.info('request', {
+        method: req.method, path: url.pathname, status: res.statusCode, bytes: req.socket.bytesWritten - before,
+        ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000, complete: res.writableFinished,
+        remote: req.socket.remoteAddress,
+      });
+    });
+    (async () => {
+      const snapshot = await store.snapshot();
+      const ctx: Context = {
+        req, res, url, store, log, snapshot,
+        repos: repositoryIndex(snapshot, opts.preferredHosts ?? DEFAULT_PREFERRED_HOSTS),
+        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child'),
+        head: req.method === 'HEAD',
+      };
+      await route(ctx, url.pathname);
+    })().catch((e: unknown) => {
+      if (res.headersSent) {
+        res.destroy(e as Error);
+        return;
+      }
+      if (e instanceof RegistryError) return sendError(res, e, req.method === 'HEAD');
+      log.error('request failed', { path: url.pathname, error: (e as Error).message });
+      sendError(res, new RegistryError('UNSUPPORTED', 'internal error: ' + (e as Error).message, undefined, 500), req.method === 'HEAD');
+    });
+  });
+
+  const [host, portStr] = splitAddr(opts.addr ?? '127.0.0.1:5000');
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(portStr), host, () => {
+      const a = server.address() as AddressInfo;
+      const shown = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      resolve({
+        url: `http://${shown}:${a.port}`,
+        server,
+        close: (graceMs = 30_000) => new Promise<void>((done) => {
+          server.close(() => done());
+          server.closeIdleConnections();
+          const deadline = setTimeout(() => {
+            for (const r of active) r.destroy();
+            server.closeAllConnections();
+          }, graceMs);
+          deadline.unref();
+        }),
+      });
+    });
+  });
+}
+
+/** "host:port", "[v6]:port" or ":port". */
+export function splitAddr(addr: string): [string, string] {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr);
+  if (!m) throw new Error(`invalid address ${JSON.stringify(addr)}: expected HOST:PORT`);
+  return [m[1] ?? (m[2] || '0.0.0.0'), m[3]];
+}

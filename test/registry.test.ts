@@ -1,0 +1,270 @@
+// The registry against real clients: skopeo and podman pull from csreg serving stores that
+// buildah, skopeo and podman wrote; skopeo verifies every digest it receives.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Store } from '../src/storage/store.js';
+import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
+import { createLogger } from '../src/log.js';
+import { loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
+
+const fx = loadFixtures();
+const temps: string[] = [];
+after(() => {
+  for (const t of temps) rmSync(t, { recursive: true, force: true });
+});
+function tmp(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  temps.push(d);
+  return d;
+}
+
+interface Served extends RunningRegistry { host: string; logs: string[]; store: Store }
+const servers: Served[] = [];
+after(async () => {
+  for (const s of servers) await s.close(100);
+});
+
+async function serve(s: FixtureStore): Promise<Served> {
+  const logs: string[] = [];
+  const out = new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } });
+  const store = Store.open(s);
+  const reg = await startRegistry({ store, log: createLogger({ out, level: 'debug' }), addr: '127.0.0.1:0' });
+  const served = { ...reg, host: reg.url.slice('http://'.length), logs, store };
+  servers.push(served);
+  return served;
+}
+
+/** Repository and tag of a store name as csreg serves it (host ":port" → "_port"). */
+function repoTag(name: string): { repo: string; tag: string } {
+  const i = name.lastIndexOf(':');
+  return { repo: name.slice(0, i).replace(/^([^/]*):(\d+)\//, '$1_$2/'), tag: name.slice(i + 1) };
+}
+
+/** Commands that talk to the in-process registry must not block its event loop. */
+const execAsync = promisify(execFile);
+async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
+  const { stdout } = await execAsync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, env: env ?? process.env });
+  return stdout.trim();
+}
+
+const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+function emptyStore(): FixtureStore {
+  const d = tmp('csreg-dst-');
+  return { root: join(d, 'root'), runroot: join(d, 'run'), driver: 'overlay' };
+}
+
+const servedStores: Record<string, Served> = {};
+async function server(name: keyof typeof fx.stores): Promise<Served> {
+  return (servedStores[name] ??= await serve(fx.stores[name]));
+}
+
+test('skopeo copies every fixture image from csreg to oci:, dir: and containers-storage:, keeping the image ID', async () => {
+  let copied = 0;
+  for (const storeName of ['overlay', 'vfs', 'pulled', 'zstd'] as const) {
+    const srv = await server(storeName);
+    const snap = await srv.store.snapshot();
+    const seen = new Set<string>();
+    for (const img of fx.images.filter((i) => i.store === storeName)) {
+      const image = snap.image(img.name)!;
+      if (!image.topLayer || seen.has(image.id)) continue; // lists are covered below; one name per image
+      seen.add(image.id);
+      const { repo, tag } = repoTag(img.name);
+      const ref = `docker://${srv.host}/${repo}:${tag}`;
+      const inspect = JSON.parse(await run('skopeo', ['inspect', '--tls-verify=false', ref]));
+      assert.equal(inspect.Name, `${srv.host}/${repo}`);
+      const d = tmp('csreg-copy-');
+      await run('skopeo', ['copy', '-q', '--src-tls-verify=false', ref, `oci:${join(d, 'oci')}`]);
+      await run('skopeo', ['copy', '-q', '--src-tls-verify=false', ref, `dir:${join(d, 'dir')}`]);
+      const dst = emptyStore();
+      await run('skopeo', ['copy', '-q', '--src-tls-verify=false', ref, csRef(dst, 'localhost/copied:1')]);
+      const id = execFileSync('podman', [...storeArgs(dst), 'image', 'inspect', '--format', '{{.Id}}', 'localhost/copied:1'], { encoding: 'utf8' }).trim();
+      assert.equal(id, image.id, `${storeName} ${img.name}: image ID (config digest) kept`);
+      copied++;
+    }
+  }
+  assert.ok(copied >= 6, `copied ${copied} images`);
+});
+
+test('podman pulls by tag, by the synthesized digest and by the original digest', async () => {
+  const srv = await server('pulled');
+  const snap = await srv.store.snapshot();
+  const name = fx.images.find((i) => i.store === 'pulled' && i.name.endsWith(':v2s2'))!.name;
+  const image = snap.image(name)!;
+  const { repo, tag } = repoTag(name);
+  const dst = emptyStore();
+  assert.equal(await run('podman', [...storeArgs(dst), 'pull', '-q', '--tls-verify=false', `${srv.host}/${repo}:${tag}`]), image.id);
+  // The pulled (gzip) image is served through the synthesized manifest: its digest is computed here.
+  const res = await fetch(`${srv.url}/v2/${repo}/manifests/${tag}`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+  const body = Buffer.from(await res.arrayBuffer());
+  assert.equal(res.headers.get('docker-content-digest'), sha(body));
+  const m = JSON.parse(body.toString());
+  assert.deepEqual(m.layers.map((l: { digest: string }) => l.digest), snap.layerChain(image.topLayer).layers.map((l) => l.diffDigest));
+  assert.equal(m.layers[0].mediaType, 'application/vnd.oci.image.layer.v1.tar');
+  rmSync(dst.root, { recursive: true, force: true });
+  const dst2 = emptyStore();
+  const id2 = await run('podman', [...storeArgs(dst2), 'pull', '-q', '--tls-verify=false', `${srv.host}/${repo}@${sha(body)}`]);
+  assert.equal(id2, image.id);
+
+  // A buildah-built image's layers are stored uncompressed: its original manifest is servable.
+  const local = await server('overlay');
+  const lsnap = await local.store.snapshot();
+  const base = lsnap.image('localhost/csreg/base:1')!;
+  const original = await local.store.imageBigData(base, 'manifest');
+  const r = await fetch(`${local.url}/v2/localhost/csreg/base/manifests/1`);
+  assert.ok(Buffer.from(await r.arrayBuffer()).equals(original), 'the tag serves the original manifest bytes');
+  const dst3 = emptyStore();
+  const id3 = await run('podman', [...storeArgs(dst3), 'pull', '-q', '--tls-verify=false', `${local.host}/localhost/csreg/base@${sha(original)}`]);
+  assert.equal(id3, base.id);
+});
+
+test('manifest lists: served when their children are, refused when a child cannot be produced', async () => {
+  // A local list (buildah manifest create/add): both platforms' images are in the store.
+  const local = await server('overlay');
+  const r = await fetch(`${local.url}/v2/localhost/csreg/multi/manifests/1`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-type'), 'application/vnd.oci.image.index.v1+json');
+  const body = Buffer.from(await r.arrayBuffer());
+  assert.equal(r.headers.get('docker-content-digest'), sha(body));
+  const children = JSON.parse(body.toString()).manifests as { digest: string; platform: { architecture: string } }[];
+  assert.deepEqual(children.map((c) => c.platform.architecture).sort(), ['amd64', 'arm64']);
+  for (const c of children) assert.equal((await fetch(`${local.url}/v2/localhost/csreg/multi/manifests/${c.digest}`)).status, 200);
+  assert.equal((await fetch(`${local.url}/v2/localhost/csreg/multi/manifests/${sha(body)}`)).status, 200);
+  const dst = emptyStore();
+  const id = await run('podman', [...storeArgs(dst), 'pull', '-q', '--tls-verify=false', `${local.host}/localhost/csreg/multi:1`]);
+  assert.equal(id, (await local.store.snapshot()).image('localhost/csreg/base:1')!.id, 'podman picks the amd64 child');
+
+  // A list pulled from a registry: the store holds it and its amd64 child, whose layers are
+  // gzip blobs csreg cannot produce (yet): never a 200 for a manifest whose blobs would fail.
+  const pulled = await server('pulled');
+  const list = fx.pushed.find((p) => p.format === 'list')!;
+  const res = await fetch(`${pulled.url}/v2/${repoTag(list.ref).repo}/manifests/${list.manifestDigest}`);
+  assert.equal(res.status, 404);
+  assert.equal(((await res.json()) as { errors: { code: string }[] }).errors[0].code, 'MANIFEST_UNKNOWN');
+});
+
+test('Range requests return the same bytes as a full download; past the end is 416', async () => {
+  const srv = await server('overlay');
+  const snap = await srv.store.snapshot();
+  const layer = [...snap.layers].filter((l) => l.diffSize).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  const url = `${srv.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`;
+  const full = Buffer.from(await (await fetch(url)).arrayBuffer());
+  assert.equal(sha(full), layer.diffDigest);
+  const size = full.length;
+  for (const [range, start, end] of [['bytes=0-99', 0, 100], [`bytes=${size >> 1}-${(size >> 1) + 70000}`, size >> 1, (size >> 1) + 70001], [`bytes=${size - 10}-`, size - 10, size], ['bytes=-512', size - 512, size]] as const) {
+    const r = await fetch(url, { headers: { Range: range } });
+    assert.equal(r.status, 206, range);
+    assert.equal(r.headers.get('content-range'), `bytes ${start}-${end - 1}/${size}`);
+    assert.ok(Buffer.from(await r.arrayBuffer()).equals(full.subarray(start, end)), range);
+  }
+  const past = await fetch(url, { headers: { Range: `bytes=${size}-` } });
+  assert.equal(past.status, 416);
+  assert.equal(past.headers.get('content-range'), `bytes */${size}`);
+  await past.arrayBuffer();
+});
+
+test('names: docker.io short forms, the _port form, invalid names and digests', async (t) => {
+  // A store holding an image under a docker.io name, made by skopeo from a fixture.
+  const s = emptyStore();
+  execFileSync('skopeo', ['copy', '-q', csRef(fx.stores.overlay, 'localhost/csreg/base:1'), csRef(s, 'docker.io/library/csregmirror:1')]);
+  const srv = await serve(s);
+  for (const repo of ['docker.io/library/csregmirror', 'library/csregmirror', 'csregmirror']) {
+    const r = await fetch(`${srv.url}/v2/${repo}/manifests/1`);
+    assert.equal(r.status, 200, repo);
+    await r.arrayBuffer();
+  }
+  const pulled = await server('pulled');
+  assert.equal((await fetch(`${pulled.url}/v2/127.0.0.1_5701/csreg/base/tags/list`)).status, 200);
+  const errors = async (url: string) => {
+    const r = await fetch(url);
+    return { status: r.status, code: ((await r.json()) as { errors: { code: string }[] }).errors[0].code };
+  };
+  assert.deepEqual(await errors(`${srv.url}/v2/Bad..Name/manifests/1`), { status: 400, code: 'NAME_INVALID' });
+  assert.deepEqual(await errors(`${srv.url}/v2/csregmirror/manifests/sha256:1234`), { status: 400, code: 'DIGEST_INVALID' });
+  assert.deepEqual(await errors(`${srv.url}/v2/csregmirror/blobs/sha256:zz`), { status: 400, code: 'DIGEST_INVALID' });
+  assert.deepEqual(await errors(`${srv.url}/v2/nothere/manifests/1`), { status: 404, code: 'NAME_UNKNOWN' });
+  assert.deepEqual(await errors(`${srv.url}/v2/csregmirror/manifests/nope`), { status: 404, code: 'MANIFEST_UNKNOWN' });
+  assert.deepEqual(await errors(`${srv.url}/v2/csregmirror/blobs/sha256:${'0'.repeat(64)}`), { status: 404, code: 'BLOB_UNKNOWN' });
+  const put = await fetch(`${srv.url}/v2/csregmirror/manifests/2`, { method: 'PUT', body: '{}' });
+  assert.equal(put.status, 405);
+  assert.equal(((await put.json()) as { errors: { code: string }[] }).errors[0].code, 'UNSUPPORTED');
+
+  await t.test('a registries.conf mirror for docker.io resolves through csreg', async () => {
+    for (const location of [srv.host, `${srv.host}/docker.io`]) {
+      const conf = join(tmp('csreg-regconf-'), 'registries.conf');
+      writeFileSync(conf, `unqualified-search-registries = []\n[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n[[registry.mirror]]\nlocation = "${location}"\ninsecure = true\n`);
+      const dst = emptyStore();
+      const id = await run('podman', [...storeArgs(dst), 'pull', '-q', 'docker.io/library/csregmirror:1'], { ...process.env, CONTAINERS_REGISTRIES_CONF: conf });
+      assert.equal(id, await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Id}}', 'docker.io/library/csregmirror:1']), location);
+    }
+  });
+});
+
+test('tags/list and _catalog paginate with n, last and Link', async () => {
+  const srv = await server('pulled');
+  const all = (await (await fetch(`${srv.url}/v2/_catalog`)).json()) as { repositories: string[] };
+  assert.ok(all.repositories.length >= 4);
+  const first = await fetch(`${srv.url}/v2/_catalog?n=2`);
+  const page = (await first.json()) as { repositories: string[] };
+  assert.deepEqual(page.repositories, all.repositories.slice(0, 2));
+  const link = first.headers.get('link')!;
+  assert.match(link, /^<\/v2\/_catalog\?n=2&last=[^>]+>; rel="next"$/);
+  const next = (await (await fetch(srv.url + link.slice(1, link.indexOf('>')))).json()) as { repositories: string[] };
+  assert.deepEqual(next.repositories, all.repositories.slice(2, 4));
+  const tags = (await (await fetch(`${srv.url}/v2/csreg/base/tags/list?n=1`)).json()) as { tags: string[] };
+  assert.equal(tags.tags.length, 1);
+  const rest = (await (await fetch(`${srv.url}/v2/csreg/base/tags/list?last=${tags.tags[0]}`)).json()) as { tags: string[] };
+  assert.ok(!rest.tags.includes(tags.tags[0]) && rest.tags.length >= 1);
+});
+
+test('referrers: an empty OCI index when none', async () => {
+  const srv = await server('overlay');
+  const snap = await srv.store.snapshot();
+  const d = snap.image('localhost/csreg/base:1')!.digest!;
+  const r = await fetch(`${srv.url}/v2/localhost/csreg/base/referrers/${d}?artifactType=application/x-test`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-type'), 'application/vnd.oci.image.index.v1+json');
+  assert.equal(r.headers.get('oci-filters-applied'), 'artifactType');
+  assert.deepEqual(await r.json(), { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+});
+
+test('a layer file changed on disk: the download is aborted and the log names the layer', async () => {
+  const d = tmp('csreg-tamper-');
+  execFileSync('cp', ['-a', fx.stores.vfs.root, join(d, 'root')]);
+  rmSync(join(d, 'root', 'libpod'), { recursive: true, force: true });
+  const s: FixtureStore = { root: join(d, 'root'), runroot: join(d, 'run'), driver: 'vfs' };
+  const srv = await serve(s);
+  const snap = await srv.store.snapshot();
+  const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0];
+  const dir = srv.store.contentRoots(layer)[0];
+  const victim = join(dir, 'data', 'large.bin');
+  const buf = readFileSync(victim);
+  buf[buf.length - 5] ^= 1;
+  writeFileSync(victim, buf);
+  const r = await fetch(`${srv.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`);
+  assert.equal(r.status, 200);
+  await assert.rejects(r.arrayBuffer(), 'the body must fail, not end cleanly');
+  await new Promise((res) => setTimeout(res, 50));
+  assert.ok(srv.logs.some((l) => l.includes('did not verify') && l.includes(layer.id)), 'log names the layer');
+});
+
+test('images pulled and removed by podman while csreg runs are served and gone without a restart', async () => {
+  const s = emptyStore();
+  execFileSync('skopeo', ['copy', '-q', csRef(fx.stores.overlay, 'localhost/csreg/base:1'), csRef(s, 'localhost/fresh/one:1')]);
+  const srv = await serve(s);
+  assert.equal((await fetch(`${srv.url}/v2/localhost/fresh/two/manifests/1`)).status, 404);
+  await run('skopeo', ['copy', '-q', csRef(fx.stores.overlay, 'localhost/csreg/derived:1'), csRef(s, 'localhost/fresh/two:1')]);
+  const r = await fetch(`${srv.url}/v2/localhost/fresh/two/manifests/1`);
+  assert.equal(r.status, 200);
+  await r.arrayBuffer();
+  await run('podman', [...storeArgs(s), 'rmi', 'localhost/fresh/two:1']);
+  assert.equal((await fetch(`${srv.url}/v2/localhost/fresh/two/manifests/1`)).status, 404);
+  assert.equal((await fetch(`${srv.url}/v2/localhost/fresh/one/manifests/1`)).status, 200);
+});

@@ -100,6 +100,24 @@ export class StoreWriter {
     if (!['overlay', 'vfs'].includes(this.d)) throw new WriteError(`writing with driver ${this.d} is not supported (overlay and vfs are)`);
   }
 
+  /** Take locks in the given order (c/storage's: layers, images, containers), run fn, release in reverse. */
+  private async locked<T>(spec: [LockFile, 'r' | 'w'][], fn: () => Promise<T>): Promise<T> {
+    const held: [LockFile, 'r' | 'w'][] = [];
+    try {
+      for (const [lock, mode] of spec) {
+        if (mode === 'w') await lock.lockWrite();
+        else await lock.lockRead();
+        held.push([lock, mode]);
+      }
+      return await fn();
+    } finally {
+      for (const [lock, mode] of held.reverse()) {
+        if (mode === 'w') lock.unlockWrite();
+        else lock.unlockRead();
+      }
+    }
+  }
+
   private get locks(): { layers: LockFile; images: LockFile; containers: LockFile } {
     return this.store.writeLocks();
   }
@@ -201,8 +219,7 @@ export class StoreWriter {
    */
   async createLayer(blob: AsyncIterable<Buffer> | Readable | undefined, opts: CreateLayerOptions = {}): Promise<Layer> {
     const lock = this.locks.layers;
-    await lock.lockWrite();
-    try {
+    return this.locked([[lock, 'w']], async () => {
       const layers = this.read('layers');
       const id = opts.id ?? randomBytes(32).toString('hex');
       if (!/^[0-9a-f]{64}$/.test(id)) throw new WriteError(`invalid layer ID ${id}`);
@@ -229,16 +246,13 @@ export class StoreWriter {
       }
       if (blob) return await this.applyLocked(id, blob, opts, lock);
       return await this.finishLayer(id, undefined, lock);
-    } finally {
-      lock.unlockWrite();
-    }
+    });
   }
 
   /** Apply a blob to an existing layer that has no content yet (the Go tool's apply-diff). */
   async applyDiff(id: string, blob: AsyncIterable<Buffer> | Readable, opts: CreateLayerOptions = {}): Promise<Layer> {
     const lock = this.locks.layers;
-    await lock.lockWrite();
-    try {
+    return this.locked([[lock, 'w']], async () => {
       const layers = this.read('layers');
       const rec = layers.find((l) => l.id === id) ?? layers.find((l) => Array.isArray(l.names) && (l.names as string[]).includes(id));
       if (!rec) throw new WriteError(`layer ${id} is not in the store`);
@@ -246,9 +260,7 @@ export class StoreWriter {
       rec.flags = { ...((rec.flags as Raw) ?? {}), incomplete: true };
       await this.save('layers', lock, layers);
       return await this.applyLocked(rec.id as string, blob, opts, lock);
-    } finally {
-      lock.unlockWrite();
-    }
+    });
   }
 
   /** Extract into the layer's directory; on any failure the layer is removed entirely. */
@@ -324,12 +336,9 @@ export class StoreWriter {
   /** Delete a layer: flagged incomplete and saved first, then its data, then its record. */
   async deleteLayer(id: string): Promise<void> {
     const lock = this.locks.layers;
-    await lock.lockWrite();
-    try {
+    return this.locked([[lock, 'w']], async () => {
       await this.deleteLayerLocked(id, lock);
-    } finally {
-      lock.unlockWrite();
-    }
+    });
   }
 
   private async deleteLayerLocked(id: string, lock: LockFile): Promise<void> {
@@ -359,17 +368,14 @@ export class StoreWriter {
   /** c/storage's start-up repair: delete every layer left incomplete by a crashed writer. */
   async deleteIncompleteLayers(): Promise<string[]> {
     const lock = this.locks.layers;
-    await lock.lockWrite();
-    try {
+    return this.locked([[lock, 'w']], async () => {
       const layers = this.read('layers');
       const bad = layers.filter((l) => (l.flags as Raw | undefined)?.incomplete).map((l) => l.id as string);
       if (!bad.length) return [];
       for (const id of bad) await this.removeLayerData(id);
       await this.save('layers', lock, this.read('layers').filter((l) => !bad.includes(l.id as string)));
       return bad;
-    } finally {
-      lock.unlockWrite();
-    }
+    });
   }
 
   private imageDir(id: string): string {
@@ -410,36 +416,28 @@ export class StoreWriter {
   async createImage(opts: CreateImageOptions): Promise<Image> {
     if (!/^[0-9a-f]{64}$/.test(opts.id)) throw new WriteError(`invalid image ID ${opts.id}`);
     const { layers: llock, images: ilock } = this.locks;
-    await llock.lockRead(); // layers cannot vanish while the image is recorded
-    try {
-      await ilock.lockWrite();
-      try {
-        if (opts.topLayer) {
-          const top = this.read('layers').find((l) => l.id === opts.topLayer);
-          if (!top || (top.flags as Raw | undefined)?.incomplete) throw new WriteError(`layer ${opts.topLayer} is not in the store`);
-        }
-        const images = this.read('images');
-        let rec = images.find((i) => i.id === opts.id);
-        if (!rec) {
-          rec = { id: opts.id };
-          if (opts.topLayer) rec.layer = opts.topLayer;
-          if (opts.metadata) rec.metadata = opts.metadata;
-          rec.created = opts.created ?? new Date().toISOString();
-          images.push(rec);
-        } else if (opts.topLayer && rec.layer !== opts.topLayer) {
-          throw new WriteError(`image ${opts.id} exists with another top layer`);
-        }
-        this.addNamesTo(images, rec, opts.names ?? []);
-        await this.putImageBigData(rec, opts.bigData ?? []);
-        const ordered = images.map((i) => (i === rec ? this.orderImage(i) : i));
-        await this.save('images', ilock, ordered);
-        return parseImage(this.file('images'), ordered.find((i) => i.id === opts.id)!, this.root, false);
-      } finally {
-        ilock.unlockWrite();
+    return this.locked([[llock, 'r'], [ilock, 'w']], async () => {
+      if (opts.topLayer) {
+        const top = this.read('layers').find((l) => l.id === opts.topLayer);
+        if (!top || (top.flags as Raw | undefined)?.incomplete) throw new WriteError(`layer ${opts.topLayer} is not in the store`);
       }
-    } finally {
-      llock.unlockRead();
-    }
+      const images = this.read('images');
+      let rec = images.find((i) => i.id === opts.id);
+      if (!rec) {
+        rec = { id: opts.id };
+        if (opts.topLayer) rec.layer = opts.topLayer;
+        if (opts.metadata) rec.metadata = opts.metadata;
+        rec.created = opts.created ?? new Date().toISOString();
+        images.push(rec);
+      } else if (opts.topLayer && rec.layer !== opts.topLayer) {
+        throw new WriteError(`image ${opts.id} exists with another top layer`);
+      }
+      this.addNamesTo(images, rec, opts.names ?? []);
+      await this.putImageBigData(rec, opts.bigData ?? []);
+      const ordered = images.map((i) => (i === rec ? this.orderImage(i) : i));
+      await this.save('images', ilock, ordered);
+      return parseImage(this.file('images'), ordered.find((i) => i.id === opts.id)!, this.root, false);
+    });
   }
 
   private addNamesTo(images: Raw[], rec: Raw, names: string[]): void {
@@ -453,8 +451,7 @@ export class StoreWriter {
 
   private async updateImage(ref: string, fn: (images: Raw[], rec: Raw) => void | Promise<void>): Promise<Image> {
     const ilock = this.locks.images;
-    await ilock.lockWrite();
-    try {
+    return this.locked([[ilock, 'w']], async () => {
       const images = this.read('images');
       const rec = images.find((i) => i.id === ref) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(ref));
       if (!rec) throw new WriteError(`image ${ref} is not in the store`);
@@ -462,9 +459,7 @@ export class StoreWriter {
       const ordered = images.map((i) => (i === rec ? this.orderImage(i) : i));
       await this.save('images', ilock, ordered);
       return parseImage(this.file('images'), this.orderImage(rec), this.root, false);
-    } finally {
-      ilock.unlockWrite();
-    }
+    });
   }
 
   addImageNames(ref: string, names: string[]): Promise<Image> {
@@ -497,44 +492,31 @@ export class StoreWriter {
    */
   async deleteImage(ref: string, deleteLayers = true): Promise<{ image: string; layers: string[] }> {
     const { layers: llock, images: ilock, containers: clock } = this.locks;
-    await llock.lockWrite();
-    try {
-      await ilock.lockWrite();
-      try {
-        await clock.lockRead();
-        try {
-          const images = this.read('images');
-          const rec = images.find((i) => i.id === ref) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(ref));
-          if (!rec) throw new WriteError(`image ${ref} is not in the store`);
-          const id = rec.id as string;
-          if (this.read('containers').some((c) => c.image === id)) throw new WriteError(`image ${id} is used by a container`);
-          await this.save('images', ilock, images.filter((i) => i !== rec));
-          await fsp.rm(this.imageDir(id), { recursive: true, force: true });
-          const removed: string[] = [];
-          if (deleteLayers) {
-            const remaining = images.filter((i) => i !== rec);
-            const containers = this.read('containers');
-            for (let layer = rec.layer as string | undefined; layer; ) {
-              const all = this.read('layers');
-              const l = all.find((x) => x.id === layer);
-              if (!l) break;
-              const used = all.some((x) => x.parent === layer) || remaining.some((i) => i.layer === layer) || containers.some((c) => c.layer === layer) || this.mounted(layer);
-              if (used) break;
-              await this.deleteLayerLocked(layer, llock);
-              removed.push(layer);
-              layer = l.parent as string | undefined;
-            }
-          }
-          return { image: id, layers: removed };
-        } finally {
-          clock.unlockRead();
+    return this.locked([[llock, 'w'], [ilock, 'w'], [clock, 'r']], async () => {
+      const images = this.read('images');
+      const rec = images.find((i) => i.id === ref) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(ref));
+      if (!rec) throw new WriteError(`image ${ref} is not in the store`);
+      const id = rec.id as string;
+      if (this.read('containers').some((c) => c.image === id)) throw new WriteError(`image ${id} is used by a container`);
+      await this.save('images', ilock, images.filter((i) => i !== rec));
+      await fsp.rm(this.imageDir(id), { recursive: true, force: true });
+      const removed: string[] = [];
+      if (deleteLayers) {
+        const remaining = images.filter((i) => i !== rec);
+        const containers = this.read('containers');
+        for (let layer = rec.layer as string | undefined; layer; ) {
+          const all = this.read('layers');
+          const l = all.find((x) => x.id === layer);
+          if (!l) break;
+          const used = all.some((x) => x.parent === layer) || remaining.some((i) => i.layer === layer) || containers.some((c) => c.layer === layer) || this.mounted(layer);
+          if (used) break;
+          await this.deleteLayerLocked(layer, llock);
+          removed.push(layer);
+          layer = l.parent as string | undefined;
         }
-      } finally {
-        ilock.unlockWrite();
       }
-    } finally {
-      llock.unlockWrite();
-    }
+      return { image: id, layers: removed };
+    });
   }
 
   /** A container: a read-write layer on the image's top layer (no tar-split), and its record. */
@@ -542,75 +524,54 @@ export class StoreWriter {
     const { layers: llock, images: ilock, containers: clock } = this.locks;
     const id = opts.id ?? randomBytes(32).toString('hex');
     const layerId = randomBytes(32).toString('hex');
-    await llock.lockWrite();
-    try {
-      await ilock.lockRead();
+    return this.locked([[llock, 'w'], [ilock, 'r'], [clock, 'w']], async () => {
+      const images = this.read('images');
+      const img = images.find((i) => i.id === opts.image) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(opts.image));
+      if (!img) throw new WriteError(`image ${opts.image} is not in the store`);
+      const containers = this.read('containers');
+      if (containers.some((c) => c.id === id)) throw new WriteError(`container ${id} already exists`);
+      this.takeNames(containers, opts.names ?? []);
+      const layers = this.read('layers');
+      const created = new Date().toISOString();
+      const layerRec: Raw = { id: layerId };
+      if (opts.names?.length) layerRec.names = [`${opts.names[0]}-layer`];
+      if (img.layer) layerRec.parent = img.layer;
+      layerRec.created = created;
+      layerRec.flags = { incomplete: true };
+      layers.push(layerRec);
+      await this.save('layers', llock, layers);
       try {
-        await clock.lockWrite();
-        try {
-          const images = this.read('images');
-          const img = images.find((i) => i.id === opts.image) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(opts.image));
-          if (!img) throw new WriteError(`image ${opts.image} is not in the store`);
-          const containers = this.read('containers');
-          if (containers.some((c) => c.id === id)) throw new WriteError(`container ${id} already exists`);
-          this.takeNames(containers, opts.names ?? []);
-          const layers = this.read('layers');
-          const created = new Date().toISOString();
-          const layerRec: Raw = { id: layerId };
-          if (opts.names?.length) layerRec.names = [`${opts.names[0]}-layer`];
-          if (img.layer) layerRec.parent = img.layer;
-          layerRec.created = created;
-          layerRec.flags = { incomplete: true };
-          layers.push(layerRec);
-          await this.save('layers', llock, layers);
-          try {
-            await this.createDriverDir(layerId, img.layer as string | undefined);
-          } catch (e) {
-            await this.discardLayer(layerId, llock);
-            throw e;
-          }
-          delete layerRec.flags;
-          await this.save('layers', llock, this.read('layers').map((l) => (l.id === layerId ? layerRec : l)));
-          const rec: Raw = { id };
-          if (opts.names?.length) rec.names = opts.names;
-          rec.image = img.id;
-          rec.layer = layerId;
-          if (opts.metadata) rec.metadata = opts.metadata;
-          rec.created = created;
-          containers.push(rec);
-          await fsp.mkdir(join(this.root, `${this.d}-containers`, id, 'userdata'), { recursive: true, mode: 0o700 });
-          await this.save('containers', clock, containers);
-          return parseContainer(rec, this.root);
-        } finally {
-          clock.unlockWrite();
-        }
-      } finally {
-        ilock.unlockRead();
+        await this.createDriverDir(layerId, img.layer as string | undefined);
+      } catch (e) {
+        await this.discardLayer(layerId, llock);
+        throw e;
       }
-    } finally {
-      llock.unlockWrite();
-    }
+      delete layerRec.flags;
+      await this.save('layers', llock, this.read('layers').map((l) => (l.id === layerId ? layerRec : l)));
+      const rec: Raw = { id };
+      if (opts.names?.length) rec.names = opts.names;
+      rec.image = img.id;
+      rec.layer = layerId;
+      if (opts.metadata) rec.metadata = opts.metadata;
+      rec.created = created;
+      containers.push(rec);
+      await fsp.mkdir(join(this.root, `${this.d}-containers`, id, 'userdata'), { recursive: true, mode: 0o700 });
+      await this.save('containers', clock, containers);
+      return parseContainer(rec, this.root);
+    });
   }
 
   async deleteContainer(ref: string): Promise<void> {
     const { layers: llock, containers: clock } = this.locks;
-    await llock.lockWrite();
-    try {
-      await clock.lockWrite();
-      try {
-        const containers = this.read('containers');
-        const rec = containers.find((c) => c.id === ref) ?? containers.find((c) => Array.isArray(c.names) && (c.names as string[]).includes(ref));
-        if (!rec) throw new WriteError(`container ${ref} is not in the store`);
-        const rest = containers.filter((c) => c !== rec);
-        await this.save('containers', clock, rest);
-        await fsp.rm(join(this.root, `${this.d}-containers`, rec.id as string), { recursive: true, force: true });
-        await fsp.rm(join(this.store.location.runRoot, `${this.d}-containers`, rec.id as string), { recursive: true, force: true });
-        if (rec.layer && this.read('layers').some((l) => l.id === rec.layer)) await this.deleteLayerLocked(rec.layer as string, llock);
-      } finally {
-        clock.unlockWrite();
-      }
-    } finally {
-      llock.unlockWrite();
-    }
+    return this.locked([[llock, 'w'], [clock, 'w']], async () => {
+      const containers = this.read('containers');
+      const rec = containers.find((c) => c.id === ref) ?? containers.find((c) => Array.isArray(c.names) && (c.names as string[]).includes(ref));
+      if (!rec) throw new WriteError(`container ${ref} is not in the store`);
+      const rest = containers.filter((c) => c !== rec);
+      await this.save('containers', clock, rest);
+      await fsp.rm(join(this.root, `${this.d}-containers`, rec.id as string), { recursive: true, force: true });
+      await fsp.rm(join(this.store.location.runRoot, `${this.d}-containers`, rec.id as string), { recursive: true, force: true });
+      if (rec.layer && this.read('layers').some((l) => l.id === rec.layer)) await this.deleteLayerLocked(rec.layer as string, llock);
+    });
   }
 }

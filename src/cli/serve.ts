@@ -1,6 +1,8 @@
 // `csreg serve`: the registry on a store, configured by flags and/or a YAML file whose keys
 // follow distribution's config.yml where one exists (http.addr, log.level, log.formatter).
 import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { createLogger, isLogLevel, type LogLevel } from '../log.js';
@@ -20,14 +22,22 @@ const USAGE = `usage: csreg serve [options]
   --state-dir DIR           csreg's own state (default /var/lib/csreg, or ~/.local/state/csreg)
   --log-level LEVEL         debug, info, warn, error (default info)
   --log-format json|text    JSON lines (default) or human-readable
+  --wire-gzip off|on|auto   gzip layer downloads for clients that accept it: off (default),
+                            on, or auto = all but loopback clients (docs/wire-gzip.md)
 `;
 
 interface ServeConfig {
-  http?: { addr?: string };
+  http?: { addr?: string; wire_gzip?: string };
   storage?: { root?: string; runroot?: string; driver?: string; statedir?: string };
   log?: { level?: string; formatter?: string };
   names?: { preferred_hosts?: string[] };
   indexes?: string;
+}
+
+/** csreg's own state (design.md): /var/lib/csreg for root, $XDG_STATE_HOME/csreg otherwise. */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if ((process.getuid?.() ?? 0) === 0) return '/var/lib/csreg';
+  return join(env.XDG_STATE_HOME || join(env.HOME || homedir(), '.local', 'state'), 'csreg');
 }
 
 function readConfig(path: string): ServeConfig {
@@ -44,6 +54,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     options: {
       addr: { type: 'string' }, root: { type: 'string' }, runroot: { type: 'string' }, 'storage-driver': { type: 'string' },
       config: { type: 'string' }, 'state-dir': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
+      'wire-gzip': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -59,21 +70,24 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (format !== 'json' && format !== 'text') throw new UsageError(`unknown log format ${format}`);
   const indexes = conf.indexes ?? 'any-child';
   if (indexes !== 'any-child' && indexes !== 'complete-only') throw new UsageError(`indexes must be any-child or complete-only`);
+  const wireGzip = values['wire-gzip'] ?? conf.http?.wire_gzip ?? 'off';
+  if (wireGzip !== 'on' && wireGzip !== 'off' && wireGzip !== 'auto') throw new UsageError('--wire-gzip takes on, off or auto');
   const log = createLogger({ level: level as LogLevel, format });
   const store = Store.open({
     root: values.root ?? conf.storage?.root,
     runroot: values.runroot ?? conf.storage?.runroot,
     driver: values['storage-driver'] ?? conf.storage?.driver,
   });
+  const stateDir = values['state-dir'] ?? conf.storage?.statedir ?? defaultStateDir();
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
-  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy });
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip });
   const host = reg.url.replace(/^http:\/\//, '');
   const repos = repositoryIndex(snap, preferredHosts);
   const example = repos.names().map((n) => ({ n, t: [...(repos.get(n)?.tags.keys() ?? [])][0] })).find((x) => x.t);
   process.stdout.write(
     `csreg serving ${store.location.graphRoot} (driver ${store.driver}): ${snap.images.length} images, ${repos.names().length} repositories\n`
-    + `listening on ${reg.url} (read-only)\n`
+    + `listening on ${reg.url} (read-only); csreg state in ${stateDir}\n`
     + (example
       ? `try:  skopeo inspect --tls-verify=false docker://${host}/${example.n}:${example.t}\n      podman pull --tls-verify=false ${host}/${example.n}:${example.t}\n`
       : ''),

@@ -2,6 +2,7 @@
 // stream that fails verification destroys the connection, never ends it cleanly, so no
 // client takes wrong bytes for a whole blob.
 import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 import { isValidDigest } from '../oci/digest.js';
 import { LayerVerifyError } from '../storage/layer-tar.js';
 import { RegistryError } from './errors.js';
@@ -21,6 +22,14 @@ export function parseRange(header: string | undefined, size: number): { start: n
   const last = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
   if (!Number.isSafeInteger(start) || start >= size || last < start) return 'unsatisfiable';
   return { start, end: last + 1 };
+}
+
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+/** Compress on the wire when enabled and the client takes gzip; `auto` skips loopback, where it only costs time. */
+function wantsWireGzip(ctx: Context): boolean {
+  if (ctx.wireGzip === 'off' || !/\bgzip\b/.test(String(ctx.req.headers['accept-encoding'] ?? ''))) return false;
+  return ctx.wireGzip === 'on' || !LOOPBACK.test(ctx.req.socket.remoteAddress ?? '');
 }
 
 export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
@@ -57,9 +66,18 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
     return;
   }
   const stream = await ctx.store.layerTar(src.layer.id, range ?? {});
+  const gzip = !range && wantsWireGzip(ctx);
+  if (gzip) {
+    // Transport compression only: the digest is still that of the uncompressed tar, which
+    // clients (Go's transport in containers/image) decompress transparently before hashing.
+    delete headers['Content-Length'];
+    headers['Content-Encoding'] = 'gzip';
+    headers.Vary = 'Accept-Encoding';
+  }
   ctx.res.writeHead(status, headers);
   try {
-    await pipeline(stream, ctx.res);
+    if (gzip) await pipeline(stream, createGzip({ level: 1 }), ctx.res);
+    else await pipeline(stream, ctx.res);
   } catch (e) {
     // The client must see a broken transfer, not a short or wrong blob.
     ctx.res.destroy();

@@ -18,7 +18,11 @@ export interface Context {
   repos: RepositoryIndex;
   resolver: Resolver;
   head: boolean;
+  /** transport gzip of layer blobs: always, never, or only for clients not on loopback */
+  wireGzip: WireGzip;
 }
+
+export type WireGzip = 'on' | 'off' | 'auto';
 
 export function repository(ctx: Context, name: string): Repository {
   const repo = ctx.repos.get(name);

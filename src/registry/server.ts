@@ -10,7 +10,7 @@ import { getManifest } from './manifests.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
 import { referrers } from './referrers.js';
-import type { Context } from './context.js';
+import type { Context, WireGzip } from './context.js';
 
 export interface RegistryOptions {
   store: Store;
@@ -19,6 +19,7 @@ export interface RegistryOptions {
   addr?: string;
   preferredHosts?: string[];
   indexes?: IndexPolicy;
+  wireGzip?: WireGzip;
 }
 
 export interface RunningRegistry {
@@ -86,6 +87,7 @@ export function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
         repos: repositoryIndex(snapshot, opts.preferredHosts ?? DEFAULT_PREFERRED_HOSTS),
         resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child'),
         head: req.method === 'HEAD',
+        wireGzip: opts.wireGzip ?? 'off',
       };
       await route(ctx, url.pathname);
     })().catch((e: unknown) => {

@@ -22,6 +22,7 @@ const USAGE = `usage: csreg serve [options]
   --state-dir DIR           csreg's own state (default /var/lib/csreg, or ~/.local/state/csreg)
   --log-level LEVEL         debug, info, warn, error (default info)
   --log-format json|text    JSON lines (default) or human-readable
+  --allow-push              accept pushes and deletes into the store (config: push: true)
   --wire-gzip off|on|auto   gzip layer downloads for clients that accept it: off (default),
                             on, or auto = all but loopback clients (docs/wire-gzip.md)
 `;
@@ -32,6 +33,7 @@ interface ServeConfig {
   log?: { level?: string; formatter?: string };
   names?: { preferred_hosts?: string[] };
   indexes?: string;
+  push?: boolean;
 }
 
 /** csreg's own state (design.md): /var/lib/csreg for root, $XDG_STATE_HOME/csreg otherwise. */
@@ -55,6 +57,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       addr: { type: 'string' }, root: { type: 'string' }, runroot: { type: 'string' }, 'storage-driver': { type: 'string' },
       config: { type: 'string' }, 'state-dir': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
       'wire-gzip': { type: 'string' },
+      'allow-push': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -79,15 +82,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
     driver: values['storage-driver'] ?? conf.storage?.driver,
   });
   const stateDir = values['state-dir'] ?? conf.storage?.statedir ?? defaultStateDir();
+  const push = values['allow-push'] ?? conf.push === true;
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
-  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip });
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push });
   const host = reg.url.replace(/^http:\/\//, '');
   const repos = repositoryIndex(snap, preferredHosts);
   const example = repos.names().map((n) => ({ n, t: [...(repos.get(n)?.tags.keys() ?? [])][0] })).find((x) => x.t);
   process.stdout.write(
     `csreg serving ${store.location.graphRoot} (driver ${store.driver}): ${snap.images.length} images, ${repos.names().length} repositories\n`
-    + `listening on ${reg.url} (read-only); csreg state in ${stateDir}\n`
+    + `listening on ${reg.url} (${push ? 'push enabled' : 'read-only'}); csreg state in ${stateDir}\n`
     + (example
       ? `try:  skopeo inspect --tls-verify=false docker://${host}/${example.n}:${example.t}\n      podman pull --tls-verify=false ${host}/${example.n}:${example.t}\n`
       : ''),

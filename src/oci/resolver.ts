@@ -9,10 +9,13 @@ import { sha256 } from './digest.js';
 import { MT } from './media.js';
 import { configKey, parseManifest, synthesizeManifest, ManifestError, type ParsedManifest } from './manifest.js';
 import type { Repository } from './names.js';
+import type { BlobCache } from './blob-cache.js';
 
 export type BlobSource =
   | { kind: 'bigdata'; digest: string; size: number; image: Image; key: string }
-  | { kind: 'layer'; digest: string; size: number; layer: Layer };
+  | { kind: 'layer'; digest: string; size: number; layer: Layer }
+  /** a pushed blob kept in csreg's blob cache */
+  | { kind: 'cache'; digest: string; size: number };
 
 export interface ServedManifest {
   bytes: Buffer;
@@ -70,7 +73,12 @@ export function accepts(accept: string | undefined, mediaType: string): boolean 
 export class Resolver {
   private readonly maps: BlobMaps;
 
-  constructor(private readonly store: Store, readonly snap: Snapshot, private readonly indexPolicy: IndexPolicy = 'any-child') {
+  constructor(
+    private readonly store: Store,
+    readonly snap: Snapshot,
+    private readonly indexPolicy: IndexPolicy = 'any-child',
+    private readonly cache?: BlobCache,
+  ) {
     this.maps = mapsFor(store, snap);
   }
 
@@ -81,6 +89,8 @@ export class Resolver {
     // A layer's compressed digest equals its diff digest when it was stored uncompressed.
     const l = this.maps.layers.get(digest);
     if (l) return { kind: 'layer', digest, size: l.diffSize!, layer: l };
+    const size = this.cache?.size(digest);
+    if (size !== undefined) return { kind: 'cache', digest, size };
     return undefined;
   }
 

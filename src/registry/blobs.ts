@@ -65,6 +65,11 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
     ctx.res.end();
     return;
   }
+  if (src.kind === 'cache') {
+    ctx.res.writeHead(status, headers);
+    await pipeline(ctx.cache!.open(digest, range), ctx.res).catch(() => ctx.res.destroy());
+    return;
+  }
   const stream = await ctx.store.layerTar(src.layer.id, range ?? {});
   const gzip = !range && wantsWireGzip(ctx);
   if (gzip) {

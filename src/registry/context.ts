@@ -7,6 +7,8 @@ import type { Resolver } from '../oci/resolver.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import type { Store } from '../storage/store.js';
 import { RegistryError } from './errors.js';
+import type { BlobCache } from '../oci/blob-cache.js';
+import type { Uploads } from './uploads.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -20,6 +22,9 @@ export interface Context {
   head: boolean;
   /** transport gzip of layer blobs: always, never, or only for clients not on loopback */
   wireGzip: WireGzip;
+  /** set when push is enabled: csreg's blob cache and upload staging */
+  cache?: BlobCache;
+  uploads?: Uploads;
 }
 
 export type WireGzip = 'on' | 'off' | 'auto';

@@ -2,7 +2,9 @@
 import { isValidDigest, looksLikeDigest } from '../oci/digest.js';
 import { isValidTag } from '../oci/names.js';
 import { RegistryError } from './errors.js';
-import { API_HEADERS, type Context } from './context.js';
+import { API_HEADERS, repository, type Context } from './context.js';
+import { commitManifest, CommitError, storeNameFor } from '../oci/commit.js';
+import { StoreWriter, WriteError } from '../storage/writer.js';
 
 export async function getManifest(ctx: Context, name: string, ref: string): Promise<void> {
   const accept = ctx.req.headers.accept;
@@ -26,4 +28,62 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
     ETag: `"${served.digest}"`,
   });
   ctx.res.end(ctx.head ? undefined : served.bytes);
+}
+
+/** archive limit of common registries: a manifest larger than this is refused */
+export const MAX_MANIFEST = 4 << 20;
+
+async function readBody(ctx: Context, limit: number): Promise<Buffer> {
+  const declared = Number(ctx.req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new RegistryError('SIZE_INVALID', `manifest larger than ${limit} bytes`, undefined, 413);
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of ctx.req) {
+    n += (c as Buffer).length;
+    if (n > limit) throw new RegistryError('SIZE_INVALID', `manifest larger than ${limit} bytes`, undefined, 413);
+    parts.push(c as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
+/** PUT /v2/<name>/manifests/<tag|digest>: the image goes into the store under the push naming rule. */
+export async function putManifest(ctx: Context, name: string, ref: string): Promise<void> {
+  if (looksLikeDigest(ref) ? !isValidDigest(ref) : !isValidTag(ref)) {
+    throw new RegistryError(looksLikeDigest(ref) ? 'DIGEST_INVALID' : 'TAG_INVALID', `invalid reference ${JSON.stringify(ref)}`);
+  }
+  const bytes = await readBody(ctx, MAX_MANIFEST);
+  let result;
+  try {
+    result = await commitManifest({ store: ctx.store, resolver: ctx.resolver, cache: ctx.cache!, repo: name, reference: ref, bytes });
+  } catch (e) {
+    if (e instanceof CommitError) throw new RegistryError(e.code, e.message);
+    if (e instanceof WriteError) throw new RegistryError('MANIFEST_INVALID', e.message);
+    throw e;
+  }
+  ctx.log.info('manifest pushed', { repository: name, reference: ref, digest: result.digest, image: result.imageId });
+  const headers: Record<string, string | number> = { ...API_HEADERS, Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest, 'Content-Length': 0 };
+  if (result.subject) headers['OCI-Subject'] = result.subject;
+  ctx.res.writeHead(201, headers);
+  ctx.res.end();
+}
+
+/** DELETE by tag removes the name; by digest deletes the image (and layers nothing else uses). */
+export async function deleteManifest(ctx: Context, name: string, ref: string): Promise<void> {
+  const repo = repository(ctx, name);
+  const writer = new StoreWriter(ctx.store);
+  if (looksLikeDigest(ref)) {
+    if (!isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
+    const images = [...repo.images].filter((i) => i.digests.includes(ref));
+    if (!images.length) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is not known in ${name}`);
+    for (const img of images) await writer.deleteImage(img.id);
+    ctx.log.info('manifest deleted', { repository: name, digest: ref, images: images.map((i) => i.id) });
+  } else {
+    const img = repo.tags.get(ref);
+    if (!img) throw new RegistryError('MANIFEST_UNKNOWN', `tag ${ref} is not known in ${name}`);
+    const storeNames = img.names.filter((n) => storeNameFor(repo.name, ref) === n || n.endsWith(`/${name}:${ref}`) || n === `${name}:${ref}`);
+    await writer.removeImageNames(img.id, storeNames.length ? storeNames : [storeNameFor(repo.name, ref)]);
+    ctx.log.info('tag deleted', { repository: name, tag: ref, image: img.id });
+  }
+  ctx.res.writeHead(202, { ...API_HEADERS, 'Content-Length': 0 });
+  ctx.res.end();
 }

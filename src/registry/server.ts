@@ -2,11 +2,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Store } from '../storage/store.js';
+import { StoreWriter } from '../storage/writer.js';
 import type { Logger } from '../log.js';
 import { isValidRepository, repositoryIndex, DEFAULT_PREFERRED_HOSTS } from '../oci/names.js';
 import { Resolver, type IndexPolicy } from '../oci/resolver.js';
 import { RegistryError, sendError } from './errors.js';
-import { getManifest } from './manifests.js';
+import { getManifest, putManifest, deleteManifest } from './manifests.js';
+import { handleUpload, Uploads } from './uploads.js';
+import { BlobCache } from '../oci/blob-cache.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
 import { referrers } from './referrers.js';
@@ -20,6 +23,10 @@ export interface RegistryOptions {
   preferredHosts?: string[];
   indexes?: IndexPolicy;
   wireGzip?: WireGzip;
+  /** csreg's own state: blob cache, upload staging */
+  stateDir?: string;
+  /** accept pushes and deletes (off by default) */
+  push?: boolean;
 }
 
 export interface RunningRegistry {
@@ -31,13 +38,19 @@ export interface RunningRegistry {
 
 const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/;
 const TAGS = /^\/v2\/(.+)\/tags\/list$/;
-const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/?/;
+const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/?([^/]*)$/;
 
 async function route(ctx: Context, path: string): Promise<void> {
   const { req } = ctx;
   const method = req.method ?? 'GET';
   if (method !== 'GET' && method !== 'HEAD') {
-    throw new RegistryError('UNSUPPORTED', `${method} is not supported: this registry is read-only (push is not enabled)`);
+    if (!ctx.uploads) throw new RegistryError('UNSUPPORTED', `${method} is not supported: this registry is read-only (push is not enabled)`);
+    const up = UPLOADS.exec(path);
+    if (up) return handleUpload(ctx, checkName(up[1]), up[2] || undefined);
+    const m = ROUTE.exec(path);
+    if (m && m[2] === 'manifests' && method === 'PUT') return putManifest(ctx, checkName(m[1]), decodeURIComponent(m[3]));
+    if (m && m[2] === 'manifests' && method === 'DELETE') return deleteManifest(ctx, checkName(m[1]), decodeURIComponent(m[3]));
+    throw new RegistryError('UNSUPPORTED', `${method} ${path} is not supported`);
   }
   if (path === '/v2/' || path === '/v2') {
     ctx.res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 2, 'Docker-Distribution-API-Version': 'registry/2.0' });
@@ -45,7 +58,11 @@ async function route(ctx: Context, path: string): Promise<void> {
     return;
   }
   if (path === '/v2/_catalog') return catalog(ctx);
-  if (UPLOADS.test(path)) throw new RegistryError('UNSUPPORTED', 'uploads are not supported: push is not enabled');
+  const up = UPLOADS.exec(path);
+  if (up) {
+    if (!ctx.uploads) throw new RegistryError('UNSUPPORTED', 'uploads are not supported: push is not enabled');
+    return handleUpload(ctx, checkName(up[1]), up[2] || undefined);
+  }
   const tags = TAGS.exec(path);
   if (tags) return tagsList(ctx, checkName(tags[1]));
   const m = ROUTE.exec(path);
@@ -63,8 +80,17 @@ function checkName(raw: string): string {
   return name;
 }
 
-export function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
+export async function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
   const { store, log } = opts;
+  const cache = opts.stateDir ? new BlobCache(opts.stateDir) : undefined;
+  if (opts.push && !cache) throw new Error('push needs a state directory');
+  const uploads = opts.push && cache ? new Uploads(cache) : undefined;
+  await uploads?.cleanStale();
+  if (opts.push) {
+    // As c/storage does when it opens a store for writing: layers a crashed writer left incomplete go.
+    const gone = await new StoreWriter(store).deleteIncompleteLayers();
+    if (gone.length) log.warn('deleted incomplete layers', { layers: gone });
+  }
   const active = new Set<ServerResponse>();
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
@@ -85,7 +111,9 @@ export function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
       const ctx: Context = {
         req, res, url, store, log, snapshot,
         repos: repositoryIndex(snapshot, opts.preferredHosts ?? DEFAULT_PREFERRED_HOSTS),
-        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child'),
+        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child', cache),
+        cache,
+        uploads,
         head: req.method === 'HEAD',
         wireGzip: opts.wireGzip ?? 'off',
       };

@@ -1,0 +1,152 @@
+// A pushed manifest becomes an image in the store, as if podman had pulled it: layers with
+// containers/image's chain IDs (reused when present), each checked against the config's
+// DiffID; the image ID is the config digest; the manifest is kept as big data under
+// `manifest-<digest>` and `manifest`. Compressed blobs stay in the blob cache, since the store
+// cannot reproduce them bit for bit. Indexes and artifacts become layer-less records.
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { Store } from '../storage/store.js';
+import { StoreWriter, chainLayerId } from '../storage/writer.js';
+import { hasDomain } from '../storage/snapshot.js';
+import type { BlobCache } from './blob-cache.js';
+import { sha256 } from './digest.js';
+import { MT } from './media.js';
+import { parseManifest, ManifestError, type ParsedManifest } from './manifest.js';
+import type { Resolver } from './resolver.js';
+
+export class CommitError extends Error {
+  override name = 'CommitError';
+  constructor(readonly code: 'MANIFEST_INVALID' | 'MANIFEST_BLOB_UNKNOWN' | 'DIGEST_INVALID', message: string) {
+    super(message);
+  }
+}
+
+/** The store name of tag T pushed to repository R: `R:T` when R starts with a host, else `localhost/R:T`. */
+export function storeNameFor(repo: string, tag: string): string {
+  const slash = repo.indexOf('/');
+  if (slash > 0) {
+    const host = repo.slice(0, slash).replace(/_(\d+)$/, ':$1');
+    const rest = repo.slice(slash + 1);
+    if (hasDomain(`${host}/${rest}`)) return `${host}/${rest}:${tag}`;
+  }
+  return `localhost/${repo}:${tag}`;
+}
+
+export interface CommitOptions {
+  store: Store;
+  resolver: Resolver;
+  cache: BlobCache;
+  repo: string;
+  /** a tag, or the manifest's digest */
+  reference: string;
+  bytes: Buffer;
+}
+
+export interface CommitResult {
+  digest: string;
+  imageId: string;
+  subject?: string;
+}
+
+const IMAGE_CONFIGS = new Set<string>([MT.ociConfig, MT.dockerConfig]);
+
+async function blobBytes(o: CommitOptions, digest: string): Promise<Buffer | undefined> {
+  const file = o.cache.file(digest);
+  if (file) {
+    const parts: Buffer[] = [];
+    for await (const c of createReadStream(file)) parts.push(c as Buffer);
+    return Buffer.concat(parts);
+  }
+  const src = o.resolver.blob(digest);
+  if (src?.kind === 'bigdata') return o.store.imageBigData(src.image, src.key);
+  return undefined;
+}
+
+/** Every blob the manifest names must be here (cache or store) before it is accepted. */
+function requireBlobs(o: CommitOptions, m: ParsedManifest): void {
+  for (const d of [...(m.config ? [m.config] : []), ...m.layers]) {
+    if (o.cache.size(d.digest) === undefined && !o.resolver.blob(d.digest)) {
+      throw new CommitError('MANIFEST_BLOB_UNKNOWN', `blob ${d.digest} referenced by the manifest was not pushed`);
+    }
+  }
+}
+
+export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
+  let m: ParsedManifest;
+  try {
+    m = parseManifest(o.bytes);
+  } catch (e) {
+    if (e instanceof ManifestError) throw new CommitError('MANIFEST_INVALID', e.message);
+    throw e;
+  }
+  const digest = sha256(o.bytes);
+  const byDigest = o.reference.includes(':');
+  if (byDigest && o.reference !== digest) throw new CommitError('DIGEST_INVALID', `manifest has digest ${digest}, not ${o.reference}`);
+  const names = byDigest ? [] : [storeNameFor(o.repo, o.reference)];
+  const writer = new StoreWriter(o.store);
+  const manifestData = [
+    { key: `manifest-${digest}`, data: o.bytes, digest },
+    { key: 'manifest', data: o.bytes, digest },
+  ];
+
+  if (m.kind === 'index') {
+    for (const child of m.manifests) {
+      if (!(await o.resolver.byDigest(undefined, child.digest)) && !o.resolver.snap.imagesWithDigest(child.digest).length) {
+        throw new CommitError('MANIFEST_BLOB_UNKNOWN', `manifest ${child.digest} listed by the index was not pushed`);
+      }
+    }
+    const id = digest.slice('sha256:'.length);
+    await writer.createImage({ id, names, bigData: manifestData });
+    return { digest, imageId: id, subject: m.subject?.digest };
+  }
+  if (m.kind !== 'image') throw new CommitError('MANIFEST_INVALID', `unsupported manifest type ${JSON.stringify(m.mediaType)}`);
+  requireBlobs(o, m);
+  const configBytes = await blobBytes(o, m.config!.digest);
+  if (!configBytes || sha256(configBytes) !== m.config!.digest) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `config ${m.config!.digest} is not available`);
+
+  // An artifact (its config is not an image config): a layer-less record; its blobs stay cached.
+  if (!IMAGE_CONFIGS.has(m.config!.mediaType)) {
+    const id = digest.slice('sha256:'.length);
+    await writer.createImage({ id, names, bigData: manifestData });
+    return { digest, imageId: id, subject: m.subject?.digest };
+  }
+
+  let config: { rootfs?: { diff_ids?: unknown } };
+  try {
+    config = JSON.parse(configBytes.toString('utf8')) as typeof config;
+  } catch (e) {
+    throw new CommitError('MANIFEST_INVALID', `config is not JSON: ${(e as Error).message}`);
+  }
+  const diffIds = config.rootfs?.diff_ids;
+  if (!Array.isArray(diffIds) || diffIds.length !== m.layers.length || !diffIds.every((d) => typeof d === 'string' && /^sha256:[a-f0-9]{64}$/.test(d))) {
+    throw new CommitError('MANIFEST_INVALID', 'config rootfs.diff_ids does not match the manifest layers');
+  }
+  let parent: string | undefined;
+  for (const [i, desc] of m.layers.entries()) {
+    const diffId = diffIds[i] as string;
+    const id = chainLayerId(parent, diffId);
+    const snap = await o.store.snapshot();
+    if (!snap.layer(id) || snap.layer(id)!.incomplete) {
+      const blob: Readable | undefined = o.cache.file(desc.digest)
+        ? createReadStream(o.cache.file(desc.digest)!)
+        : o.resolver.blob(desc.digest)?.kind === 'layer' ? await o.store.layerTar((o.resolver.blob(desc.digest) as { layer: { id: string } }).layer.id) : undefined;
+      if (!blob) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `layer ${desc.digest} is not available`);
+      try {
+        await writer.createLayer(blob, { id, parent, expectedDiffDigest: diffId, expectedCompressedDigest: desc.digest });
+      } catch (e) {
+        throw new CommitError('MANIFEST_INVALID', `layer ${i} (${desc.digest}): ${(e as Error).message}`);
+      }
+    }
+    // An uncompressed blob is rebuilt from the store from now on; a compressed one stays cached.
+    if (desc.digest === diffId) await o.cache.remove(desc.digest);
+    parent = id;
+  }
+  const imageId = m.config!.digest.slice('sha256:'.length);
+  await writer.createImage({
+    id: imageId,
+    topLayer: parent,
+    names,
+    bigData: [{ key: m.config!.digest, data: configBytes }, ...manifestData],
+  });
+  return { digest, imageId, subject: m.subject?.digest };
+}

@@ -159,9 +159,14 @@ export class Resolver {
   }
 
   /** By tag: the original manifest when servable and acceptable, else the synthesized one. */
-  async forTag(repo: Repository, tag: string, accept?: string): Promise<ServedManifest | undefined> {
+  async forTag(repo: Repository, tag: string, accept?: string, pushedDigest?: (image: Image) => string | undefined): Promise<ServedManifest | undefined> {
     const image = repo.tags.get(tag);
     if (!image) return undefined;
+    const pushed = pushedDigest?.(image);
+    if (pushed && image.bigDataNames.includes(`manifest-${pushed}`)) {
+      const stored = await this.loadStored(image, `manifest-${pushed}`);
+      if (stored && accepts(accept, stored.mediaType)) return stored;
+    }
     if (image.bigDataNames.includes('manifest')) {
       const stored = await this.loadStored(image, 'manifest');
       if (stored && accepts(accept, stored.mediaType)) return stored;

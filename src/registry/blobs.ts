@@ -34,8 +34,9 @@ function wantsWireGzip(ctx: Context): boolean {
 
 export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
-  repository(ctx, name);
   const src = ctx.resolver.blob(digest);
+  // Blobs pushed to a repository that has no manifest yet are visible there too (push flow).
+  if (!(src?.kind === 'cache')) repository(ctx, name);
   if (!src) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known (or cannot be produced) in ${name}`, { digest });
   const range = parseRange(ctx.req.headers.range, src.size);
   if (range === 'unsatisfiable') {

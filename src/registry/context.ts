@@ -9,6 +9,7 @@ import type { Store } from '../storage/store.js';
 import { RegistryError } from './errors.js';
 import type { BlobCache } from '../oci/blob-cache.js';
 import type { Uploads } from './uploads.js';
+import type { TagManifests } from '../oci/tag-manifests.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -25,6 +26,7 @@ export interface Context {
   /** set when push is enabled: csreg's blob cache and upload staging */
   cache?: BlobCache;
   uploads?: Uploads;
+  tagManifests?: TagManifests;
 }
 
 export type WireGzip = 'on' | 'off' | 'auto';

@@ -17,7 +17,12 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
   } else {
     if (!isValidTag(ref)) throw new RegistryError('TAG_INVALID', `invalid tag ${JSON.stringify(ref)}`);
     if (!repo) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
-    served = await ctx.resolver.forTag(repo, ref, accept);
+    // the manifest this tag was pushed with, when csreg received it (one record may carry several)
+    const pushed = (image: { names: string[] }) => {
+      const n = image.names.find((x) => x.endsWith(`:${ref}`) && ctx.tagManifests?.get(x));
+      return n ? ctx.tagManifests!.get(n) : undefined;
+    };
+    served = await ctx.resolver.forTag(repo, ref, accept, pushed);
   }
   if (!served) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is not known in ${name} (or not all of its blobs can be served)`, { name, reference: ref });
   ctx.res.writeHead(200, {
@@ -60,6 +65,7 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
     if (e instanceof WriteError) throw new RegistryError('MANIFEST_INVALID', e.message);
     throw e;
   }
+  if (!looksLikeDigest(ref)) await ctx.tagManifests?.set(storeNameFor(name, ref), result.digest);
   ctx.log.info('manifest pushed', { repository: name, reference: ref, digest: result.digest, image: result.imageId });
   const headers: Record<string, string | number> = { ...API_HEADERS, Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest, 'Content-Length': 0 };
   if (result.subject) headers['OCI-Subject'] = result.subject;

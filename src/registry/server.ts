@@ -10,6 +10,7 @@ import { RegistryError, sendError } from './errors.js';
 import { getManifest, putManifest, deleteManifest } from './manifests.js';
 import { handleUpload, Uploads } from './uploads.js';
 import { BlobCache } from '../oci/blob-cache.js';
+import { TagManifests } from '../oci/tag-manifests.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
 import { referrers } from './referrers.js';
@@ -85,6 +86,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
   const cache = opts.stateDir ? new BlobCache(opts.stateDir) : undefined;
   if (opts.push && !cache) throw new Error('push needs a state directory');
   const uploads = opts.push && cache ? new Uploads(cache) : undefined;
+  const tagManifests = opts.stateDir ? new TagManifests(opts.stateDir) : undefined;
   await uploads?.cleanStale();
   if (opts.push) {
     // As c/storage does when it opens a store for writing: layers a crashed writer left incomplete go.
@@ -114,6 +116,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
         resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child', cache),
         cache,
         uploads,
+        tagManifests,
         head: req.method === 'HEAD',
         wireGzip: opts.wireGzip ?? 'off',
       };

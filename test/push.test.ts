@@ -1,0 +1,169 @@
+// Pushes into csreg land in the store podman uses: skopeo copies from a real docker-registry
+// into csreg, then podman, buildah and skopeo use the images, and pulls by the pushed digests work.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { Writable } from 'node:stream';
+import { Store } from '../src/storage/store.js';
+import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
+import { createLogger } from '../src/log.js';
+import { loadFixtures, storeArgs, type FixtureStore } from './fixtures.js';
+
+const fx = loadFixtures();
+const execAsync = promisify(execFile);
+async function run(cmd: string, args: string[]): Promise<string> {
+  return (await execAsync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26 })).stdout.trim();
+}
+const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+const work = mkdtempSync(join(tmpdir(), 'csreg-push-'));
+const s: FixtureStore = { root: join(work, 'root'), runroot: join(work, 'run'), driver: 'overlay' };
+const stateDir = join(work, 'state');
+let reg: RunningRegistry;
+let host: string;
+const registries: ChildProcess[] = [];
+const logs: string[] = [];
+
+async function waitFor(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+before(async () => {
+  // the fixture registries (gzip and zstd pushes), restarted on their kept data
+  const zstdConfig = join(dirname(dirname(fx.registry.config)), 'registry-zstd', 'config.yml');
+  for (const conf of [fx.registry.config, zstdConfig]) registries.push(spawn('docker-registry', ['serve', conf], { stdio: 'ignore' }));
+  await waitFor(`http://${fx.registry.addr}/v2/`);
+  await waitFor('http://127.0.0.1:5702/v2/');
+  const out = new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } });
+  await run('mkdir', ['-p', s.root]);
+  reg = await startRegistry({ store: Store.open(s), log: createLogger({ out }), addr: '127.0.0.1:0', stateDir, push: true });
+  host = reg.url.slice('http://'.length);
+});
+
+after(async () => {
+  await reg?.close(100);
+  for (const r of registries) r.kill();
+  try {
+    await run('umount', ['-l', join(s.root, 'overlay')]);
+  } catch { /* not mounted */ }
+  rmSync(work, { recursive: true, force: true });
+});
+
+/** what skopeo actually pushed to csreg, per source ref (it may rewrite a manifest while copying) */
+const pushedDigests = new Map<string, string>();
+const podmanId = (name: string) => run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Id}}', name]);
+
+test('skopeo pushes v2s2, OCI, zstd and a multi-arch list; podman, buildah and skopeo use them', async () => {
+  const pushes = fx.pushed.map((p) => ({ ...p, dest: p.ref.replace(/^127\.0\.0\.1:\d+\//, '') }));
+  for (const p of pushes) {
+    const digestFile = join(work, 'digest');
+    await run('skopeo', ['copy', '-q', ...(p.format === 'list' ? ['--all'] : []), '--src-tls-verify=false', '--dest-tls-verify=false', '--digestfile', digestFile, `docker://${p.ref}`, `docker://${host}/${p.dest}`]);
+    pushedDigests.set(p.ref, readFileSync(digestFile, 'utf8').trim());
+  }
+  const images = JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Id: string; Names?: string[] }[];
+  const names = images.flatMap((i) => i.Names ?? []);
+  for (const p of pushes) assert.ok(names.includes(`localhost/${p.dest}`), `podman lists localhost/${p.dest}`);
+  // same image IDs as the source (config digests), whatever the layer compression was
+  const baseId = (await Store.open(fx.stores.pulled).snapshot()).image(fx.pushed[0].ref)!.id;
+  assert.equal(await podmanId('localhost/csreg/base:zstd'), baseId);
+  assert.equal(await podmanId('localhost/csreg/base:v2s2'), baseId);
+  // buildah runs a command in a pushed image; skopeo reads it back with the config's diff IDs
+  const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'localhost/csreg/derived:zstd']);
+  assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/derived']), 'derived');
+  await run('buildah', [...storeArgs(s), 'rm', ctr]);
+  const out = join(work, 'oci-out');
+  await run('skopeo', ['copy', '-q', `containers-storage:[overlay@${s.root}+${s.runroot}]localhost/csreg/derived:oci`, `oci:${out}`]);
+  const index = JSON.parse(readFileSync(join(out, 'index.json'), 'utf8'));
+  const m = JSON.parse(readFileSync(join(out, 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8'));
+  const config = JSON.parse(readFileSync(join(out, 'blobs', 'sha256', m.config.digest.slice(7)), 'utf8'));
+  assert.equal(config.rootfs.diff_ids.length, m.layers.length);
+});
+
+test('a pull right after a push returns the exact pushed manifest digest and every blob by its pushed digest', async () => {
+  for (const p of fx.pushed.filter((x) => x.format !== 'list')) {
+    const repo = p.ref.replace(/^127\.0\.0\.1:\d+\//, '').replace(/:[^:/]+$/, '');
+    const tag = p.ref.slice(p.ref.lastIndexOf(':') + 1);
+    const r = await fetch(`${reg.url}/v2/${repo}/manifests/${tag}`);
+    assert.equal(r.status, 200);
+    const body = Buffer.from(await r.arrayBuffer());
+    assert.equal(sha(body), pushedDigests.get(p.ref), `${p.ref}: the pushed manifest comes back`);
+    const m = JSON.parse(body.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+    for (const d of [m.config.digest, ...m.layers.map((l) => l.digest)]) {
+      const b = Buffer.from(await (await fetch(`${reg.url}/v2/${repo}/blobs/${d}`)).arrayBuffer());
+      assert.equal(sha(b), d, `${p.ref}: blob ${d}`);
+    }
+    const dir = join(work, `pull-${tag}`);
+    await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${host}/${repo}@${pushedDigests.get(p.ref)}`, `dir:${dir}`]);
+  }
+  const list = fx.pushed.find((p) => p.format === 'list')!;
+  const r = await fetch(`${reg.url}/v2/csreg/multi/manifests/1`);
+  assert.equal(sha(Buffer.from(await r.arrayBuffer())), pushedDigests.get(list.ref), 'the pushed list comes back by tag');
+});
+
+test('uploads: chunked with Content-Range, status, cancel, mount, and refusals that leave nothing', async () => {
+  const data = Buffer.from('chunked upload '.repeat(1000));
+  const digest = sha(data);
+  const start = await fetch(`${reg.url}/v2/csreg/chunks/blobs/uploads/`, { method: 'POST' });
+  assert.equal(start.status, 202);
+  const loc = start.headers.get('location')!;
+  const p1 = await fetch(reg.url + loc, { method: 'PATCH', body: data.subarray(0, 5000), headers: { 'Content-Range': '0-4999' } });
+  assert.equal(p1.status, 202);
+  assert.equal(p1.headers.get('range'), '0-4999');
+  const bad = await fetch(reg.url + loc, { method: 'PATCH', body: data.subarray(6000), headers: { 'Content-Range': '6000-14999' } });
+  assert.equal(bad.status, 416, 'a chunk out of order is refused');
+  const status = await fetch(reg.url + loc);
+  assert.equal(status.status, 204);
+  assert.equal(status.headers.get('range'), '0-4999');
+  const wrong = await fetch(`${reg.url}${loc}?digest=sha256:${'1'.repeat(64)}`, { method: 'PUT', body: data.subarray(5000), headers: { 'Content-Range': '5000-14999' } });
+  assert.equal(wrong.status, 400);
+  assert.equal(((await wrong.json()) as { errors: { code: string }[] }).errors[0].code, 'DIGEST_INVALID');
+  assert.equal((await fetch(`${reg.url}/v2/csreg/chunks/blobs/sha256:${'1'.repeat(64)}`, { method: 'HEAD' })).status, 404);
+  // a fresh session, done right
+  const again = await fetch(`${reg.url}/v2/csreg/chunks/blobs/uploads/`, { method: 'POST' });
+  const loc2 = again.headers.get('location')!;
+  await fetch(reg.url + loc2, { method: 'PATCH', body: data.subarray(0, 5000), headers: { 'Content-Range': '0-4999' } });
+  const done = await fetch(`${reg.url}${loc2}?digest=${digest}`, { method: 'PUT', body: data.subarray(5000), headers: { 'Content-Range': '5000-14999' } });
+  assert.equal(done.status, 201);
+  assert.equal(done.headers.get('docker-content-digest'), digest);
+  const head = await fetch(`${reg.url}/v2/csreg/chunks/blobs/${digest}`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('content-length'), String(data.length));
+  const mount = await fetch(`${reg.url}/v2/other/repo/blobs/uploads/?mount=${digest}&from=csreg/chunks`, { method: 'POST' });
+  assert.equal(mount.status, 201);
+  const cancel = await fetch(`${reg.url}/v2/csreg/chunks/blobs/uploads/`, { method: 'POST' });
+  const loc3 = cancel.headers.get('location')!;
+  assert.equal((await fetch(reg.url + loc3, { method: 'DELETE' })).status, 204);
+  assert.equal((await fetch(reg.url + loc3)).status, 404);
+  // a manifest naming a blob that was never pushed
+  const man = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${'2'.repeat(64)}`, size: 2 }, layers: [] });
+  const put = await fetch(`${reg.url}/v2/csreg/chunks/manifests/x`, { method: 'PUT', body: man, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  assert.equal(put.status, 404);
+  assert.equal(((await put.json()) as { errors: { code: string }[] }).errors[0].code, 'MANIFEST_BLOB_UNKNOWN');
+  assert.equal(readdirSync(join(stateDir, 'blobs', 'tmp')).length, 0, 'no staging file left behind');
+  assert.ok(!existsSync(join(stateDir, 'blobs', 'sha256', '1'.repeat(64))));
+});
+
+test('DELETE by tag removes the name; by digest removes the image', async () => {
+  const before = JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Id: string; Names?: string[] }[];
+  assert.ok(before.some((i) => i.Names?.includes('localhost/csreg/base:oci')));
+  assert.equal((await fetch(`${reg.url}/v2/csreg/base/manifests/oci`, { method: 'DELETE' })).status, 202);
+  const afterTag = JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Names?: string[] }[];
+  assert.ok(!afterTag.some((i) => i.Names?.includes('localhost/csreg/base:oci')));
+  assert.ok(afterTag.some((i) => i.Names?.includes('localhost/csreg/base:v2s2')), 'other tags stay');
+  const d = fx.pushed.find((p) => p.ref.endsWith('derived:v2s2'))!.manifestDigest;
+  const id = await podmanId('localhost/csreg/derived:v2s2');
+  assert.equal((await fetch(`${reg.url}/v2/csreg/derived/manifests/${d}`, { method: 'DELETE' })).status, 202);
+  await assert.rejects(podmanId(id), 'the image is gone from the store');
+  assert.ok(logs.some((l) => l.includes('manifest deleted')), 'deletes are logged');
+});

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Everything csreg and its tests need on a fresh Debian 12 machine: the real container tools
-# (the tests compare against them), then the npm dependencies. Idempotent.
+# (the tests compare against them), Go and the klauspost sources (the compressor oracles are
+# small Go programs built in test setup), then the npm dependencies. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(skopeo podman buildah containers-storage docker-registry busybox-static zstd attr curl)
+pkgs=(skopeo podman buildah containers-storage docker-registry busybox-static zstd attr curl
+      golang-go golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev gzip)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

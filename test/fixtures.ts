@@ -1,5 +1,9 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -40,3 +44,76 @@ export function storeArgs(s: FixtureStore): string[] {
 export function csRef(s: FixtureStore, name: string): string {
   return `containers-storage:[${s.driver}@${s.root}+${s.runroot}]${name}`;
 }
+
+const execAsync = promisify(execFile);
+/** Run a tool without blocking the event loop (an in-process registry may be its peer); its stdout. */
+export async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
+  const { stdout } = await execAsync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, env: env ?? process.env });
+  return stdout.trim();
+}
+
+export const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+/** Wait until a URL answers 2xx (a registry coming up), at most ~10 s. */
+export async function waitFor(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+/** The fixture docker-registries (gzip pushes on fx.registry.addr, zstd on 127.0.0.1:5702), restarted on their kept data. */
+export async function startFixtureRegistries(): Promise<ChildProcess[]> {
+  const fx = loadFixtures();
+  const zstdConfig = join(dirname(dirname(fx.registry.config)), 'registry-zstd', 'config.yml');
+  const procs = [fx.registry.config, zstdConfig].map((conf) => spawn('docker-registry', ['serve', conf], { stdio: 'ignore' }));
+  await waitFor(`http://${fx.registry.addr}/v2/`);
+  await waitFor('http://127.0.0.1:5702/v2/');
+  return procs;
+}
+
+/** An image as skopeo writes it to dir: (uncompressed layers, made by Go code). */
+export function exportImage(s: FixtureStore, name: string): { dir: string; manifest: Buffer; config: Buffer; layers: string[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-export-'));
+  execFileSync('skopeo', ['copy', '-q', csRef(s, name), `dir:${dir}`]);
+  const manifest = readFileSync(join(dir, 'manifest.json'));
+  const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  return { dir, manifest, config: readFileSync(join(dir, m.config.digest.slice(7))), layers: m.layers.map((l) => join(dir, l.digest.slice(7))) };
+}
+
+export function freshStore(driver: 'overlay' | 'vfs'): FixtureStore & { dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), `csreg-w-${driver}-`));
+  return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver, dir };
+}
+
+/** The Go overlay driver bind-mounts its home on itself: unmount before removing a test store. */
+export function removeStore(s: { root: string; dir: string }): void {
+  try {
+    execFileSync('umount', ['-l', join(s.root, 'overlay')], { stdio: 'ignore' });
+  } catch { /* not mounted */ }
+  rmSync(s.dir, { recursive: true, force: true });
+}
+
+/** A tar with one entry, written by hand: name, type and link name as given. */
+export function tarEntry(name: string, type: string, body = Buffer.alloc(0), link = ''): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0);
+  h.write('0000644\0', 100);
+  h.write('0000000\0', 108);
+  h.write('0000000\0', 116);
+  h.write(body.length.toString(8).padStart(11, '0') + '\0', 124);
+  h.write('00000000000\0', 136);
+  h.write(type, 156);
+  h.write(link, 157);
+  h.write('ustar\x0000', 257, 'latin1');
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  const pad = Buffer.alloc((512 - (body.length % 512)) % 512);
+  return Buffer.concat([h, body, pad]);
+}
+

@@ -2,25 +2,17 @@
 // into csreg, then podman, buildah and skopeo use the images, and pulls by the pushed digests work.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, type FixtureStore } from './fixtures.js';
+import { loadFixtures, storeArgs, run, sha, startFixtureRegistries, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
-const execAsync = promisify(execFile);
-async function run(cmd: string, args: string[]): Promise<string> {
-  return (await execAsync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26 })).stdout.trim();
-}
-const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-
 const work = mkdtempSync(join(tmpdir(), 'csreg-push-'));
 const s: FixtureStore = { root: join(work, 'root'), runroot: join(work, 'run'), driver: 'overlay' };
 const stateDir = join(work, 'state');
@@ -29,22 +21,8 @@ let host: string;
 const registries: ChildProcess[] = [];
 const logs: string[] = [];
 
-async function waitFor(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
-}
-
 before(async () => {
-  // the fixture registries (gzip and zstd pushes), restarted on their kept data
-  const zstdConfig = join(dirname(dirname(fx.registry.config)), 'registry-zstd', 'config.yml');
-  for (const conf of [fx.registry.config, zstdConfig]) registries.push(spawn('docker-registry', ['serve', conf], { stdio: 'ignore' }));
-  await waitFor(`http://${fx.registry.addr}/v2/`);
-  await waitFor('http://127.0.0.1:5702/v2/');
+  registries.push(...(await startFixtureRegistries()));
   const out = new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } });
   await run('mkdir', ['-p', s.root]);
   reg = await startRegistry({ store: Store.open(s), log: createLogger({ out }), addr: '127.0.0.1:0', stateDir, push: true });

@@ -3,7 +3,6 @@
 // nothing behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,32 +11,9 @@ import { gzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { StoreWriter, chainLayerId } from '../src/storage/writer.js';
-import { loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
+import { loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, sha } from './fixtures.js';
 
 const fx = loadFixtures();
-const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
-
-/** An image as skopeo writes it to dir: (uncompressed layers, made by Go code). */
-function exportImage(s: FixtureStore, name: string): { dir: string; manifest: Buffer; config: Buffer; layers: string[] } {
-  const dir = mkdtempSync(join(tmpdir(), 'csreg-export-'));
-  execFileSync('skopeo', ['copy', '-q', csRef(s, name), `dir:${dir}`]);
-  const manifest = readFileSync(join(dir, 'manifest.json'));
-  const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  return { dir, manifest, config: readFileSync(join(dir, m.config.digest.slice(7))), layers: m.layers.map((l) => join(dir, l.digest.slice(7))) };
-}
-
-function freshStore(driver: 'overlay' | 'vfs'): FixtureStore & { dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), `csreg-w-${driver}-`));
-  return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver, dir };
-}
-
-/** The Go overlay driver bind-mounts its home on itself: unmount before removing a test store. */
-function removeStore(s: { root: string; dir: string }): void {
-  try {
-    execFileSync('umount', ['-l', join(s.root, 'overlay')], { stdio: 'ignore' });
-  } catch { /* not mounted */ }
-  rmSync(s.dir, { recursive: true, force: true });
-}
 
 for (const driver of ['overlay', 'vfs'] as const) {
   test(`a store written by csreg (${driver}) is read by podman, skopeo, buildah and containers-storage`, async (t) => {
@@ -107,26 +83,6 @@ for (const driver of ['overlay', 'vfs'] as const) {
     assert.deepEqual(JSON.parse(execFileSync('podman', [...storeArgs(s), 'images', '-a', '--format', 'json'], { encoding: 'utf8' })), []);
     assert.deepEqual(JSON.parse(execFileSync('containers-storage', ['--graph', s.root, '--run', s.runroot, '--storage-driver', driver, 'layers', '--json'], { encoding: 'utf8' })) ?? [], []);
   });
-}
-
-/** A tar with one entry, written by hand: name, type and link name as given. */
-function tarEntry(name: string, type: string, body = Buffer.alloc(0), link = ''): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0);
-  h.write('0000644\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(body.length.toString(8).padStart(11, '0') + '\0', 124);
-  h.write('00000000000\0', 136);
-  h.write(type, 156);
-  h.write(link, 157);
-  h.write('ustar\x0000', 257, 'latin1');
-  h.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
-  const pad = Buffer.alloc((512 - (body.length % 512)) % 512);
-  return Buffer.concat([h, body, pad]);
 }
 
 test('hostile layers are refused and leave nothing in the store', async (t) => {

@@ -23,6 +23,9 @@ const USAGE = `usage: csreg serve [options]
   --log-level LEVEL         debug, info, warn, error (default info)
   --log-format json|text    JSON lines (default) or human-readable
   --allow-push              accept pushes and deletes into the store (config: push: true)
+  --blob-cache-max SIZE     size limit of the blob cache of pushed compressed layers, e.g. 20G
+                            (config: blobcache.maxsize; default no limit); least recently used
+                            blobs go first, and their images are then served synthesized
   --wire-gzip off|on|auto   gzip layer downloads for clients that accept it: off (default),
                             on, or auto = all but loopback clients (docs/wire-gzip.md)
 `;
@@ -34,12 +37,20 @@ interface ServeConfig {
   names?: { preferred_hosts?: string[] };
   indexes?: string;
   push?: boolean;
+  blobcache?: { maxsize?: string | number };
 }
 
 /** csreg's own state (design.md): /var/lib/csreg for root, $XDG_STATE_HOME/csreg otherwise. */
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   if ((process.getuid?.() ?? 0) === 0) return '/var/lib/csreg';
   return join(env.XDG_STATE_HOME || join(env.HOME || homedir(), '.local', 'state'), 'csreg');
+}
+
+/** "1048576", "512M", "20G", "1.5T" (powers of 1024) → bytes. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$/i.exec(text.trim());
+  if (!m) throw new UsageError(`invalid size ${JSON.stringify(text)}: expected e.g. 512M or 20G`);
+  return Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf(m[2].toUpperCase() || ' '));
 }
 
 function readConfig(path: string): ServeConfig {
@@ -58,6 +69,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       config: { type: 'string' }, 'state-dir': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
       'wire-gzip': { type: 'string' },
       'allow-push': { type: 'boolean' },
+      'blob-cache-max': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -76,16 +88,18 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const wireGzip = values['wire-gzip'] ?? conf.http?.wire_gzip ?? 'off';
   if (wireGzip !== 'on' && wireGzip !== 'off' && wireGzip !== 'auto') throw new UsageError('--wire-gzip takes on, off or auto');
   const log = createLogger({ level: level as LogLevel, format });
+  const stateDir = values['state-dir'] ?? conf.storage?.statedir ?? defaultStateDir();
+  const push = values['allow-push'] ?? conf.push === true;
   const store = Store.open({
     root: values.root ?? conf.storage?.root,
     runroot: values.runroot ?? conf.storage?.runroot,
     driver: values['storage-driver'] ?? conf.storage?.driver,
-  });
-  const stateDir = values['state-dir'] ?? conf.storage?.statedir ?? defaultStateDir();
-  const push = values['allow-push'] ?? conf.push === true;
+  }, process.env, push);
+  const cacheMax = values['blob-cache-max'] ?? conf.blobcache?.maxsize;
+  const blobCacheMaxBytes = cacheMax === undefined ? undefined : parseSize(String(cacheMax));
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
-  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push });
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes });
   const host = reg.url.replace(/^http:\/\//, '');
   const repos = repositoryIndex(snap, preferredHosts);
   const example = repos.names().map((n) => ({ n, t: [...(repos.get(n)?.tags.keys() ?? [])][0] })).find((x) => x.t);

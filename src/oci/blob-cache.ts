@@ -1,19 +1,41 @@
 // Blobs csreg keeps in its own state directory, never among the Go tools' files: verified
 // uploads waiting for their manifest, and pushed compressed layer blobs that the store cannot
 // reproduce bit for bit (so a pull by the pushed digest still works). Files are named by
-// digest and only ever appear whole (written aside, verified, then renamed).
+// digest and only ever appear whole (written aside, verified, then renamed). A file's mtime
+// is its last use: the size limit evicts the least recently used first, but never a blob
+// younger than the grace period (a push in flight still needs it).
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, promises as fsp, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import type { Store } from '../storage/store.js';
+import type { Snapshot } from '../storage/snapshot.js';
+import { parseManifest } from './manifest.js';
+
+export interface BlobCacheOptions {
+  /** evict least recently used blobs beyond this many bytes (undefined: no limit) */
+  maxBytes?: number;
+  /** blobs used more recently than this are never evicted or pruned */
+  graceMs?: number;
+}
+
+export interface CachedBlob {
+  digest: string;
+  size: number;
+  lastUsed: Date;
+}
 
 export class BlobCache {
   readonly dir: string;
   readonly tmp: string;
+  readonly maxBytes: number | undefined;
+  readonly graceMs: number;
 
-  constructor(stateDir: string) {
+  constructor(stateDir: string, opts: BlobCacheOptions = {}) {
     this.dir = join(stateDir, 'blobs', 'sha256');
     this.tmp = join(stateDir, 'blobs', 'tmp');
+    this.maxBytes = opts.maxBytes;
+    this.graceMs = opts.graceMs ?? 60 * 60_000;
   }
 
   private path(digest: string): string | undefined {
@@ -32,9 +54,12 @@ export class BlobCache {
     }
   }
 
+  /** Read a blob (or a range of it); marks it used. */
   open(digest: string, range?: { start: number; end: number }): Readable {
     const p = this.path(digest);
     if (!p) throw new Error(`not a cacheable digest: ${digest}`);
+    const now = new Date();
+    fsp.utimes(p, now, now).catch(() => undefined);
     return createReadStream(p, range ? { start: range.start, end: range.end - 1 } : {});
   }
 
@@ -64,4 +89,74 @@ export class BlobCache {
     const p = this.path(digest);
     if (p) await fsp.rm(p, { force: true });
   }
+
+  /** Every cached blob, least recently used first. */
+  async list(): Promise<CachedBlob[]> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const out: CachedBlob[] = [];
+    for (const n of names) {
+      if (!/^[a-f0-9]{64}$/.test(n)) continue;
+      const st = await fsp.stat(join(this.dir, n)).catch(() => undefined);
+      if (st) out.push({ digest: `sha256:${n}`, size: st.size, lastUsed: st.mtime });
+    }
+    return out.sort((a, b) => a.lastUsed.getTime() - b.lastUsed.getTime());
+  }
+
+  async usage(): Promise<{ blobs: number; bytes: number; maxBytes?: number }> {
+    const all = await this.list();
+    return { blobs: all.length, bytes: all.reduce((n, b) => n + b.size, 0), maxBytes: this.maxBytes };
+  }
+
+  private old(b: CachedBlob, now: number): boolean {
+    return now - b.lastUsed.getTime() > this.graceMs;
+  }
+
+  /** Evict least recently used blobs until the cache fits its limit; the evicted ones. */
+  async enforceLimit(now = Date.now()): Promise<CachedBlob[]> {
+    if (this.maxBytes === undefined) return [];
+    const all = await this.list();
+    let bytes = all.reduce((n, b) => n + b.size, 0);
+    const evicted: CachedBlob[] = [];
+    for (const b of all) {
+      if (bytes <= this.maxBytes) break;
+      if (!this.old(b, now)) continue;
+      await this.remove(b.digest);
+      bytes -= b.size;
+      evicted.push(b);
+    }
+    return evicted;
+  }
+
+  /** Remove blobs no stored manifest references (their push was abandoned, or the image deleted). */
+  async prune(inUse: Set<string>, now = Date.now()): Promise<CachedBlob[]> {
+    const removed: CachedBlob[] = [];
+    for (const b of await this.list()) {
+      if (inUse.has(b.digest) || !this.old(b, now)) continue;
+      await this.remove(b.digest);
+      removed.push(b);
+    }
+    return removed;
+  }
+}
+
+/** Digests of every blob referenced by a manifest the store holds (big data `manifest*`). */
+export async function referencedBlobs(store: Store, snap: Snapshot): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const img of snap.images) {
+    for (const key of img.bigDataNames) {
+      if (!key.startsWith('manifest')) continue;
+      try {
+        const m = parseManifest(await store.imageBigData(img, key));
+        for (const d of [m.config, ...m.layers]) if (d) out.add(d.digest);
+      } catch {
+        // unreadable or not a manifest: references nothing
+      }
+    }
+  }
+  return out;
 }

@@ -3,10 +3,11 @@
 // DiffID; the image ID is the config digest; the manifest is kept as big data under
 // `manifest-<digest>` and `manifest`. Compressed blobs stay in the blob cache, since the store
 // cannot reproduce them bit for bit. Indexes and artifacts become layer-less records.
-import { createReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import type { Store } from '../storage/store.js';
-import { StoreWriter, chainLayerId } from '../storage/writer.js';
+import { StoreWriter, WriteError, chainLayerId } from '../storage/writer.js';
 import { hasDomain } from '../storage/snapshot.js';
 import type { BlobCache } from './blob-cache.js';
 import { sha256 } from './digest.js';
@@ -71,6 +72,42 @@ function requireBlobs(o: CommitOptions, m: ParsedManifest): void {
   }
 }
 
+/** The layer chain in the store, each layer reused when present, else created from its pushed blob; the top layer's ID. */
+async function commitLayers(o: CommitOptions, writer: StoreWriter, layers: ParsedManifest['layers'], diffIds: string[]): Promise<string | undefined> {
+  let parent: string | undefined;
+  for (const [i, desc] of layers.entries()) {
+    const diffId = diffIds[i];
+    const id = chainLayerId(parent, diffId);
+    const have = (await o.store.snapshot()).layer(id);
+    if (!have || have.incomplete) {
+      let file = o.cache.file(desc.digest);
+      let spooled: string | undefined;
+      const src = o.resolver.blob(desc.digest);
+      if (!file && src?.kind === 'layer') {
+        // The same tar in another chain: copied aside first, since rebuilding it holds the
+        // layers read lock that creating the new layer must take for writing.
+        file = spooled = await o.cache.scratch();
+        await pipeline(await o.store.layerTar(src.layer.id), createWriteStream(spooled, { mode: 0o600 }));
+      }
+      if (!file) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `layer ${desc.digest} is not available`);
+      const blob = createReadStream(file);
+      try {
+        await writer.createLayer(blob, { id, parent, expectedDiffDigest: diffId, expectedCompressedDigest: desc.digest, reuse: true });
+      } catch (e) {
+        if (e instanceof WriteError && e.vanished) throw e;
+        throw new CommitError('MANIFEST_INVALID', `layer ${i} (${desc.digest}): ${(e as Error).message}`);
+      } finally {
+        blob.destroy(); // unread when an existing layer was reused
+        if (spooled) await rm(spooled, { force: true });
+      }
+    }
+    // An uncompressed blob is rebuilt from the store from now on; a compressed one stays cached.
+    if (desc.digest === diffId) await o.cache.remove(desc.digest);
+    parent = id;
+  }
+  return parent;
+}
+
 export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
   let m: ParsedManifest;
   try {
@@ -121,32 +158,21 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
   if (!Array.isArray(diffIds) || diffIds.length !== m.layers.length || !diffIds.every((d) => typeof d === 'string' && /^sha256:[a-f0-9]{64}$/.test(d))) {
     throw new CommitError('MANIFEST_INVALID', 'config rootfs.diff_ids does not match the manifest layers');
   }
-  let parent: string | undefined;
-  for (const [i, desc] of m.layers.entries()) {
-    const diffId = diffIds[i] as string;
-    const id = chainLayerId(parent, diffId);
-    const snap = await o.store.snapshot();
-    if (!snap.layer(id) || snap.layer(id)!.incomplete) {
-      const blob: Readable | undefined = o.cache.file(desc.digest)
-        ? createReadStream(o.cache.file(desc.digest)!)
-        : o.resolver.blob(desc.digest)?.kind === 'layer' ? await o.store.layerTar((o.resolver.blob(desc.digest) as { layer: { id: string } }).layer.id) : undefined;
-      if (!blob) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `layer ${desc.digest} is not available`);
-      try {
-        await writer.createLayer(blob, { id, parent, expectedDiffDigest: diffId, expectedCompressedDigest: desc.digest });
-      } catch (e) {
-        throw new CommitError('MANIFEST_INVALID', `layer ${i} (${desc.digest}): ${(e as Error).message}`);
-      }
-    }
-    // An uncompressed blob is rebuilt from the store from now on; a compressed one stays cached.
-    if (desc.digest === diffId) await o.cache.remove(desc.digest);
-    parent = id;
-  }
   const imageId = m.config!.digest.slice('sha256:'.length);
-  await writer.createImage({
-    id: imageId,
-    topLayer: parent,
-    names,
-    bigData: [{ key: m.config!.digest, data: configBytes }, ...manifestData],
-  });
+  // podman may delete layers we build on (its `rmi`) while we commit: start over when it did.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const top = await commitLayers(o, writer, m.layers, diffIds as string[]);
+      await writer.createImage({
+        id: imageId,
+        topLayer: top,
+        names,
+        bigData: [{ key: m.config!.digest, data: configBytes }, ...manifestData],
+      });
+      break;
+    } catch (e) {
+      if (!(e instanceof WriteError && e.vanished && attempt < 4)) throw e;
+    }
+  }
   return { digest, imageId, subject: m.subject?.digest };
 }

@@ -1,6 +1,6 @@
 // GET/HEAD /v2/<name>/manifests/<tag|digest>.
 import { isValidDigest, looksLikeDigest } from '../oci/digest.js';
-import { isValidTag } from '../oci/names.js';
+import { isValidTag, type Repository } from '../oci/names.js';
 import { RegistryError } from './errors.js';
 import { API_HEADERS, repository, type Context } from './context.js';
 import { commitManifest, CommitError, storeNameFor } from '../oci/commit.js';
@@ -67,6 +67,7 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
   }
   if (!looksLikeDigest(ref)) await ctx.tagManifests?.set(storeNameFor(name, ref), result.digest);
   ctx.log.info('manifest pushed', { repository: name, reference: ref, digest: result.digest, image: result.imageId });
+  for (const b of await ctx.cache!.enforceLimit()) ctx.log.warn('blob cache: evicted (its pushed digest is no longer servable)', { digest: b.digest, size: b.size });
   const headers: Record<string, string | number> = { ...API_HEADERS, Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest, 'Content-Length': 0 };
   if (result.subject) headers['OCI-Subject'] = result.subject;
   ctx.res.writeHead(201, headers);
@@ -77,6 +78,18 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
 export async function deleteManifest(ctx: Context, name: string, ref: string): Promise<void> {
   const repo = repository(ctx, name);
   const writer = new StoreWriter(ctx.store);
+  try {
+    await deleteFromStore(ctx, writer, repo, name, ref);
+  } catch (e) {
+    // e.g. the image is used by a container: the store is left as it was
+    if (e instanceof WriteError) throw new RegistryError('DENIED', e.message, undefined, 409);
+    throw e;
+  }
+  ctx.res.writeHead(202, { ...API_HEADERS, 'Content-Length': 0 });
+  ctx.res.end();
+}
+
+async function deleteFromStore(ctx: Context, writer: StoreWriter, repo: Repository, name: string, ref: string): Promise<void> {
   if (looksLikeDigest(ref)) {
     if (!isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
     const images = [...repo.images].filter((i) => i.digests.includes(ref));
@@ -90,6 +103,4 @@ export async function deleteManifest(ctx: Context, name: string, ref: string): P
     await writer.removeImageNames(img.id, storeNames.length ? storeNames : [storeNameFor(repo.name, ref)]);
     ctx.log.info('tag deleted', { repository: name, tag: ref, image: img.id });
   }
-  ctx.res.writeHead(202, { ...API_HEADERS, 'Content-Length': 0 });
-  ctx.res.end();
 }

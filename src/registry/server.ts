@@ -9,7 +9,7 @@ import { Resolver, type IndexPolicy } from '../oci/resolver.js';
 import { RegistryError, sendError } from './errors.js';
 import { getManifest, putManifest, deleteManifest } from './manifests.js';
 import { handleUpload, Uploads } from './uploads.js';
-import { BlobCache } from '../oci/blob-cache.js';
+import { BlobCache, referencedBlobs } from '../oci/blob-cache.js';
 import { TagManifests } from '../oci/tag-manifests.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
@@ -28,6 +28,8 @@ export interface RegistryOptions {
   stateDir?: string;
   /** accept pushes and deletes (off by default) */
   push?: boolean;
+  /** size limit of the blob cache (pushed compressed blobs), in bytes; none by default */
+  blobCacheMaxBytes?: number;
 }
 
 export interface RunningRegistry {
@@ -83,7 +85,7 @@ function checkName(raw: string): string {
 
 export async function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
   const { store, log } = opts;
-  const cache = opts.stateDir ? new BlobCache(opts.stateDir) : undefined;
+  const cache = opts.stateDir ? new BlobCache(opts.stateDir, { maxBytes: opts.blobCacheMaxBytes }) : undefined;
   if (opts.push && !cache) throw new Error('push needs a state directory');
   const uploads = opts.push && cache ? new Uploads(cache) : undefined;
   const tagManifests = opts.stateDir ? new TagManifests(opts.stateDir) : undefined;
@@ -92,6 +94,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
     // As c/storage does when it opens a store for writing: layers a crashed writer left incomplete go.
     const gone = await new StoreWriter(store).deleteIncompleteLayers();
     if (gone.length) log.warn('deleted incomplete layers', { layers: gone });
+    await tidyBlobCache(store, cache!, log);
+    setInterval(() => void tidyBlobCache(store, cache!, log).catch((e: Error) => log.error('blob cache', { error: e.message })), 3600_000).unref();
   }
   const active = new Set<ServerResponse>();
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
@@ -153,6 +157,15 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
       });
     });
   });
+}
+
+/** Prune blobs no manifest references, evict beyond the size limit, and account for it in the log. */
+export async function tidyBlobCache(store: Store, cache: BlobCache, log: Logger): Promise<void> {
+  const pruned = await cache.prune(await referencedBlobs(store, await store.snapshot()));
+  const evicted = await cache.enforceLimit();
+  for (const b of pruned) log.info('blob cache: removed unreferenced blob', { digest: b.digest, size: b.size });
+  for (const b of evicted) log.warn('blob cache: evicted (its pushed digest is no longer servable)', { digest: b.digest, size: b.size });
+  log.info('blob cache', { dir: cache.dir, ...(await cache.usage()) });
 }
 
 /** "host:port", "[v6]:port" or ":port". */

@@ -2,7 +2,7 @@
 // read locks the Go library takes, and reloaded only when a lock file's last-writer token
 // (or, for layers, a JSON file's mtime, as c/storage also checks) shows another process
 // changed them.
-import { readFileSync, readlinkSync, statSync, existsSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync, existsSync, mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -97,9 +97,10 @@ export class Store {
     this.containerFiles = [join(cdir, 'containers.json'), join(cdir, 'volatile-containers.json')];
   }
 
-  /** Open the store the Go tools would use (storage.conf, defaults), with overrides applied. */
-  static open(overrides: StoreOverrides = {}, env: NodeJS.ProcessEnv = process.env): Store {
+  /** Open the store the Go tools would use (storage.conf, defaults), with overrides applied; `create` makes its root when missing (a writer, as c/storage does). */
+  static open(overrides: StoreOverrides = {}, env: NodeJS.ProcessEnv = process.env, create = false): Store {
     const loc = resolveStoreLocation(overrides, env);
+    if (create) mkdirSync(loc.graphRoot, { recursive: true, mode: 0o700 });
     if (!existsSync(loc.graphRoot)) throw new StoreError(`no store at ${loc.graphRoot}`);
     return new Store(loc);
   }

@@ -20,6 +20,10 @@ const run = promisify(execFile);
 
 export class WriteError extends Error {
   override name = 'WriteError';
+  /** a record this change builds on vanished meanwhile (another process deleted it): retrying may succeed */
+  constructor(message: string, readonly vanished = false) {
+    super(message);
+  }
 }
 
 type Raw = Record<string, unknown>;
@@ -69,6 +73,8 @@ export interface CreateLayerOptions {
   expectedDiffDigest?: string;
   /** refuse the blob unless it (as given, compressed or not) has this digest */
   expectedCompressedDigest?: string;
+  /** when a complete layer with this ID exists already (another process made it), return it instead of failing */
+  reuse?: boolean;
 }
 
 export interface ImageBigData {
@@ -223,9 +229,11 @@ export class StoreWriter {
       const layers = this.read('layers');
       const id = opts.id ?? randomBytes(32).toString('hex');
       if (!/^[0-9a-f]{64}$/.test(id)) throw new WriteError(`invalid layer ID ${id}`);
-      if (layers.some((l) => l.id === id)) throw new WriteError(`layer ${id} already exists`);
+      const existing = layers.find((l) => l.id === id);
+      if (existing && opts.reuse && !(existing.flags as Raw | undefined)?.incomplete) return parseLayer(existing, this.root, false);
+      if (existing) throw new WriteError(`layer ${id} already exists`);
       if (opts.parent && !layers.some((l) => l.id === opts.parent && !(l.flags as Raw | undefined)?.incomplete)) {
-        throw new WriteError(`parent layer ${opts.parent} is not in the store`);
+        throw new WriteError(`parent layer ${opts.parent} is not in the store`, true);
       }
       if (opts.parent && this.read('containers').some((c) => c.layer === opts.parent)) {
         throw new WriteError(`parent layer ${opts.parent} is a container's read-write layer`);
@@ -419,7 +427,7 @@ export class StoreWriter {
     return this.locked([[llock, 'r'], [ilock, 'w']], async () => {
       if (opts.topLayer) {
         const top = this.read('layers').find((l) => l.id === opts.topLayer);
-        if (!top || (top.flags as Raw | undefined)?.incomplete) throw new WriteError(`layer ${opts.topLayer} is not in the store`);
+        if (!top || (top.flags as Raw | undefined)?.incomplete) throw new WriteError(`layer ${opts.topLayer} is not in the store`, true);
       }
       const images = this.read('images');
       let rec = images.find((i) => i.id === opts.id);

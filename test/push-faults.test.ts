@@ -1,0 +1,167 @@
+// Pushes under faults and contention, with csreg as its own process (as users run it): a
+// SIGKILL mid-blob or mid-commit leaves a store podman uses, and a retried push succeeds;
+// podman pulling and removing images in the same store while csreg accepts pushes.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
+import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+
+const fx = loadFixtures();
+const main = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+const cleanups: (() => void)[] = [];
+after(() => {
+  for (const c of cleanups.reverse()) c();
+});
+const registries = startFixtureRegistries();
+cleanups.push(() => void registries.then((rs) => rs.forEach((r) => r.kill())));
+
+interface Csreg { proc: ChildProcess; url: string; host: string; exited: Promise<unknown> }
+
+/** `csreg serve --allow-push` on a store, as a child process; resolves once it listens. */
+async function startCsreg(s: FixtureStore, state: string): Promise<Csreg> {
+  const proc = spawn(process.execPath, [main, ...storeArgs(s), 'serve', '--addr', '127.0.0.1:0', '--state-dir', state, '--allow-push'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((r) => proc.once('exit', r));
+  cleanups.push(() => proc.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  proc.stderr!.on('data', (c) => { err += String(c); });
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.on('data', (c) => {
+      out += String(c);
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    void exited.then(() => reject(new Error(`csreg exited before listening: ${err}`)));
+  });
+  return { proc, url, host: url.slice('http://'.length), exited };
+}
+
+async function kill(c: Csreg): Promise<void> {
+  c.proc.kill('SIGKILL');
+  await c.exited;
+}
+
+function store(): FixtureStore & { dir: string } {
+  const s = freshStore('overlay');
+  cleanups.push(() => removeStore(s));
+  return s;
+}
+
+/** Poll until cond() holds (every few ms, at most `ms`). */
+async function until(cond: () => boolean, ms: number, every = 5): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, every))) if (cond()) return true;
+  return cond();
+}
+
+const layersJson = (s: FixtureStore) => join(s.root, 'overlay-layers', 'layers.json');
+function layerRecords(s: FixtureStore): { id: string; flags?: { incomplete?: boolean } }[] {
+  try {
+    return JSON.parse(readFileSync(layersJson(s), 'utf8')) ?? [];
+  } catch {
+    return [];
+  }
+}
+
+const skopeoPush = (from: string, to: string, digestFile?: string) =>
+  run('skopeo', ['copy', '-q', '--src-tls-verify=false', '--dest-tls-verify=false', ...(digestFile ? ['--digestfile', digestFile] : []), `docker://${from}`, `docker://${to}`]);
+
+/** An image is intact when skopeo, reading it from the store, finds each layer's digest equal to the config's DiffID. */
+async function assertIntact(s: FixtureStore & { dir: string }, name: string): Promise<void> {
+  const out = join(s.dir, `check-${sha(Buffer.from(name)).slice(7, 19)}`);
+  await run('skopeo', ['copy', '-q', `containers-storage:[overlay@${s.root}+${s.runroot}]${name}`, `dir:${out}`]);
+  const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as { config: { digest: string }; layers: { digest: string }[] };
+  const config = JSON.parse(readFileSync(join(out, m.config.digest.slice(7)), 'utf8')) as { rootfs: { diff_ids: string[] } };
+  const got = m.layers.map((l) => sha(readFileSync(join(out, l.digest.slice(7)))));
+  assert.deepEqual(got, config.rootfs.diff_ids, `${name}: every layer's content matches its DiffID`);
+  await run('rm', ['-rf', out]);
+}
+
+test('a push killed mid-blob leaves a usable store; staging is cleaned at restart and the retried push succeeds', async () => {
+  await registries;
+  const s = store();
+  const state = join(s.dir, 'state');
+  let c = await startCsreg(s, state);
+  const post = await fetch(`${c.url}/v2/faults/blob/blobs/uploads/`, { method: 'POST' });
+  assert.equal(post.status, 202);
+  // a chunk whose body never ends
+  const req = request(c.url + post.headers.get('location'), { method: 'PATCH', headers: { 'Content-Type': 'application/octet-stream' } });
+  req.on('error', () => undefined);
+  req.write(Buffer.alloc(1 << 20, 7));
+  const tmp = join(state, 'blobs', 'tmp');
+  const staged = () => existsSync(tmp) && readdirSync(tmp).some((f) => statSync(join(tmp, f)).size > 0);
+  assert.ok(await until(staged, 10_000), 'the upload is being staged');
+  await kill(c);
+  req.destroy();
+  c = await startCsreg(s, state);
+  assert.deepEqual(existsSync(tmp) ? readdirSync(tmp) : [], [], 'staging is cleaned at start');
+  await run('podman', [...storeArgs(s), 'images']);
+  const digestFile = join(s.dir, 'digest');
+  await skopeoPush(`${fx.registry.addr}/csreg/base:v2s2`, `${c.host}/faults/blob:1`, digestFile);
+  assert.match(await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Id}}', 'localhost/faults/blob:1']), /^[0-9a-f]{64}$/);
+  await assertIntact(s, 'localhost/faults/blob:1');
+  await kill(c);
+});
+
+test('csreg killed mid-commit leaves a store podman lists and uses; the retried push succeeds', async () => {
+  await registries;
+  const s = store();
+  const state = join(s.dir, 'state');
+  let c = await startCsreg(s, state);
+  const push = skopeoPush(`${fx.registry.addr}/csreg/base:oci`, `${c.host}/faults/commit:1`).then(() => 'pushed', (e: Error) => e.message);
+  // a layer record flagged incomplete: csreg is extracting the layer under layers.lock
+  const extracting = await until(() => layerRecords(s).some((l) => l.flags?.incomplete), 120_000, 2);
+  await kill(c);
+  assert.ok(extracting, 'csreg was killed while a layer was being extracted');
+  assert.notEqual(await push, 'pushed', 'the push failed with csreg');
+  // podman reads the store without error (and, as c/storage does, drops the incomplete layer)
+  await run('podman', [...storeArgs(s), 'images']);
+  assert.ok(!layerRecords(s).some((l) => l.flags?.incomplete), 'no incomplete layer is left');
+  c = await startCsreg(s, state);
+  const digestFile = join(s.dir, 'digest');
+  await skopeoPush(`${fx.registry.addr}/csreg/base:oci`, `${c.host}/faults/commit:1`, digestFile);
+  await assertIntact(s, 'localhost/faults/commit:1');
+  const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'localhost/faults/commit:1']);
+  assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/motd']), 'hello');
+  await run('buildah', [...storeArgs(s), 'rm', ctr]);
+  // and csreg serves exactly what was pushed
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/faults/commit@${readFileSync(digestFile, 'utf8').trim()}`, `dir:${join(s.dir, 'pulled')}`]);
+  await kill(c);
+});
+
+test('podman pulls and removes images while csreg accepts pushes into the same store: no errors, everything intact', async () => {
+  await registries;
+  const s = store();
+  const state = join(s.dir, 'state');
+  const c = await startCsreg(s, state);
+  const rounds = 3;
+  const upstream = `${fx.registry.addr}/csreg/base:v2s2`;
+  const podman = async () => {
+    for (let i = 0; i < rounds; i++) {
+      await run('podman', [...storeArgs(s), 'pull', '-q', '--tls-verify=false', upstream]);
+      await run('podman', [...storeArgs(s), 'rmi', upstream]);
+    }
+    await run('podman', [...storeArgs(s), 'pull', '-q', '--tls-verify=false', upstream]);
+  };
+  const digests: string[] = [];
+  const pushes = async () => {
+    // derived shares base's layers: the same layer IDs podman creates and deletes meanwhile
+    for (let i = 1; i <= rounds; i++) {
+      const digestFile = join(s.dir, `digest-${i}`);
+      await skopeoPush(`${fx.registry.addr}/csreg/${i % 2 ? 'derived' : 'base'}:oci`, `${c.host}/contend/img:${i}`, digestFile);
+      digests.push(readFileSync(digestFile, 'utf8').trim());
+    }
+  };
+  await Promise.all([podman(), pushes()]);
+  const names = (JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Names?: string[] }[]).flatMap((i) => i.Names ?? []);
+  assert.ok(names.includes(upstream), 'podman’s last pull is there');
+  await assertIntact(s, upstream);
+  for (let i = 1; i <= rounds; i++) {
+    assert.ok(names.includes(`localhost/contend/img:${i}`), `push ${i} is listed by podman`);
+    await assertIntact(s, `localhost/contend/img:${i}`);
+    await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/contend/img@${digests[i - 1]}`, `dir:${join(s.dir, `pull-${i}`)}`]);
+  }
+  await kill(c);
+});

@@ -127,8 +127,14 @@ test('csreg killed mid-commit leaves a store podman lists and uses; the retried 
   assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/motd']), 'hello');
   await run('buildah', [...storeArgs(s), 'rm', ctr]);
   // and csreg serves exactly what was pushed
-  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/faults/commit@${readFileSync(digestFile, 'utf8').trim()}`, `dir:${join(s.dir, 'pulled')}`]);
+  const pulled = join(s.dir, 'pulled');
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/faults/commit@${readFileSync(digestFile, 'utf8').trim()}`, `dir:${pulled}`]);
   await kill(c);
+  // `csreg cache` accounts for the pushed gzip layers it keeps, each referenced by the manifest
+  const m = JSON.parse(readFileSync(join(pulled, 'manifest.json'), 'utf8')) as { layers: { digest: string; size: number }[] };
+  const cache = JSON.parse(await run(process.execPath, [main, ...storeArgs(s), 'cache', '--state-dir', state, '--json'])) as { bytes: number; items: { digest: string; referenced: boolean }[] };
+  for (const l of m.layers) assert.ok(cache.items.some((b) => b.digest === l.digest && b.referenced), `cache lists ${l.digest} as referenced`);
+  assert.ok(cache.bytes >= m.layers.reduce((n, l) => n + l.size, 0));
 });
 
 test('podman pulls and removes images while csreg accepts pushes into the same store: no errors, everything intact', async () => {

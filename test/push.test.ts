@@ -3,14 +3,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync, writeFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, run, sha, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { loadFixtures, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { BlobCache, referencedBlobs } from '../src/oci/blob-cache.js';
 
 const fx = loadFixtures();
 const work = mkdtempSync(join(tmpdir(), 'csreg-push-'));
@@ -144,4 +145,98 @@ test('DELETE by tag removes the name; by digest removes the image', async () => 
   assert.equal((await fetch(`${reg.url}/v2/csreg/derived/manifests/${d}`, { method: 'DELETE' })).status, 202);
   await assert.rejects(podmanId(id), 'the image is gone from the store');
   assert.ok(logs.some((l) => l.includes('manifest deleted')), 'deletes are logged');
+});
+
+/** A plain OCI client's push (as crane or oras do it): monolithic blob uploads, then the manifest. */
+async function rawPush(repo: string, tag: string, blobs: Buffer[], manifest: Buffer, mediaType: string): Promise<Response> {
+  for (const b of blobs) {
+    const r = await fetch(`${reg.url}/v2/${repo}/blobs/uploads/?digest=${sha(b)}`, { method: 'POST', body: new Uint8Array(b), headers: { 'Content-Type': 'application/octet-stream' } });
+    assert.equal(r.status, 201, `blob ${sha(b)} accepted`);
+  }
+  return fetch(`${reg.url}/v2/${repo}/manifests/${tag}`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'Content-Type': mediaType } });
+}
+
+test('an image with uncompressed layers (an OCI layout skopeo wrote) is pushed, used by buildah, and rebuilt from the store', async () => {
+  const layout = join(work, 'layout');
+  await run('skopeo', ['copy', '-q', '--dest-oci-accept-uncompressed-layers', csRef(fx.stores.overlay, 'localhost/csreg/derived:1'), `oci:${layout}:x`]);
+  const blob = (d: string) => readFileSync(join(layout, 'blobs', 'sha256', d.slice(7)));
+  const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  const manifest = blob(index.manifests[0].digest);
+  const m = JSON.parse(manifest.toString()) as { mediaType: string; config: { digest: string }; layers: { digest: string; mediaType: string }[] };
+  assert.ok(m.layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar'), 'the layers are uncompressed');
+  const put = await rawPush('plain/derived', 'u1', [blob(m.config.digest), ...m.layers.map((l) => blob(l.digest))], manifest, m.mediaType);
+  assert.equal(put.status, 201);
+  assert.equal(put.headers.get('docker-content-digest'), sha(manifest));
+  const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'localhost/plain/derived:u1']);
+  assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/derived']), 'derived');
+  await run('buildah', [...storeArgs(s), 'rm', ctr]);
+  // the layers now come from the store's tar-split, not from a second copy in the blob cache
+  for (const l of m.layers) {
+    assert.ok(!existsSync(join(stateDir, 'blobs', 'sha256', l.digest.slice(7))), 'no cached copy of an uncompressed layer');
+    const got = Buffer.from(await (await fetch(`${reg.url}/v2/plain/derived/blobs/${l.digest}`)).arrayBuffer());
+    assert.equal(sha(got), l.digest);
+  }
+  const again = Buffer.from(await (await fetch(`${reg.url}/v2/plain/derived/manifests/u1`)).arrayBuffer());
+  assert.equal(sha(again), sha(manifest), 'the pushed manifest comes back');
+});
+
+test('a hostile or mismatched layer pushed through the API is refused and leaves nothing in the store', async () => {
+  const end = Buffer.alloc(1024);
+  const cases: [string, Buffer][] = [
+    ['dot-dot', Buffer.concat([tarEntry('../evil', '0', Buffer.from('x')), end])],
+    ['absolute', Buffer.concat([tarEntry('/etc/evil', '0', Buffer.from('x')), end])],
+    ['symlink then write through it', Buffer.concat([tarEntry('lnk', '2', Buffer.alloc(0), '/tmp'), tarEntry('lnk/evil', '0', Buffer.from('x')), end])],
+    ['wrong diff_id', Buffer.concat([tarEntry('ok', '0', Buffer.from('x')), end])],
+  ];
+  const layersBefore = readFileSync(join(s.root, 'overlay-layers', 'layers.json'), 'utf8');
+  const imagesBefore = readFileSync(join(s.root, 'overlay-images', 'images.json'), 'utf8');
+  const dirsBefore = readdirSync(join(s.root, 'overlay')).sort();
+  for (const [what, tar] of cases) {
+    const diffId = what === 'wrong diff_id' ? `sha256:${'3'.repeat(64)}` : sha(tar);
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [diffId] }, config: {} }));
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(tar), size: tar.length }],
+    }));
+    const put = await rawPush('hostile/img', 'x', [config, tar], manifest, 'application/vnd.oci.image.manifest.v1+json');
+    assert.equal(put.status, 400, what);
+    assert.equal(((await put.json()) as { errors: { code: string }[] }).errors[0].code, 'MANIFEST_INVALID', what);
+  }
+  assert.ok(!existsSync('/tmp/evil') && !existsSync(join(s.root, 'evil')), 'nothing was written outside a layer');
+  assert.equal(readFileSync(join(s.root, 'overlay-layers', 'layers.json'), 'utf8'), layersBefore, 'no layer record changed');
+  assert.equal(readFileSync(join(s.root, 'overlay-images', 'images.json'), 'utf8'), imagesBefore, 'no image record changed');
+  assert.deepEqual(readdirSync(join(s.root, 'overlay')).sort(), dirsBefore, 'no layer directory left');
+  await run('podman', [...storeArgs(s), 'images']);
+});
+
+test('blob cache: accounting, least-recently-used eviction beyond the limit, pruning of unreferenced blobs', async () => {
+  const store = Store.open(s);
+  const inUse = await referencedBlobs(store, await store.snapshot());
+  const zm = JSON.parse(Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/manifests/zstd`)).arrayBuffer()).toString()) as { layers: { digest: string }[] };
+  assert.ok(zm.layers.length && zm.layers.every((l) => inUse.has(l.digest)), 'pushed compressed layers are referenced by a stored manifest');
+  const dir = join(work, 'cache-test');
+  const cache = new BlobCache(dir, { maxBytes: 2500, graceMs: 1000 });
+  const blobs = [Buffer.alloc(1000, 1), Buffer.alloc(1000, 2), Buffer.alloc(1000, 3)];
+  for (const [i, b] of blobs.entries()) {
+    const f = await cache.scratch();
+    writeFileSync(f, b);
+    assert.ok(await cache.adopt(f, sha(b)));
+    const t = new Date(Date.now() - (10 - i) * 60_000); // oldest first
+    utimesSync(cache.file(sha(b))!, t, t);
+  }
+  assert.deepEqual(await cache.usage(), { blobs: 3, bytes: 3000, maxBytes: 2500 });
+  cache.open(sha(blobs[0])).destroy(); // a read makes the oldest the most recently used
+  await new Promise((r) => setTimeout(r, 50));
+  const evicted = await cache.enforceLimit(Date.now() + 5000);
+  assert.deepEqual(evicted.map((b) => b.digest), [sha(blobs[1])], 'the least recently used goes');
+  assert.equal((await cache.usage()).bytes, 2000);
+  const pruned = await cache.prune(new Set([sha(blobs[2])]), Date.now() + 5000);
+  assert.deepEqual(pruned.map((b) => b.digest), [sha(blobs[0])], 'unreferenced blobs go once past the grace period');
+  const fresh = Buffer.alloc(10, 4);
+  const f = await cache.scratch();
+  writeFileSync(f, fresh);
+  assert.ok(await cache.adopt(f, sha(fresh)));
+  assert.deepEqual((await cache.prune(new Set())).map((b) => b.digest), [sha(blobs[2])], 'a blob within its grace period (a push in flight) stays');
+  assert.ok(cache.file(sha(fresh)));
 });

@@ -8,6 +8,7 @@ const USAGE = `usage: csreg [--root DIR] [--runroot DIR] [--storage-driver NAME]
 
 commands:
   serve                       serve the store as an OCI registry (csreg serve --help)
+  cache [--state-dir DIR]     the blob cache of pushed compressed layers: size, last use, references
   storage images              list images            (--json for JSON)
   storage layers              list layers
   storage containers          list containers
@@ -57,6 +58,10 @@ async function main(argv: string[]): Promise<number> {
   if (w >= 0 && argv[w] === 'serve') {
     const { serveCommand } = await import('./serve.js');
     return serveCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);
+  }
+  if (w >= 0 && argv[w] === 'cache') {
+    const { cacheCommand } = await import('./cache.js');
+    return cacheCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);
   }
   const { values, positionals } = parseArgs({ args: argv, options: globalOptions, allowPositionals: true, strict: true });
   const [cmd, verb, ...rest] = positionals;

@@ -240,3 +240,37 @@ test('blob cache: accounting, least-recently-used eviction beyond the limit, pru
   assert.deepEqual((await cache.prune(new Set())).map((b) => b.digest), [sha(blobs[2])], 'a blob within its grace period (a push in flight) stays');
   assert.ok(cache.file(sha(fresh)));
 });
+
+test('an artifact pushed by digest with a subject is listed by the referrers API and answered with OCI-Subject', async () => {
+  const subjectRef = fx.pushed.find((p) => p.ref.endsWith('/csreg/base:v2s2'))!.ref;
+  const subject = Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/manifests/${pushedDigests.get(subjectRef)}`)).arrayBuffer());
+  assert.equal(sha(subject), pushedDigests.get(subjectRef));
+  const config = Buffer.from('{}');
+  const sig = Buffer.from('a signature, say');
+  const artifact = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: 'application/vnd.example.sig',
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha(config), size: config.length },
+    layers: [{ mediaType: 'application/octet-stream', digest: sha(sig), size: sig.length }],
+    subject: { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest: sha(subject), size: subject.length },
+  }));
+  const put = await rawPush('csreg/base', sha(artifact), [config, sig], artifact, 'application/vnd.oci.image.manifest.v1+json');
+  assert.equal(put.status, 201);
+  assert.equal(put.headers.get('oci-subject'), sha(subject));
+  const list = (await (await fetch(`${reg.url}/v2/csreg/base/referrers/${sha(subject)}`)).json()) as { manifests: { digest: string; artifactType?: string }[] };
+  assert.deepEqual(list.manifests.map((d) => [d.digest, d.artifactType]), [[sha(artifact), 'application/vnd.example.sig']]);
+  const back = Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/manifests/${sha(artifact)}`)).arrayBuffer());
+  assert.equal(sha(back), sha(artifact));
+  assert.equal(sha(Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/blobs/${sha(sig)}`)).arrayBuffer())), sha(sig));
+  await run('podman', [...storeArgs(s), 'images']);
+  const tags = (await (await fetch(`${reg.url}/v2/csreg/base/tags/list`)).json()) as { tags: string[] };
+  assert.ok(!tags.tags.some((t) => t.startsWith('sha256')), 'a push by digest adds no tag');
+  // by tag, in a repository of its own: listed, served, and deleted
+  assert.equal((await rawPush('csreg/sigs', 'sig-1', [config, sig], artifact, 'application/vnd.oci.image.manifest.v1+json')).status, 201);
+  assert.deepEqual(((await (await fetch(`${reg.url}/v2/csreg/sigs/tags/list`)).json()) as { tags: string[] }).tags, ['sig-1']);
+  assert.ok(((await (await fetch(`${reg.url}/v2/_catalog`)).json()) as { repositories: string[] }).repositories.includes('csreg/sigs'));
+  assert.equal((await fetch(`${reg.url}/v2/csreg/sigs/manifests/sig-1`)).headers.get('docker-content-digest'), sha(artifact));
+  assert.equal((await fetch(`${reg.url}/v2/csreg/base/manifests/${sha(artifact)}`, { method: 'DELETE' })).status, 202);
+  const after = (await (await fetch(`${reg.url}/v2/csreg/base/referrers/${sha(subject)}`)).json()) as { manifests: unknown[] };
+  assert.deepEqual(after.manifests, [], 'a deleted artifact is no longer a referrer');
+  assert.equal((await fetch(`${reg.url}/v2/csreg/sigs/manifests/sig-1`)).status, 200, 'the other repository keeps its copy');
+});

@@ -2,6 +2,7 @@
 // reproduce), how much space it takes, and which blobs a stored manifest still references.
 import { parseArgs } from 'node:util';
 import { BlobCache, referencedBlobs } from '../oci/blob-cache.js';
+import { Artifacts } from '../oci/artifacts.js';
 import { Store } from '../storage/store.js';
 import { defaultStateDir } from './serve.js';
 import { humanBytes, printJson, printTable } from './output.js';
@@ -16,9 +17,10 @@ export async function cacheCommand(argv: string[]): Promise<number> {
     process.stdout.write('usage: csreg [--root DIR --runroot DIR --storage-driver NAME] cache [--state-dir DIR] [--json]\n');
     return 0;
   }
-  const cache = new BlobCache(values['state-dir'] ?? defaultStateDir());
+  const stateDir = values['state-dir'] ?? defaultStateDir();
+  const cache = new BlobCache(stateDir);
   const store = Store.open({ root: values.root, runroot: values.runroot, driver: values['storage-driver'] });
-  const inUse = await referencedBlobs(store, await store.snapshot());
+  const inUse = new Set([...(await referencedBlobs(store, await store.snapshot())), ...new Artifacts(stateDir, cache).referenced()]);
   const blobs = (await cache.list()).map((b) => ({ ...b, referenced: inUse.has(b.digest) }));
   const bytes = blobs.reduce((n, b) => n + b.size, 0);
   if (values.json) {

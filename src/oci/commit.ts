@@ -10,6 +10,7 @@ import type { Store } from '../storage/store.js';
 import { StoreWriter, WriteError, chainLayerId } from '../storage/writer.js';
 import { hasDomain } from '../storage/snapshot.js';
 import type { BlobCache } from './blob-cache.js';
+import type { Artifacts } from './artifacts.js';
 import { sha256 } from './digest.js';
 import { MT } from './media.js';
 import { parseManifest, ManifestError, type ParsedManifest } from './manifest.js';
@@ -22,21 +23,26 @@ export class CommitError extends Error {
   }
 }
 
-/** The store name of tag T pushed to repository R: `R:T` when R starts with a host, else `localhost/R:T`. */
-export function storeNameFor(repo: string, tag: string): string {
+/**
+ * The store name of a push of tag T (or digest D) to repository R: `R:T` (`R@D`) when R
+ * starts with a host, else `localhost/R:T`, as podman names local images and digested pulls.
+ */
+export function storeNameFor(repo: string, ref: string): string {
+  const sep = ref.includes(':') ? '@' : ':';
   const slash = repo.indexOf('/');
   if (slash > 0) {
     const host = repo.slice(0, slash).replace(/_(\d+)$/, ':$1');
     const rest = repo.slice(slash + 1);
-    if (hasDomain(`${host}/${rest}`)) return `${host}/${rest}:${tag}`;
+    if (hasDomain(`${host}/${rest}`)) return `${host}/${rest}${sep}${ref}`;
   }
-  return `localhost/${repo}:${tag}`;
+  return `localhost/${repo}${sep}${ref}`;
 }
 
 export interface CommitOptions {
   store: Store;
   resolver: Resolver;
   cache: BlobCache;
+  artifacts: Artifacts;
   repo: string;
   /** a tag, or the manifest's digest */
   reference: string;
@@ -45,7 +51,8 @@ export interface CommitOptions {
 
 export interface CommitResult {
   digest: string;
-  imageId: string;
+  /** the store image it became (none for an artifact) */
+  imageId?: string;
   subject?: string;
 }
 
@@ -119,7 +126,8 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
   const digest = sha256(o.bytes);
   const byDigest = o.reference.includes(':');
   if (byDigest && o.reference !== digest) throw new CommitError('DIGEST_INVALID', `manifest has digest ${digest}, not ${o.reference}`);
-  const names = byDigest ? [] : [storeNameFor(o.repo, o.reference)];
+  // by digest: no tag, but the digested name podman records too, so the repository reaches it
+  const names = [storeNameFor(o.repo, o.reference)];
   const writer = new StoreWriter(o.store);
   const manifestData = [
     { key: `manifest-${digest}`, data: o.bytes, digest },
@@ -141,11 +149,10 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
   const configBytes = await blobBytes(o, m.config!.digest);
   if (!configBytes || sha256(configBytes) !== m.config!.digest) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `config ${m.config!.digest} is not available`);
 
-  // An artifact (its config is not an image config): a layer-less record; its blobs stay cached.
+  // An artifact (its config is not an image config) stays with csreg, out of podman's way.
   if (!IMAGE_CONFIGS.has(m.config!.mediaType)) {
-    const id = digest.slice('sha256:'.length);
-    await writer.createImage({ id, names, bigData: manifestData });
-    return { digest, imageId: id, subject: m.subject?.digest };
+    await o.artifacts.put(o.repo, byDigest ? undefined : o.reference, o.bytes, digest, m);
+    return { digest, subject: m.subject?.digest };
   }
 
   let config: { rootfs?: { diff_ids?: unknown } };

@@ -10,6 +10,7 @@ import { RegistryError } from './errors.js';
 import type { BlobCache } from '../oci/blob-cache.js';
 import type { Uploads } from './uploads.js';
 import type { TagManifests } from '../oci/tag-manifests.js';
+import type { Artifacts } from '../oci/artifacts.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -27,6 +28,7 @@ export interface Context {
   cache?: BlobCache;
   uploads?: Uploads;
   tagManifests?: TagManifests;
+  artifacts?: Artifacts;
 }
 
 export type WireGzip = 'on' | 'off' | 'auto';

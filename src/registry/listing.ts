@@ -2,12 +2,14 @@
 import { paginate, repository, sendJson, type Context } from './context.js';
 
 export function tagsList(ctx: Context, name: string): void {
-  const repo = repository(ctx, name);
-  const { page, link } = paginate(ctx, [...repo.tags.keys()].sort(), `/v2/${name}/tags/list`);
+  const artifacts = ctx.artifacts?.all(name) ?? [];
+  const tags = new Set([...(artifacts.length ? ctx.repos.get(name)?.tags.keys() ?? [] : repository(ctx, name).tags.keys()), ...artifacts.flatMap((a) => a.tags)]);
+  const { page, link } = paginate(ctx, [...tags].sort(), `/v2/${name}/tags/list`);
   sendJson(ctx, 200, { name, tags: page }, link ? { Link: link } : {});
 }
 
 export function catalog(ctx: Context): void {
-  const { page, link } = paginate(ctx, ctx.repos.names(), '/v2/_catalog');
+  const names = new Set([...ctx.repos.names(), ...(ctx.artifacts?.repositories() ?? [])]);
+  const { page, link } = paginate(ctx, [...names].sort(), '/v2/_catalog');
   sendJson(ctx, 200, { repositories: page }, link ? { Link: link } : {});
 }

@@ -4,13 +4,24 @@ import { isValidTag, type Repository } from '../oci/names.js';
 import { RegistryError } from './errors.js';
 import { API_HEADERS, repository, type Context } from './context.js';
 import { commitManifest, CommitError, storeNameFor } from '../oci/commit.js';
+import type { ServedManifest } from '../oci/resolver.js';
+import { readFile } from 'node:fs/promises';
 import { StoreWriter, WriteError } from '../storage/writer.js';
+
+/** An artifact csreg keeps (not in the store), as a served manifest. */
+async function artifactManifest(ctx: Context, name: string, ref: string): Promise<ServedManifest | undefined> {
+  const a = ctx.artifacts?.get(name, ref);
+  const file = a && ctx.cache?.file(a.digest);
+  return a && file ? { bytes: await readFile(file), mediaType: a.mediaType, digest: a.digest } : undefined;
+}
 
 export async function getManifest(ctx: Context, name: string, ref: string): Promise<void> {
   const accept = ctx.req.headers.accept;
   const repo = ctx.repos.get(name);
-  let served;
-  if (looksLikeDigest(ref)) {
+  let served = await artifactManifest(ctx, name, ref);
+  if (served) {
+    // csreg's own artifact
+  } else if (looksLikeDigest(ref)) {
     if (!isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
     served = await ctx.resolver.byDigest(repo, ref);
     if (!served && !repo) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
@@ -59,13 +70,18 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
   const bytes = await readBody(ctx, MAX_MANIFEST);
   let result;
   try {
-    result = await commitManifest({ store: ctx.store, resolver: ctx.resolver, cache: ctx.cache!, repo: name, reference: ref, bytes });
+    result = await commitManifest({ store: ctx.store, resolver: ctx.resolver, cache: ctx.cache!, artifacts: ctx.artifacts!, repo: name, reference: ref, bytes });
   } catch (e) {
     if (e instanceof CommitError) throw new RegistryError(e.code, e.message);
     if (e instanceof WriteError) throw new RegistryError('MANIFEST_INVALID', e.message);
     throw e;
   }
-  if (!looksLikeDigest(ref)) await ctx.tagManifests?.set(storeNameFor(name, ref), result.digest);
+  if (!looksLikeDigest(ref)) {
+    // a tag names one thing: the image or artifact pushed last
+    if (result.imageId) await ctx.artifacts?.remove(name, ref);
+    else await new StoreWriter(ctx.store).dropImageName(storeNameFor(name, ref));
+    await ctx.tagManifests?.set(storeNameFor(name, ref), result.digest);
+  }
   ctx.log.info('manifest pushed', { repository: name, reference: ref, digest: result.digest, image: result.imageId });
   for (const b of await ctx.cache!.enforceLimit()) ctx.log.warn('blob cache: evicted (its pushed digest is no longer servable)', { digest: b.digest, size: b.size });
   const headers: Record<string, string | number> = { ...API_HEADERS, Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest, 'Content-Length': 0 };
@@ -76,6 +92,13 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
 
 /** DELETE by tag removes the name; by digest deletes the image (and layers nothing else uses). */
 export async function deleteManifest(ctx: Context, name: string, ref: string): Promise<void> {
+  if (looksLikeDigest(ref) && !isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
+  if (await ctx.artifacts?.remove(name, ref)) {
+    ctx.log.info('artifact deleted', { repository: name, reference: ref });
+    ctx.res.writeHead(202, { ...API_HEADERS, 'Content-Length': 0 });
+    ctx.res.end();
+    return;
+  }
   const repo = repository(ctx, name);
   const writer = new StoreWriter(ctx.store);
   try {

@@ -7,8 +7,12 @@ import { repository, API_HEADERS, type Context } from './context.js';
 
 export async function referrers(ctx: Context, name: string, digest: string): Promise<void> {
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
-  const repo = repository(ctx, name);
-  let list = await ctx.resolver.referrers(digest, repo.images);
+  const artifacts = (ctx.artifacts?.all(name) ?? []).filter((a) => a.subject === digest);
+  const images = artifacts.length ? ctx.repos.get(name)?.images ?? [] : repository(ctx, name).images;
+  let list = [
+    ...(await ctx.resolver.referrers(digest, images)),
+    ...artifacts.map(({ mediaType, digest: d, size, artifactType, annotations }) => ({ mediaType, digest: d, size, artifactType, annotations })),
+  ];
   const filter = ctx.url.searchParams.get('artifactType');
   const headers: Record<string, string | number> = { ...API_HEADERS, 'Content-Type': MT.ociIndex };
   if (filter) {

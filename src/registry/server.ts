@@ -11,6 +11,7 @@ import { getManifest, putManifest, deleteManifest } from './manifests.js';
 import { handleUpload, Uploads } from './uploads.js';
 import { BlobCache, referencedBlobs } from '../oci/blob-cache.js';
 import { TagManifests } from '../oci/tag-manifests.js';
+import { Artifacts } from '../oci/artifacts.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
 import { referrers } from './referrers.js';
@@ -89,13 +90,14 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
   if (opts.push && !cache) throw new Error('push needs a state directory');
   const uploads = opts.push && cache ? new Uploads(cache) : undefined;
   const tagManifests = opts.stateDir ? new TagManifests(opts.stateDir) : undefined;
+  const artifacts = opts.stateDir && cache ? new Artifacts(opts.stateDir, cache) : undefined;
   await uploads?.cleanStale();
   if (opts.push) {
     // As c/storage does when it opens a store for writing: layers a crashed writer left incomplete go.
     const gone = await new StoreWriter(store).deleteIncompleteLayers();
     if (gone.length) log.warn('deleted incomplete layers', { layers: gone });
-    await tidyBlobCache(store, cache!, log);
-    setInterval(() => void tidyBlobCache(store, cache!, log).catch((e: Error) => log.error('blob cache', { error: e.message })), 3600_000).unref();
+    await tidyBlobCache(store, cache!, artifacts!, log);
+    setInterval(() => void tidyBlobCache(store, cache!, artifacts!, log).catch((e: Error) => log.error('blob cache', { error: e.message })), 3600_000).unref();
   }
   const active = new Set<ServerResponse>();
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
@@ -121,6 +123,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
         cache,
         uploads,
         tagManifests,
+        artifacts,
         head: req.method === 'HEAD',
         wireGzip: opts.wireGzip ?? 'off',
       };
@@ -160,8 +163,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
 }
 
 /** Prune blobs no manifest references, evict beyond the size limit, and account for it in the log. */
-export async function tidyBlobCache(store: Store, cache: BlobCache, log: Logger): Promise<void> {
-  const pruned = await cache.prune(await referencedBlobs(store, await store.snapshot()));
+export async function tidyBlobCache(store: Store, cache: BlobCache, artifacts: Artifacts, log: Logger): Promise<void> {
+  const pruned = await cache.prune(new Set([...(await referencedBlobs(store, await store.snapshot())), ...artifacts.referenced()]));
   const evicted = await cache.enforceLimit();
   for (const b of pruned) log.info('blob cache: removed unreferenced blob', { digest: b.digest, size: b.size });
   for (const b of evicted) log.warn('blob cache: evicted (its pushed digest is no longer servable)', { digest: b.digest, size: b.size });

@@ -490,6 +490,20 @@ export class StoreWriter {
     });
   }
 
+  /** Take a name off whichever image has it; nothing changes when none has. */
+  async dropImageName(name: string): Promise<void> {
+    const ilock = this.locks.images;
+    await this.locked([[ilock, 'w']], async () => {
+      const images = this.read('images');
+      const rec = images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(name));
+      if (!rec) return;
+      const kept = (rec.names as string[]).filter((n) => n !== name);
+      if (kept.length) rec.names = kept;
+      else delete rec.names;
+      await this.save('images', ilock, images);
+    });
+  }
+
   setImageBigData(ref: string, items: ImageBigData[]): Promise<Image> {
     return this.updateImage(ref, (_images, rec) => this.putImageBigData(rec, items));
   }

@@ -10,12 +10,26 @@ import { MT } from './media.js';
 import { configKey, parseManifest, synthesizeManifest, ManifestError, type ParsedManifest } from './manifest.js';
 import type { Repository } from './names.js';
 import type { BlobCache } from './blob-cache.js';
+import type { Readable } from 'node:stream';
 
 export type BlobSource =
   | { kind: 'bigdata'; digest: string; size: number; image: Image; key: string }
   | { kind: 'layer'; digest: string; size: number; layer: Layer }
   /** a pushed blob kept in csreg's blob cache */
-  | { kind: 'cache'; digest: string; size: number };
+  | { kind: 'cache'; digest: string; size: number }
+  /** made on request from the store (an original compressed layer reproduced by a recipe) */
+  | { kind: 'produced'; digest: string; size: number; blob: ProducedBlob };
+
+export interface ProducedBlob {
+  size: number;
+  /** the bytes, or bytes [start, end); a whole blob fails (errors) rather than end with wrong bytes */
+  open(range?: { start: number; end: number }): Promise<Readable>;
+}
+
+/** Blobs a higher layer can make (compress/: recompression recipes). */
+export interface BlobProducer {
+  find(digest: string, snap: Snapshot): ProducedBlob | undefined;
+}
 
 export interface ServedManifest {
   bytes: Buffer;
@@ -78,6 +92,7 @@ export class Resolver {
     readonly snap: Snapshot,
     private readonly indexPolicy: IndexPolicy = 'any-child',
     private readonly cache?: BlobCache,
+    private readonly producer?: BlobProducer,
   ) {
     this.maps = mapsFor(store, snap);
   }
@@ -91,6 +106,8 @@ export class Resolver {
     if (l) return { kind: 'layer', digest, size: l.diffSize!, layer: l };
     const size = this.cache?.size(digest);
     if (size !== undefined) return { kind: 'cache', digest, size };
+    const made = this.producer?.find(digest, this.snap);
+    if (made) return { kind: 'produced', digest, size: made.size, blob: made };
     return undefined;
   }
 

@@ -1,0 +1,522 @@
+// A DEFLATE encoder whose output is bit-identical to Go's compress/flate (as of Go 1.19) at
+// levels 1-9. Go's choices that shape the bytes, and which this follows:
+//  - levels 2-9: 32 KiB of history in a 64 KiB buffer, hash chains over 4-byte prefixes in a
+//    2^17-entry table; levels 2-3 take the first acceptable match (greedy), 4-9 defer by one byte
+//    (lazy); per-level limits on chain walks and "good enough" lengths; a block every 16384 tokens;
+//  - level 1: a separate Snappy-style matcher over 65535-byte blocks with a 2^14-entry table and
+//    cross-block history, written as literal-only or dynamic blocks;
+//  - every stream ends with an empty final stored block (Go's Close).
+// Go's deflater can in principle react to how its Write calls are sized: the window slides
+// between writes, and a block whose start slid out can no longer be stored (it takes a long,
+// poorly compressible block for that to change a byte). To be independent of our callers'
+// chunking we replay the input as io.Copy from a file does: writes of exactly 32 KiB.
+
+import { BitWriter } from './bit-writer.js';
+import { HuffmanBlockWriter, MATCH } from './go-huffman.js';
+
+const WINDOW = 1 << 15;
+const WINDOW_MASK = WINDOW - 1;
+const MIN_MATCH = 4; // Go never emits length-3 matches
+const MAX_MATCH = 258;
+const MIN_LOOKAHEAD = MIN_MATCH + MAX_MATCH;
+const MAX_BLOCK_TOKENS = 1 << 14;
+const MAX_STORED = 65535;
+const HASH_BITS = 17;
+const HASH_SHIFT = 32 - HASH_BITS;
+const MAX_HASH_OFFSET = 1 << 24;
+const SKIP_NEVER = 0x7fffffff;
+const INT32_MAX = 0x7fffffff;
+const HASH_MUL = 0x1e35a7bd;
+/** the write size io.Copy uses */
+const FEED = 32 * 1024;
+
+/** Per-level search parameters (Go's levels table; level 1 has its own encoder). */
+interface LevelParams {
+  good: number; // a match this long quarters the chain walk
+  lazy: number; // no lazy search once the pending match is this long
+  nice: number; // stop searching at this length
+  chain: number; // candidates examined
+  fastSkip: number; // greedy levels: matches longer than this skip hash insertion
+}
+const LEVELS: Record<number, LevelParams> = {
+  2: { good: 4, lazy: 0, nice: 16, chain: 8, fastSkip: 5 },
+  3: { good: 4, lazy: 0, nice: 32, chain: 32, fastSkip: 6 },
+  4: { good: 4, lazy: 4, nice: 16, chain: 16, fastSkip: SKIP_NEVER },
+  5: { good: 8, lazy: 16, nice: 32, chain: 32, fastSkip: SKIP_NEVER },
+  6: { good: 8, lazy: 16, nice: 128, chain: 128, fastSkip: SKIP_NEVER },
+  7: { good: 8, lazy: 32, nice: 128, chain: 256, fastSkip: SKIP_NEVER },
+  8: { good: 32, lazy: 128, nice: 258, chain: 1024, fastSkip: SKIP_NEVER },
+  9: { good: 32, lazy: 258, nice: 258, chain: 4096, fastSkip: SKIP_NEVER },
+};
+
+interface Engine {
+  /** One Go Write call: consumes all of b. */
+  write(b: Uint8Array): void;
+  /** Go Close: flush everything, then the final empty stored block. */
+  close(): void;
+}
+
+/** Levels 2-9: hash-chain matcher (deflate.go). */
+class ChainEngine implements Engine {
+  private readonly window = new Uint8Array(2 * WINDOW);
+  private readonly hashHead = new Int32Array(1 << HASH_BITS);
+  private readonly hashPrev = new Int32Array(WINDOW);
+  private readonly tokens = new Int32Array(MAX_BLOCK_TOKENS + 1);
+  private ntok = 0;
+  private windowEnd = 0;
+  private index = 0;
+  private blockStart = 0;
+  private byteAvailable = false;
+  private chainHead = -1;
+  /** hash entries hold window index + hashOffset, so sliding the window needs no table rewrite */
+  private hashOffset = 1;
+  private length = MIN_MATCH - 1;
+  private offset = 0;
+  private sync = false;
+  private readonly greedy: boolean;
+  /** candidates to examine; Go quarters the walk when the match to beat is already "good",
+   * which with its fixed starting length (3) never happens at any level */
+  private readonly tries: number;
+
+  constructor(private readonly p: LevelParams, private readonly hw: HuffmanBlockWriter) {
+    this.greedy = p.fastSkip !== SKIP_NEVER;
+    this.tries = MIN_MATCH - 1 >= p.good ? p.chain >> 2 : p.chain;
+  }
+
+  write(b: Uint8Array): void {
+    let off = 0;
+    while (off < b.length) {
+      this.step();
+      off += this.fill(b, off);
+    }
+  }
+
+  close(): void {
+    this.sync = true;
+    this.step();
+    this.hw.writeStoredHeader(0, true);
+    this.hw.bw.align();
+  }
+
+  private fill(b: Uint8Array, off: number): number {
+    if (this.index >= 2 * WINDOW - MIN_LOOKAHEAD) this.slide();
+    const n = Math.min(2 * WINDOW - this.windowEnd, b.length - off);
+    this.window.set(b.subarray(off, off + n), this.windowEnd);
+    this.windowEnd += n;
+    return n;
+  }
+
+  private slide(): void {
+    this.window.copyWithin(0, WINDOW, 2 * WINDOW);
+    this.index -= WINDOW;
+    this.windowEnd -= WINDOW;
+    // a block starting in the dropped half can no longer be emitted as stored
+    this.blockStart = this.blockStart >= WINDOW ? this.blockStart - WINDOW : INT32_MAX;
+    this.hashOffset += WINDOW;
+    if (this.hashOffset > MAX_HASH_OFFSET) {
+      const delta = this.hashOffset - 1;
+      this.hashOffset -= delta;
+      this.chainHead -= delta;
+      for (const t of [this.hashPrev, this.hashHead]) {
+        for (let i = 0; i < t.length; i++) t[i] = t[i] > delta ? t[i] - delta : 0;
+      }
+    }
+  }
+
+  private emitBlock(ntok: number, index: number): void {
+    if (index <= 0) return;
+    const input = this.blockStart <= index ? this.window.subarray(this.blockStart, index) : null;
+    this.blockStart = index;
+    this.hw.writeBlock(this.tokens, ntok, false, input);
+  }
+
+  /** Tokenize while at least MIN_LOOKAHEAD bytes are ahead (or everything, when closing). */
+  private step(): void {
+    const windowEnd = this.windowEnd;
+    const sync = this.sync;
+    if (windowEnd - this.index < MIN_LOOKAHEAD && !sync) return;
+    const win = this.window, head = this.hashHead, prev = this.hashPrev, tokens = this.tokens;
+    const hashOffset = this.hashOffset;
+    const greedy = this.greedy;
+    const lazyLimit = this.p.lazy;
+    const fastSkip = this.p.fastSkip;
+    const nice = this.p.nice;
+    const tries = this.tries;
+    const maxInsert = windowEnd - (MIN_MATCH - 1);
+    let index = this.index;
+    let chainHead = this.chainHead;
+    let length = this.length;
+    let offset = this.offset;
+    let byteAvailable = this.byteAvailable;
+    let ntok = this.ntok;
+
+    for (;;) {
+      const lookahead = windowEnd - index;
+      if (lookahead < MIN_LOOKAHEAD) {
+        if (!sync) break;
+        if (lookahead === 0) {
+          if (byteAvailable) {
+            tokens[ntok++] = win[index - 1];
+            byteAvailable = false;
+          }
+          if (ntok > 0) {
+            this.emitBlock(ntok, index);
+            ntok = 0;
+          }
+          break;
+        }
+      }
+      if (index < maxInsert) {
+        const h = Math.imul((win[index] << 24) | (win[index + 1] << 16) | (win[index + 2] << 8) | win[index + 3], HASH_MUL) >>> HASH_SHIFT;
+        chainHead = head[h];
+        prev[index & WINDOW_MASK] = chainHead;
+        head[h] = index + hashOffset;
+      }
+      const prevLength = length;
+      const prevOffset = offset;
+      length = MIN_MATCH - 1;
+      offset = 0;
+      const minIndex = index > WINDOW ? index - WINDOW : 0;
+      if (
+        chainHead - hashOffset >= minIndex &&
+        (greedy ? lookahead > MIN_MATCH - 1 : lookahead > prevLength && prevLength < lazyLimit)
+      ) {
+        const maxLen = lookahead < MAX_MATCH ? lookahead : MAX_MATCH;
+        const m = findMatch(win, prev, index, chainHead - hashOffset, maxLen, nice < maxLen ? nice : maxLen, tries, hashOffset);
+        if (m !== 0) {
+          length = m >>> 16;
+          offset = m & 0xffff;
+        }
+      }
+      if (greedy ? length >= MIN_MATCH : prevLength >= MIN_MATCH && length <= prevLength) {
+        // greedy: take this match; lazy: the previous byte's match was at least as good
+        if (greedy) tokens[ntok++] = MATCH | ((length - 3) << 15) | (offset - 1);
+        else tokens[ntok++] = MATCH | ((prevLength - 3) << 15) | (prevOffset - 1);
+        if (length <= fastSkip) {
+          const newIndex = greedy ? index + length : index + prevLength - 1;
+          for (index++; index < newIndex; index++) {
+            if (index < maxInsert) {
+              const h = Math.imul((win[index] << 24) | (win[index + 1] << 16) | (win[index + 2] << 8) | win[index + 3], HASH_MUL) >>> HASH_SHIFT;
+              prev[index & WINDOW_MASK] = head[h];
+              head[h] = index + hashOffset;
+            }
+          }
+          if (!greedy) {
+            byteAvailable = false;
+            length = MIN_MATCH - 1;
+          }
+        } else {
+          index += length;
+        }
+        if (ntok === MAX_BLOCK_TOKENS) {
+          this.emitBlock(ntok, index);
+          ntok = 0;
+        }
+      } else {
+        if (greedy || byteAvailable) {
+          const i = greedy ? index : index - 1;
+          tokens[ntok++] = win[i];
+          if (ntok === MAX_BLOCK_TOKENS) {
+            this.emitBlock(ntok, i + 1);
+            ntok = 0;
+          }
+        }
+        index++;
+        if (!greedy) byteAvailable = true;
+      }
+    }
+
+    this.index = index;
+    this.chainHead = chainHead;
+    this.length = length;
+    this.offset = offset;
+    this.byteAvailable = byteAvailable;
+    this.ntok = ntok;
+  }
+}
+
+/**
+ * Longest match (over 3 bytes) for `pos` along the hash chain from `candidate`, examining at most
+ * `tries` candidates, as length << 16 | distance, or 0. Length-4 matches farther than 4096 bytes
+ * are not worth it. `maxLen` is min(lookahead, 258); `nice` ends the search early.
+ */
+function findMatch(
+  win: Uint8Array,
+  prev: Int32Array,
+  pos: number,
+  candidate: number,
+  maxLen: number,
+  nice: number,
+  tries: number,
+  hashOffset: number,
+): number {
+  let length = MIN_MATCH - 1;
+  let wEnd = win[pos + length];
+  const minIndex = pos - WINDOW;
+  let result = 0;
+  for (let i = candidate; tries > 0; tries--) {
+    if (win[i + length] === wEnd) {
+      let n = 0;
+      while (n < maxLen && win[i + n] === win[pos + n]) n++;
+      if (n > length && (n > MIN_MATCH || pos - i <= 4096)) {
+        length = n;
+        result = (n << 16) | (pos - i);
+        if (n >= nice) break;
+        wEnd = win[pos + n];
+      }
+    }
+    // the slot of the oldest reachable position may already hold a newer one
+    if (i === minIndex) break;
+    i = prev[i & WINDOW_MASK] - hashOffset;
+    if (i < minIndex || i < 0) break;
+  }
+  return result;
+}
+
+const FAST_TABLE_BITS = 14;
+const FAST_TABLE_SHIFT = 32 - FAST_TABLE_BITS;
+const FAST_INPUT_MARGIN = 16 - 1;
+const FAST_MIN_BLOCK = 1 + 1 + FAST_INPUT_MARGIN;
+/** rebase table offsets before they could overflow an int32 */
+const FAST_BUFFER_RESET = INT32_MAX - MAX_STORED * 2;
+
+function load32(b: Uint8Array, i: number): number {
+  return b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24);
+}
+
+function fastHash(u: number): number {
+  return Math.imul(u, HASH_MUL) >>> FAST_TABLE_SHIFT;
+}
+
+/** Level 1: Go's BestSpeed encoder (deflatefast.go) over blocks of 65535 bytes. */
+class FastEngine implements Engine {
+  private readonly window = new Uint8Array(MAX_STORED);
+  private windowEnd = 0;
+  private sync = false;
+  private readonly tokens = new Int32Array(MAX_STORED + 1);
+  // hash table: position (+ cur) and the 4 bytes found there
+  private readonly tableOff = new Int32Array(1 << FAST_TABLE_BITS);
+  private readonly tableVal = new Int32Array(1 << FAST_TABLE_BITS);
+  /** the previous block, for matches reaching back across the block boundary */
+  private readonly prev = new Uint8Array(MAX_STORED);
+  private prevLen = 0;
+  /** offset of the current block in table positions */
+  private cur = MAX_STORED;
+
+  constructor(private readonly hw: HuffmanBlockWriter) {}
+
+  write(b: Uint8Array): void {
+    let off = 0;
+    while (off < b.length) {
+      this.step();
+      const n = Math.min(MAX_STORED - this.windowEnd, b.length - off);
+      this.window.set(b.subarray(off, off + n), this.windowEnd);
+      this.windowEnd += n;
+      off += n;
+    }
+  }
+
+  close(): void {
+    this.sync = true;
+    this.step();
+    this.hw.writeStoredHeader(0, true);
+    this.hw.bw.align();
+  }
+
+  private step(): void {
+    const end = this.windowEnd;
+    if (end < MAX_STORED) {
+      if (!this.sync) return;
+      if (end < 128) {
+        // a short tail: stored or literal-only, and forget the history
+        if (end === 0) return;
+        const input = this.window.subarray(0, end);
+        if (end <= 16) this.hw.writeStored(input, false);
+        else this.hw.writeBlockHuff(false, input);
+        this.windowEnd = 0;
+        this.resetHistory();
+        return;
+      }
+    }
+    const input = this.window.subarray(0, end);
+    const ntok = this.encode(input);
+    // if matching removed less than 1/16 of the tokens, Huffman-code the bytes instead
+    if (ntok > end - (end >> 4)) this.hw.writeBlockHuff(false, input);
+    else this.hw.writeBlockDynamic(this.tokens, ntok, false, input);
+    this.windowEnd = 0;
+  }
+
+  private resetHistory(): void {
+    this.prevLen = 0;
+    this.cur += WINDOW; // every table entry is now out of reach
+    if (this.cur >= FAST_BUFFER_RESET) this.shiftOffsets();
+  }
+
+  private shiftOffsets(): void {
+    if (this.prevLen === 0) {
+      this.tableOff.fill(0);
+      this.tableVal.fill(0);
+    } else {
+      const t = this.tableOff;
+      const d = this.cur - (WINDOW + 1);
+      for (let i = 0; i < t.length; i++) {
+        const v = t[i] - d;
+        t[i] = v < 0 ? 0 : v;
+      }
+    }
+    this.cur = WINDOW + 1;
+  }
+
+  /** Tokenize one block; returns the token count. */
+  private encode(src: Uint8Array): number {
+    if (this.cur >= FAST_BUFFER_RESET) this.shiftOffsets();
+    const tokens = this.tokens;
+    const len = src.length;
+    let ntok = 0;
+    if (len < FAST_MIN_BLOCK) {
+      this.cur += MAX_STORED;
+      this.prevLen = 0;
+      for (let i = 0; i < len; i++) tokens[ntok++] = src[i];
+      return ntok;
+    }
+    const tOff = this.tableOff, tVal = this.tableVal;
+    const cur = this.cur;
+    const sLimit = len - FAST_INPUT_MARGIN;
+    let nextEmit = 0;
+    let s = 0;
+    let cv = load32(src, 0);
+    let nextHash = fastHash(cv);
+
+    outer: for (;;) {
+      // Snappy's skipping: after 32 misses look at every 2nd byte, then every 3rd, ...
+      let skip = 32;
+      let nextS = s;
+      let candOff = 0;
+      for (;;) {
+        s = nextS;
+        const stride = skip >> 5;
+        nextS = s + stride;
+        skip += stride;
+        if (nextS > sLimit) break outer;
+        candOff = tOff[nextHash];
+        const candVal = tVal[nextHash];
+        const now = load32(src, nextS);
+        tOff[nextHash] = s + cur;
+        tVal[nextHash] = cv;
+        nextHash = fastHash(now);
+        if (s - (candOff - cur) > WINDOW || cv !== candVal) {
+          cv = now;
+          continue;
+        }
+        break;
+      }
+      for (let i = nextEmit; i < s; i++) tokens[ntok++] = src[i];
+      for (;;) {
+        // 4 bytes match at s; extend, emit, and try again right after the match
+        s += 4;
+        const t = candOff - cur + 4;
+        const l = this.matchLen(s, t, src);
+        tokens[ntok++] = MATCH | ((l + 4 - 3) << 15) | (s - t - 1);
+        s += l;
+        nextEmit = s;
+        if (s >= sLimit) break outer;
+        const x0 = load32(src, s - 1);
+        const h0 = fastHash(x0);
+        tOff[h0] = cur + s - 1;
+        tVal[h0] = x0;
+        const x1 = load32(src, s);
+        const h1 = fastHash(x1);
+        candOff = tOff[h1];
+        const candVal = tVal[h1];
+        tOff[h1] = cur + s;
+        tVal[h1] = x1;
+        if (s - (candOff - cur) > WINDOW || x1 !== candVal) {
+          cv = load32(src, s + 1);
+          nextHash = fastHash(cv);
+          s++;
+          break;
+        }
+      }
+    }
+    for (let i = nextEmit; i < len; i++) tokens[ntok++] = src[i];
+    this.cur = cur + len;
+    this.prev.set(src);
+    this.prevLen = len;
+    return ntok;
+  }
+
+  /** Match length at src[s:] against src[t:] (t < 0: starting in the previous block), max 254. */
+  private matchLen(s: number, t: number, src: Uint8Array): number {
+    const s1 = Math.min(s + MAX_MATCH - 4, src.length);
+    if (t >= 0) {
+      let n = 0;
+      while (s + n < s1 && src[t + n] === src[s + n]) n++;
+      return n;
+    }
+    const tp = this.prevLen + t;
+    if (tp < 0) return 0;
+    const prev = this.prev;
+    const inPrev = Math.min(this.prevLen - tp, s1 - s);
+    let n = 0;
+    while (n < inPrev && prev[tp + n] === src[s + n]) n++;
+    if (n < inPrev || s + n === s1) return n;
+    // ran off the end of the previous block: continue at the start of this one
+    let k = 0;
+    while (s + n + k < s1 && src[k] === src[s + n + k]) k++;
+    return n + k;
+  }
+}
+
+/** Streaming raw DEFLATE (RFC 1951) encoder matching Go's flate.NewWriter(w, level). */
+export class GoDeflateEncoder {
+  readonly level: number;
+  private readonly bw = new BitWriter();
+  private readonly engine: Engine;
+  private readonly pending = new Uint8Array(FEED);
+  private pendingLen = 0;
+  private finished = false;
+
+  constructor(level: number) {
+    if (!Number.isInteger(level) || level < 1 || level > 9) {
+      throw new RangeError(`go-flate: level must be an integer 1..9, got ${level}`);
+    }
+    this.level = level;
+    const hw = new HuffmanBlockWriter(this.bw);
+    this.engine = level === 1 ? new FastEngine(hw) : new ChainEngine(LEVELS[level], hw);
+  }
+
+  push(chunk: Uint8Array): Uint8Array[] {
+    if (this.finished) throw new Error('go-flate: push after finish');
+    let i = 0;
+    const n = chunk.length;
+    while (i < n) {
+      if (this.pendingLen === 0 && n - i >= FEED) {
+        this.engine.write(chunk.subarray(i, i + FEED));
+        i += FEED;
+        continue;
+      }
+      const k = Math.min(FEED - this.pendingLen, n - i);
+      this.pending.set(chunk.subarray(i, i + k), this.pendingLen);
+      this.pendingLen += k;
+      i += k;
+      if (this.pendingLen === FEED) {
+        this.engine.write(this.pending);
+        this.pendingLen = 0;
+      }
+    }
+    return this.drain();
+  }
+
+  finish(): Uint8Array[] {
+    if (this.finished) return [];
+    this.finished = true;
+    if (this.pendingLen > 0) this.engine.write(this.pending.subarray(0, this.pendingLen));
+    this.pendingLen = 0;
+    this.engine.close();
+    return this.drain();
+  }
+
+  private drain(): Uint8Array[] {
+    return this.bw.pos > 0 ? [this.bw.take()] : [];
+  }
+}

@@ -1,0 +1,43 @@
+// The compressors whose output csreg reproduces bit for bit, each a named profile (program,
+// library version, level, block size), tried in order of how likely they made a layer.
+import { GoGzipEncoder } from './go-gzip.js';
+import { PgzipEncoder, PGZIP_BLOCK_SIZE } from './pgzip.js';
+
+/** push() returns the output ready so far, finish() the rest; output independent of chunking. */
+export interface Encoder {
+  push(chunk: Uint8Array): Uint8Array[];
+  finish(): Uint8Array[];
+  /** block formats: the compressed offset at which each block starts */
+  readonly blockOffsets?: number[];
+}
+
+export interface Profile {
+  /** stable: kept in recipes */
+  id: string;
+  /** who writes layers this way */
+  who: string;
+  create(): Encoder;
+  /** independent blocks of this many input bytes (pgzip): a Range can start at any block */
+  blockSize?: number;
+}
+
+export const PROFILES: Profile[] = [
+  {
+    id: 'pgzip-1.2.5/flate-1.15.12/default',
+    who: 'containers/image 5.23–5.34 pushes (podman, buildah, skopeo, CRI-O)',
+    create: () => new PgzipEncoder(),
+    blockSize: PGZIP_BLOCK_SIZE,
+  },
+  { id: 'go1.19-gzip/6', who: 'Go compress/gzip default level (docker push, BuildKit, containerd)', create: () => new GoGzipEncoder({ level: 6 }) },
+  { id: 'go1.19-gzip/1', who: 'Go compress/gzip BestSpeed (go-containerregistry: crane, ko)', create: () => new GoGzipEncoder({ level: 1 }) },
+  { id: 'go1.19-gzip/9', who: 'Go compress/gzip BestCompression', create: () => new GoGzipEncoder({ level: 9 }) },
+];
+
+export function profileById(id: string): Profile | undefined {
+  return PROFILES.find((p) => p.id === id);
+}
+
+/** Candidates for a layer: profiles that reproduced other layers first (most often first), then the rest. */
+export function orderProfiles(matches: Map<string, number>): Profile[] {
+  return [...PROFILES].sort((a, b) => (matches.get(b.id) ?? 0) - (matches.get(a.id) ?? 0));
+}

@@ -1,0 +1,74 @@
+// Worker thread for recompression (CPU-heavy; the registry's event loop must stay free): it
+// opens the store itself, rebuilds the layer's tar, and either finds the profile that
+// reproduces the original blob, or produces the blob, sending chunks as the parent grants credit.
+import { parentPort, workerData } from 'node:worker_threads';
+import { Store } from '../storage/store.js';
+import type { StoreLocation } from '../storage/config.js';
+import { profileById } from './profiles.js';
+import { produce, tryProfile, type Reproduction, type Target } from './produce.js';
+
+export type Job =
+  | { kind: 'detect'; location: StoreLocation; layerId: string; target: Target; candidates: string[] }
+  | { kind: 'produce'; location: StoreLocation; layerId: string; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } };
+
+export type WorkerMessage =
+  | { progress: number }
+  | { result: { profile: string | null; tried: string[] } & Partial<Reproduction> }
+  | { chunk: Uint8Array }
+  | { done: true }
+  | { error: string };
+
+const port = parentPort!;
+const job = workerData as Job;
+const store = Store.fromLocation(job.location);
+const tarFrom = async (start: number) => store.layerTar(job.layerId, { start });
+
+let credit = 0;
+let wake: (() => void) | undefined;
+port.on('message', (m: { credit: number }) => {
+  credit += m.credit;
+  wake?.();
+});
+
+async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
+  const tried: string[] = [];
+  let seen = 0;
+  let reported = 0;
+  const onBytes = (n: number) => {
+    seen += n;
+    if (seen - reported < 16 << 20) return;
+    port.postMessage({ progress: seen - reported } satisfies WorkerMessage);
+    reported = seen;
+  };
+  for (const id of j.candidates) {
+    const p = profileById(id);
+    if (!p) continue;
+    tried.push(id);
+    const rep = await tryProfile(await tarFrom(0), p, j.target, onBytes);
+    if (rep) {
+      port.postMessage({ result: { profile: id, tried, ...rep } } satisfies WorkerMessage);
+      return;
+    }
+  }
+  port.postMessage({ result: { profile: null, tried } } satisfies WorkerMessage);
+}
+
+async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
+  const p = profileById(j.profile);
+  if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
+  for await (const b of produce(tarFrom, p, j.target, j.rep, j.range)) {
+    while (credit <= 0) await new Promise<void>((r) => (wake = r));
+    credit--;
+    const copy = new Uint8Array(b); // transferable, and not a view into a reused buffer
+    port.postMessage({ chunk: copy } satisfies WorkerMessage, [copy.buffer]);
+  }
+  port.postMessage({ done: true } satisfies WorkerMessage);
+}
+
+(job.kind === 'detect' ? detect(job) : send(job)).then(
+  () => port.close(),
+  (e: Error) => {
+    port.postMessage({ error: e.message } satisfies WorkerMessage);
+    port.close();
+  },
+);

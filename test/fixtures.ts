@@ -14,6 +14,10 @@ export interface Fixtures {
   registry: { addr: string; config: string; data: string };
   images: { store: keyof Fixtures['stores']; name: string; id: string }[];
   pushed: { ref: string; format: 'v2s2' | 'oci' | 'list'; compression: 'gzip' | 'zstd'; manifestDigest: string }[];
+  /** images whose layers other compressors made (Go compress/gzip -level 6 and 1, GNU gzip -1), each pulled by podman into its own store */
+  recipes: { variant: 'go6' | 'go1' | 'gnu1'; ref: string; manifestDigest: string; store: FixtureStore }[];
+  /** the Go compress/gzip oracle program (test/oracles/gogzip) */
+  gogzip: string;
 }
 
 export function repoRoot(): string {

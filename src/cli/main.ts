@@ -9,6 +9,7 @@ const USAGE = `usage: csreg [--root DIR] [--runroot DIR] [--storage-driver NAME]
 commands:
   serve                       serve the store as an OCI registry (csreg serve --help)
   cache [--state-dir DIR]     the blob cache of pushed compressed layers: size, last use, references
+  recipes scan|list           find which compressor reproduces each layer's original blob (csreg recipes --help)
   storage images              list images            (--json for JSON)
   storage layers              list layers
   storage containers          list containers
@@ -58,6 +59,10 @@ async function main(argv: string[]): Promise<number> {
   if (w >= 0 && argv[w] === 'serve') {
     const { serveCommand } = await import('./serve.js');
     return serveCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);
+  }
+  if (w >= 0 && argv[w] === 'recipes') {
+    const { recipesCommand } = await import('./recipes.js');
+    return recipesCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);
   }
   if (w >= 0 && argv[w] === 'cache') {
     const { cacheCommand } = await import('./cache.js');

@@ -27,7 +27,7 @@ export function humanBytes(n: number | undefined): string {
 export class Progress {
   private last = 0;
   private readonly started = Date.now();
-  private readonly enabled: boolean;
+  readonly enabled: boolean;
 
   constructor(private readonly label: string, private readonly total?: number, force = false) {
     this.enabled = force || process.stderr.isTTY === true;

@@ -29,6 +29,8 @@ const INT32_MAX = 0x7fffffff;
 const HASH_MUL = 0x1e35a7bd;
 /** the write size io.Copy uses */
 const FEED = 32 * 1024;
+/** output bytes gathered before push() sets them aside */
+const TAKE_AT = 64 * 1024;
 
 /** Per-level search parameters (Go's levels table; level 1 has its own encoder). */
 interface LevelParams {
@@ -59,6 +61,7 @@ interface Engine {
 /** Levels 2-9: hash-chain matcher (deflate.go). */
 class ChainEngine implements Engine {
   private readonly window = new Uint8Array(2 * WINDOW);
+  private readonly view = new DataView(this.window.buffer);
   private readonly hashHead = new Int32Array(1 << HASH_BITS);
   private readonly hashPrev = new Int32Array(WINDOW);
   private readonly tokens = new Int32Array(MAX_BLOCK_TOKENS + 1);
@@ -182,7 +185,7 @@ class ChainEngine implements Engine {
         (greedy ? lookahead > MIN_MATCH - 1 : lookahead > prevLength && prevLength < lazyLimit)
       ) {
         const maxLen = lookahead < MAX_MATCH ? lookahead : MAX_MATCH;
-        const m = findMatch(win, prev, index, chainHead - hashOffset, maxLen, nice < maxLen ? nice : maxLen, tries, hashOffset);
+        const m = findMatch(win, this.view, prev, index, chainHead - hashOffset, maxLen, nice < maxLen ? nice : maxLen, tries, hashOffset);
         if (m !== 0) {
           length = m >>> 16;
           offset = m & 0xffff;
@@ -194,13 +197,19 @@ class ChainEngine implements Engine {
         else tokens[ntok++] = MATCH | ((prevLength - 3) << 15) | (prevOffset - 1);
         if (length <= fastSkip) {
           const newIndex = greedy ? index + length : index + prevLength - 1;
-          for (index++; index < newIndex; index++) {
-            if (index < maxInsert) {
-              const h = Math.imul((win[index] << 24) | (win[index + 1] << 16) | (win[index + 2] << 8) | win[index + 3], HASH_MUL) >>> HASH_SHIFT;
+          // insert the matched positions (those with 4 bytes ahead); the 4-byte key rolls along
+          const stop = newIndex < maxInsert ? newIndex : maxInsert;
+          index++;
+          if (index < stop) {
+            let key = (win[index] << 16) | (win[index + 1] << 8) | win[index + 2];
+            for (; index < stop; index++) {
+              key = (key << 8) | win[index + 3];
+              const h = Math.imul(key, HASH_MUL) >>> HASH_SHIFT;
               prev[index & WINDOW_MASK] = head[h];
               head[h] = index + hashOffset;
             }
           }
+          if (index < newIndex) index = newIndex;
           if (!greedy) {
             byteAvailable = false;
             length = MIN_MATCH - 1;
@@ -242,6 +251,7 @@ class ChainEngine implements Engine {
  */
 function findMatch(
   win: Uint8Array,
+  dv: DataView,
   prev: Int32Array,
   pos: number,
   candidate: number,
@@ -253,10 +263,13 @@ function findMatch(
   let length = MIN_MATCH - 1;
   let wEnd = win[pos + length];
   const minIndex = pos - WINDOW;
+  const maxLen4 = maxLen - 3;
   let result = 0;
   for (let i = candidate; tries > 0; tries--) {
     if (win[i + length] === wEnd) {
+      // compare 4 bytes at a time while 4 remain, then bytewise
       let n = 0;
+      while (n < maxLen4 && dv.getInt32(i + n) === dv.getInt32(pos + n)) n += 4;
       while (n < maxLen && win[i + n] === win[pos + n]) n++;
       if (n > length && (n > MIN_MATCH || pos - i <= 4096)) {
         length = n;
@@ -487,24 +500,27 @@ export class GoDeflateEncoder {
 
   push(chunk: Uint8Array): Uint8Array[] {
     if (this.finished) throw new Error('go-flate: push after finish');
+    const out: Uint8Array[] = [];
     let i = 0;
     const n = chunk.length;
     while (i < n) {
       if (this.pendingLen === 0 && n - i >= FEED) {
         this.engine.write(chunk.subarray(i, i + FEED));
         i += FEED;
-        continue;
-      }
-      const k = Math.min(FEED - this.pendingLen, n - i);
-      this.pending.set(chunk.subarray(i, i + k), this.pendingLen);
-      this.pendingLen += k;
-      i += k;
-      if (this.pendingLen === FEED) {
+      } else {
+        const k = Math.min(FEED - this.pendingLen, n - i);
+        this.pending.set(chunk.subarray(i, i + k), this.pendingLen);
+        this.pendingLen += k;
+        i += k;
+        if (this.pendingLen < FEED) continue;
         this.engine.write(this.pending);
         this.pendingLen = 0;
       }
+      // hand out finished output as we go so a huge chunk never needs a huge output buffer
+      if (this.bw.pos >= TAKE_AT) out.push(this.bw.take());
     }
-    return this.drain();
+    if (this.bw.pos > 0) out.push(this.bw.take());
+    return out;
   }
 
   finish(): Uint8Array[] {

@@ -73,8 +73,8 @@ export class HuffmanCode {
   private readonly ownCount = new Int32Array(18);
   /** chain node holding the rest of that row (the level below's count when the pair was taken) */
   private readonly lowerRef = new Int32Array(18);
-  private nodeCount = new Int32Array(4096);
-  private nodeLower = new Int32Array(4096);
+  private nodeCount = new Int32Array(1 << 14);
+  private nodeLower = new Int32Array(1 << 14);
   private readonly nextCode = new Int32Array(17);
 
   constructor(readonly size: number) {

@@ -109,8 +109,13 @@ function hash4(b: Uint8Array, i: number): number {
  * interleaves each hash's two entries (most recent, previous), so the slot is 2*hash.
  */
 function hash7(b: Uint8Array, i: number): number {
-  const xlo = (b[i] << 8) | (b[i + 1] << 16) | (b[i + 2] << 24); // low word of u<<8
-  const xhi = b[i + 3] | (b[i + 4] << 8) | (b[i + 5] << 16) | (b[i + 6] << 24);
+  return hash7w(b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24), b, i);
+}
+
+/** hash7 when the first 4 bytes at i are already loaded as `w`. */
+function hash7w(w: number, b: Uint8Array, i: number): number {
+  const xlo = w << 8; // low word of u<<8
+  const xhi = (w >>> 24) | (b[i + 4] << 8) | (b[i + 5] << 16) | (b[i + 6] << 24);
   // High word of the 32x32 product xlo * P7_LO, from 16-bit halves (exact in doubles).
   const al = xlo & 0xffff;
   const ah = xlo >>> 16;
@@ -123,6 +128,8 @@ function hash7(b: Uint8Array, i: number): number {
 
 // ---------------------------------------------------------------------------------------
 // float32 entropy estimate (tokens.EstimatedBits upstream); every step rounds like Go's float32.
+// This matches Go on amd64, where the compiler does not fuse multiply-adds. Go may fuse them
+// on arm64/ppc64le/s390x, so binaries built there could in rare cases decide differently.
 
 const f32 = Math.fround;
 const F32 = new Float32Array(1);
@@ -907,7 +914,11 @@ export class KlauspostDeflater {
   /** long-hash table: [2h] most recent entry, [2h+1] the one before */
   private readonly bTable = new Int32Array(2 * TABLE_SIZE);
 
-  /** Start a new stream primed with a preset dictionary (only its last 32 KiB matter). */
+  /**
+   * Start a new stream primed with a preset dictionary (only its last 32 KiB matter).
+   * pgzip reuses pooled writers whose reset leaves old table entries in place but out of
+   * reach (the offset base jumps past them), which behaves exactly like zeroed tables.
+   */
   resetDict(dict: Uint8Array): void {
     this.bw.reset();
     this.windowEnd = 0;
@@ -1068,8 +1079,8 @@ export class KlauspostDeflater {
         table[hS] = s + cur;
         bt[hL + 1] = lCur;
         bt[hL] = s + cur;
-        const nhS = hash4(src, nextS);
-        const nhL = hash7(src, nextS);
+        const nhS = Math.imul(next, PRIME4) >>> HASH_SHIFT;
+        const nhL = hash7w(next, src, nextS);
 
         // Long (7-byte hash) candidates first, the most recent one, then the one before.
         tp = lCur - cur;

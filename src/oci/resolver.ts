@@ -139,6 +139,11 @@ export class Resolver {
     return undefined;
   }
 
+  /** A manifest the image holds (big-data key), when every blob it names can be served. */
+  servableStored(image: Image, key: string): Promise<ServedManifest | undefined> {
+    return this.loadStored(image, key);
+  }
+
   private async loadStored(image: Image, key: string, depth = 0): Promise<ServedManifest | undefined> {
     let bytes: Buffer;
     try {

@@ -1,0 +1,130 @@
+// Original upstream digests, served by bit-exact recompression: stores whose layers were
+// compressed by skopeo (pgzip), by Go's compress/gzip at levels 6 and 1, and by GNU gzip,
+// each pulled by podman; skopeo and podman pull from csreg by the original digests.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Store } from '../src/storage/store.js';
+import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
+import { createLogger } from '../src/log.js';
+import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, type FixtureStore } from './fixtures.js';
+
+const fx = loadFixtures();
+const main = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+const work = mkdtempSync(join(tmpdir(), 'csreg-recipes-'));
+const servers: RunningRegistry[] = [];
+after(async () => {
+  for (const s of servers) await s.close(100);
+  rmSync(work, { recursive: true, force: true });
+});
+
+interface Served { url: string; host: string; state: string; logs: string[] }
+async function serve(s: FixtureStore, name: string): Promise<Served> {
+  const logs: string[] = [];
+  const out = new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } });
+  const state = join(work, `state-${name}`);
+  const reg = await startRegistry({ store: Store.open(s), log: createLogger({ out }), addr: '127.0.0.1:0', stateDir: state });
+  servers.push(reg);
+  return { url: reg.url, host: reg.url.slice('http://'.length), state, logs };
+}
+
+/** `127.0.0.1:5701/recipes/go6:1` → repository `127.0.0.1_5701/recipes/go6` as csreg serves it. */
+const repoOf = (ref: string) => ref.slice(0, ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
+
+async function bytes(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; headers: Headers }> {
+  const r = await fetch(url, { headers });
+  return { status: r.status, body: Buffer.from(await r.arrayBuffer()), headers: r.headers };
+}
+
+function verdicts(state: string): Record<string, { profile: string | null; blockOffsets?: number[] }> {
+  return JSON.parse(readFileSync(join(state, 'recipes.json'), 'utf8'));
+}
+
+/** Pull by the original digest with skopeo (it verifies every blob's digest) and check the blobs it wrote. */
+async function skopeoByDigest(srv: Served, repo: string, digest: string): Promise<void> {
+  const dir = join(work, `pull-${digest.slice(7, 19)}`);
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${srv.host}/${repo}@${digest}`, `dir:${dir}`]);
+  const manifest = readFileSync(join(dir, 'manifest.json'));
+  assert.equal(sha(manifest), digest, 'skopeo received the original manifest');
+  const m = JSON.parse(manifest.toString()) as { layers: { digest: string }[] };
+  for (const l of m.layers) assert.equal(sha(readFileSync(join(dir, l.digest.slice(7)))), l.digest);
+}
+
+test('layers skopeo compressed (pgzip) are reproduced: original manifests served, skopeo and podman pull by the upstream digest', async () => {
+  const srv = await serve(fx.stores.pulled, 'pulled');
+  const gzipPushes = fx.pushed.filter((p) => p.compression === 'gzip' && p.format !== 'list');
+  for (const p of gzipPushes) {
+    const repo = repoOf(p.ref);
+    const r = await bytes(`${srv.url}/v2/${repo}/manifests/${p.manifestDigest}`);
+    assert.equal(r.status, 200, `${p.ref} by its original digest`);
+    assert.equal(sha(r.body), p.manifestDigest);
+    await skopeoByDigest(srv, repo, p.manifestDigest);
+  }
+  const v = verdicts(srv.state);
+  assert.ok(Object.keys(v).length >= 2);
+  for (const [d, x] of Object.entries(v)) assert.equal(x.profile, 'pgzip-1.2.5/flate-1.15.12/default', `${d} is pgzip's`);
+  // podman, from an empty store, by the original digest
+  const empty = freshStore('overlay');
+  try {
+    const p = gzipPushes[0];
+    await run('podman', [...storeArgs(empty), 'pull', '-q', '--tls-verify=false', `${srv.host}/${repoOf(p.ref)}@${p.manifestDigest}`]);
+    const digests = await run('podman', [...storeArgs(empty), 'images', '--digests', '--format', '{{.Digest}}']);
+    assert.ok(digests.includes(p.manifestDigest), 'podman recorded the original digest');
+  } finally {
+    removeStore(empty);
+  }
+});
+
+for (const variant of ['go6', 'go1'] as const) {
+  test(`layers from Go's compress/gzip (${variant === 'go6' ? 'default level' : 'BestSpeed'}) are reproduced and served by their original digests`, async () => {
+    const f = fx.recipes.find((r) => r.variant === variant)!;
+    const srv = await serve(f.store, variant);
+    const r = await bytes(`${srv.url}/v2/${repoOf(f.ref)}/manifests/1`);
+    assert.equal(r.status, 200);
+    assert.equal(sha(r.body), f.manifestDigest, 'the tag serves the original manifest');
+    await skopeoByDigest(srv, repoOf(f.ref), f.manifestDigest);
+    const profiles = Object.values(verdicts(srv.state)).map((x) => x.profile);
+    assert.ok(profiles.length >= 2);
+    assert.deepEqual(new Set(profiles), new Set([`go1.19-gzip/${variant === 'go6' ? 6 : 1}`]));
+  });
+}
+
+test('a layer GNU gzip -1 made (with a file name) is reported not reproducible; the image is served synthesized', async () => {
+  const f = fx.recipes.find((r) => r.variant === 'gnu1')!;
+  const state = join(work, 'state-gnu-scan');
+  const scan = JSON.parse(await run(process.execPath, [main, ...storeArgs(f.store), 'recipes', 'scan', '--state-dir', state, '--json'])) as { summary: { layers: number; reproduced: number; notReproducible: number; imagesServableByOriginalDigest: number } };
+  assert.deepEqual([scan.summary.reproduced, scan.summary.notReproducible, scan.summary.imagesServableByOriginalDigest], [0, scan.summary.layers, 0]);
+  assert.ok(scan.summary.layers >= 1);
+  const srv = await serve(f.store, 'gnu1');
+  assert.equal((await bytes(`${srv.url}/v2/${repoOf(f.ref)}/manifests/${f.manifestDigest}`)).status, 404, 'no manifest whose blobs cannot be produced');
+  const tag = await bytes(`${srv.url}/v2/${repoOf(f.ref)}/manifests/1`);
+  assert.equal(tag.status, 200);
+  assert.notEqual(sha(tag.body), f.manifestDigest, 'the synthesized manifest');
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${srv.host}/${repoOf(f.ref)}:1`, `oci:${join(work, 'gnu-oci')}`]);
+});
+
+test('range reads of a reproduced pgzip blob (start, block boundary, middle, end) equal the same bytes of a full download', async () => {
+  const srv = await serve(fx.stores.pulled, 'ranges');
+  const p = fx.pushed.find((x) => x.format === 'oci' && x.compression === 'gzip')!;
+  const m = JSON.parse((await bytes(`${srv.url}/v2/${repoOf(p.ref)}/manifests/${p.manifestDigest}`)).body.toString()) as { layers: { digest: string; size: number }[] };
+  const big = m.layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const url = `${srv.url}/v2/${repoOf(p.ref)}/blobs/${big.digest}`;
+  const full = (await bytes(url)).body;
+  assert.equal(sha(full), big.digest);
+  const offsets = verdicts(srv.state)[big.digest].blockOffsets!;
+  assert.ok(offsets.length > 3, 'a multi-block blob');
+  const size = full.length;
+  const mid = Math.floor(size / 2);
+  const cases: [number, number][] = [[0, 99], [offsets[1] - 50, offsets[1] + 49], [offsets[2], offsets[3] - 1], [mid, mid + 100_000], [size - 100, size - 1], [offsets[offsets.length - 1] - 3, size - 1]];
+  for (const [start, end] of cases) {
+    const r = await bytes(url, { Range: `bytes=${start}-${end}` });
+    assert.equal(r.status, 206);
+    assert.equal(r.headers.get('content-range'), `bytes ${start}-${end}/${size}`);
+    assert.ok(r.body.equals(full.subarray(start, end + 1)), `bytes ${start}-${end}`);
+  }
+  const tail = await bytes(url, { Range: `bytes=${mid}-` });
+  assert.ok(tail.body.equals(full.subarray(mid)), 'an open-ended range');
+});

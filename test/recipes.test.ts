@@ -3,7 +3,7 @@
 // each pulled by podman; skopeo and podman pull from csreg by the original digests.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -127,4 +127,29 @@ test('range reads of a reproduced pgzip blob (start, block boundary, middle, end
   }
   const tail = await bytes(url, { Range: `bytes=${mid}-` });
   assert.ok(tail.body.equals(full.subarray(mid)), 'an open-ended range');
+});
+
+test('--scan-recipes finds recipes in the background; the produced-blob cache serves repeat pulls, and a tampered copy is never served', async () => {
+  const f = fx.recipes.find((r) => r.variant === 'go6')!;
+  const state = join(work, 'state-cached');
+  const reg = await startRegistry({ store: Store.open(f.store), log: createLogger({ out: new Writable({ write(_c, _e, cb) { cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, recipeCacheMaxBytes: 1 << 30, scanRecipes: true });
+  servers.push(reg);
+  const layers = (await Store.open(f.store).snapshot()).layers.filter((l) => l.compressedDigest && l.compressedDigest !== l.diffDigest);
+  const scanned = () => { try { return layers.every((l) => verdicts(state)[l.compressedDigest!]?.profile); } catch { return false; } };
+  for (let i = 0; i < 600 && !scanned(); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(scanned(), 'every layer has a recipe without any request');
+  const repo = repoOf(f.ref);
+  const m = JSON.parse((await bytes(`${reg.url}/v2/${repo}/manifests/${f.manifestDigest}`)).body.toString()) as { layers: { digest: string }[] };
+  const big = m.layers[0].digest;
+  const url = `${reg.url}/v2/${repo}/blobs/${big}`;
+  assert.equal(sha((await bytes(url)).body), big);
+  const cached = join(state, 'produced', 'blobs', 'sha256', big.slice(7));
+  for (let i = 0; i < 100 && !existsSync(cached); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(existsSync(cached), 'the produced blob was kept');
+  assert.equal(sha((await bytes(url)).body), big, 'the repeat pull from the cache');
+  // a cached copy that no longer matches is not passed off as the blob: the transfer breaks
+  const fd = openSync(cached, 'r+');
+  writeSync(fd, Buffer.from('tampered'), 0, 8, 1000);
+  closeSync(fd);
+  await assert.rejects(bytes(url), 'the client sees a broken transfer, not wrong bytes');
 });

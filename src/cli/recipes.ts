@@ -33,15 +33,12 @@ export async function recipesCommand(argv: string[]): Promise<number> {
   const snap = await store.snapshot();
   const layers = [...recompressible(snap).entries()];
   if (verb === 'scan') {
-    const pending = layers.filter(([d]) => !recipes.verdict(d));
-    const progress = new Progress('recompressing', pending.reduce((n, [, l]) => n + (l.diffSize ?? 0), 0));
+    const progress = new Progress('recompressing', layers.filter(([d]) => !recipes.verdict(d)).reduce((n, [, l]) => n + (l.diffSize ?? 0), 0));
     let done = 0;
-    for (const [i, [digest, layer]] of pending.entries()) {
-      const started = Date.now();
-      await recipes.ensure([digest], snap, (n) => progress.update((done += n)));
-      const v = recipes.verdict(digest);
-      process.stderr.write(`${progress.enabled ? '\n' : ''}[${i + 1}/${pending.length}] ${digest} (${humanBytes(layer.compressedSize)}): ${v?.profile ?? 'not reproducible'} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-    }
+    await recipes.scan(snap, {
+      progress: (n) => progress.update((done += n)),
+      layer: (i, n, digest, v, ms) => process.stderr.write(`${progress.enabled ? '\n' : ''}[${i}/${n}] ${digest}: ${v?.profile ?? 'not reproducible'} in ${(ms / 1000).toFixed(1)} s\n`),
+    });
     progress.finish(done);
   }
   const verdicts = layers.map(([digest, layer]) => ({ digest, layer: layer.id, size: layer.compressedSize, profile: recipes.verdict(digest)?.profile }));

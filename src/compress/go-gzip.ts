@@ -22,6 +22,7 @@ export class GoGzipEncoder {
   private readonly deflate: GoDeflateEncoder;
   private readonly level: number;
   private headerDone = false;
+  private finished = false;
   private crc = 0;
   private size = 0;
 
@@ -31,6 +32,7 @@ export class GoGzipEncoder {
   }
 
   push(chunk: Uint8Array): Uint8Array[] {
+    if (this.finished) throw new Error('go-gzip: push after finish');
     if (chunk.length > 0) {
       this.crc = crc32(chunk, this.crc);
       this.size += chunk.length;
@@ -39,6 +41,8 @@ export class GoGzipEncoder {
   }
 
   finish(): Uint8Array[] {
+    if (this.finished) return [];
+    this.finished = true;
     const out = this.withHeader(this.deflate.finish());
     const trailer = new Uint8Array(8);
     const dv = new DataView(trailer.buffer);

@@ -117,13 +117,17 @@ export async function* produce(
     yield* window(encodeAll(await tarFrom(0), p), 0, range.start, range.end);
     return;
   }
+  // the last chunk waits for the check: a client never gets a whole blob with wrong bytes
   const h = createHash('sha256');
   let n = 0;
+  let held: Uint8Array | undefined;
   for await (const b of encodeAll(await tarFrom(0), p)) {
     h.update(b);
     n += b.length;
-    yield b;
+    if (held) yield held;
+    held = b;
   }
   const got = 'sha256:' + h.digest('hex');
   if (got !== target.digest || n !== target.size) throw new Error(`recompressed blob is ${got} (${n} bytes), not ${target.digest}: aborted`);
+  if (held) yield held;
 }

@@ -2,13 +2,17 @@
 // scan, kept in csreg's state directory (recipes.json, keyed by the original compressed
 // digest), and the producer that serves those blobs from the rebuilt tar on worker threads.
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Worker } from 'node:worker_threads';
 import type { Store } from '../storage/store.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import type { Image, Layer } from '../storage/records.js';
 import type { BlobProducer, ProducedBlob } from '../oci/resolver.js';
 import { StateFile } from '../oci/state-file.js';
+import { BlobCache } from '../oci/blob-cache.js';
+import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { orderProfiles } from './profiles.js';
 import type { Reproduction } from './produce.js';
 import type { Job, WorkerMessage } from './recipe-worker.js';
@@ -52,8 +56,12 @@ export class Recipes implements BlobProducer {
   /** detections run one at a time: each keeps a core busy */
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(stateDir: string, private readonly store: Store) {
+  /** produced blobs kept for repeat pulls (optional, size-limited, least recently used first) */
+  private readonly produced?: BlobCache;
+
+  constructor(stateDir: string, private readonly store: Store, opts: { cacheMaxBytes?: number } = {}) {
     this.file = new StateFile(join(stateDir, 'recipes.json'), () => ({}));
+    if (opts.cacheMaxBytes) this.produced = new BlobCache(join(stateDir, 'produced'), { maxBytes: opts.cacheMaxBytes, graceMs: 0 });
   }
 
   verdict(digest: string): Verdict | undefined {
@@ -67,9 +75,14 @@ export class Recipes implements BlobProducer {
     if (!v?.profile || !layer || layer.diffDigest !== v.diffDigest || v.trailer === undefined) return undefined;
     const rep: Reproduction = { blockOffsets: v.blockOffsets, trailer: v.trailer };
     const target = { digest, size: v.size };
+    const cached = this.produced?.size(digest) === v.size;
     return {
       size: v.size,
-      open: async (range) => this.stream({ kind: 'produce', location: this.store.location, layerId: layer.id, target, profile: v.profile!, rep, range }),
+      open: async (range) => {
+        if (cached) return this.produced!.open(digest, range);
+        const out = this.stream({ kind: 'produce', location: this.store.location, layerId: layer.id, target, profile: v.profile!, rep, range });
+        return this.produced && !range ? this.keep(out, digest) : out;
+      },
     };
   }
 
@@ -82,6 +95,16 @@ export class Recipes implements BlobProducer {
       if (layer && !this.verdict(d)) work.push(this.detect(d, layer, onProgress));
     }
     await Promise.all(work);
+  }
+
+  /** Find recipes for every recompressible layer of the snapshot that has no verdict yet, one after the other. */
+  async scan(snap: Snapshot, on: { progress?: (bytes: number) => void; layer?: (i: number, n: number, digest: string, v: Verdict | undefined, ms: number) => void } = {}): Promise<void> {
+    const pending = [...recompressible(snap).keys()].filter((d) => !this.verdict(d));
+    for (const [i, digest] of pending.entries()) {
+      const started = Date.now();
+      await this.ensure([digest], snap, on.progress);
+      on.layer?.(i + 1, pending.length, digest, this.verdict(digest), Date.now() - started);
+    }
   }
 
   /** The same for every layer of these images (their original manifests need all of them). */
@@ -122,6 +145,32 @@ export class Recipes implements BlobProducer {
     }).finally(() => this.running.delete(digest));
     this.running.set(digest, p);
     return p;
+  }
+
+  /** A whole produced blob passes through, copied into the cache, which adopts it only once verified. */
+  private async keep(out: Readable, digest: string): Promise<Readable> {
+    const cache = this.produced!;
+    const file = await cache.scratch();
+    const copy = createWriteStream(file, { mode: 0o600 });
+    const tee = new Transform({
+      transform(c: Buffer, _e, cb) {
+        copy.write(c);
+        cb(null, c);
+      },
+    });
+    pipeline(out, tee).then(
+      () => copy.end(async () => {
+        try {
+          if (await cache.adopt(file, digest)) await cache.enforceLimit();
+          else await rm(file, { force: true });
+        } catch { /* the cache is best effort */ }
+      }),
+      () => {
+        copy.destroy();
+        void rm(file, { force: true });
+      },
+    );
+    return tee;
   }
 
   /** A produce job as a Readable: the worker sends chunks as the reader takes them (credit-based). */

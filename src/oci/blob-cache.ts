@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 import type { Store } from '../storage/store.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import { parseManifest } from './manifest.js';
+import { verifying } from './digest.js';
 
 export interface BlobCacheOptions {
   /** evict least recently used blobs beyond this many bytes (undefined: no limit) */
@@ -54,13 +55,16 @@ export class BlobCache {
     }
   }
 
-  /** Read a blob (or a range of it); marks it used. */
+  /** Read a blob (or a range of it); marks it used. A whole blob is verified as it is read (it fails at the end otherwise). */
   open(digest: string, range?: { start: number; end: number }): Readable {
     const p = this.path(digest);
     if (!p) throw new Error(`not a cacheable digest: ${digest}`);
     const now = new Date();
     fsp.utimes(p, now, now).catch(() => undefined);
-    return createReadStream(p, range ? { start: range.start, end: range.end - 1 } : {});
+    if (range) return createReadStream(p, { start: range.start, end: range.end - 1 });
+    const check = verifying(digest);
+    createReadStream(p).on('error', (e) => check.destroy(e)).pipe(check);
+    return check;
   }
 
   file(digest: string): string | undefined {

@@ -1,5 +1,6 @@
 // Digests as the distribution spec writes them: algorithm ":" encoded.
 import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
 
 const PATTERNS: Record<string, RegExp> = { sha256: /^[a-f0-9]{64}$/, sha512: /^[a-f0-9]{128}$/ };
 
@@ -18,4 +19,27 @@ export function looksLikeDigest(ref: string): boolean {
 
 export function sha256(data: Uint8Array | string): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * Pass bytes through, hashing them; the last chunk is held back until the whole content is
+ * known to have the digest, so a client never receives a complete wrong blob (the transfer
+ * fails instead).
+ */
+export function verifying(digest: string): Transform {
+  const h = createHash('sha256');
+  let held: Buffer | undefined;
+  return new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      h.update(chunk);
+      const out = held;
+      held = chunk;
+      cb(null, out);
+    },
+    flush(cb) {
+      const got = 'sha256:' + h.digest('hex');
+      if (got !== digest) return cb(new Error(`content is ${got}, not ${digest}`));
+      cb(null, held);
+    },
+  });
 }

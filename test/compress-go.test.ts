@@ -1,0 +1,186 @@
+// The Go-compatible gzip encoder against Go itself: for every input and level, our bytes must
+// be the bytes Go's compress/gzip writes (test/oracles/gogzip, built here with `go build`),
+// whatever the chunking of our input, and must round-trip through zlib.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
+import { crc32 } from '../src/compress/crc32.js';
+
+// dist/test/x.js -> repo root
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const LEVELS = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+let tmp = '';
+let oracle = '';
+const inputs = new Map<string, Buffer>();
+
+/** Deterministic PRNG (xorshift32) so failures reproduce. */
+function rng(seed: number): () => number {
+  let x = seed | 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+}
+
+function randomBytes(n: number, seed: number): Buffer {
+  const r = rng(seed);
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = r() & 0xff;
+  return b;
+}
+
+const WORDS = ('the quick brown fox jumps over lazy dog registry layer digest manifest blob tar gzip ' +
+  'deflate huffman window match literal offset length block stored dynamic fixed container image ' +
+  'storage overlay config index annotation platform linux amd64 arm64 sha256 content').split(' ');
+
+function text(n: number, seed: number): Buffer {
+  const r = rng(seed);
+  const parts: string[] = [];
+  let len = 0;
+  while (len < n) {
+    const w = WORDS[r() % WORDS.length] + (r() % 11 === 0 ? '.\n' : ' ');
+    parts.push(w);
+    len += w.length;
+  }
+  return Buffer.from(parts.join('')).subarray(0, n);
+}
+
+function sha(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+function ours(data: Uint8Array, level: number, chunk = 0): Buffer {
+  const enc = new GoGzipEncoder({ level });
+  const parts: Uint8Array[] = [];
+  if (chunk <= 0) {
+    parts.push(...enc.push(data));
+  } else {
+    for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
+  }
+  parts.push(...enc.finish());
+  return Buffer.concat(parts);
+}
+
+function golang(data: Uint8Array, level: number): Buffer {
+  return execFileSync(oracle, ['-level', String(level)], { input: data, maxBuffer: 1 << 30 });
+}
+
+function tarOf(dir: string, max: number): Buffer {
+  const out = execFileSync('tar', ['-C', dir, '--sort=name', '-cf', '-', '.'], { maxBuffer: 1 << 30 });
+  return out.subarray(0, Math.min(out.length, max));
+}
+
+before(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'csreg-gogzip-'));
+  // Go is a hard requirement (scripts/setup.sh installs it): no go, no pass.
+  execFileSync('go', ['version'], { stdio: 'pipe' });
+  const gopath = join(tmp, 'gopath');
+  mkdirSync(gopath);
+  oracle = join(tmp, 'gogzip');
+  execFileSync('go', ['build', '-o', oracle, '.'], {
+    cwd: join(ROOT, 'test', 'oracles', 'gogzip'),
+    env: { ...process.env, GO111MODULE: 'off', GOPATH: `${gopath}:/usr/share/gocode`, GOCACHE: join(tmp, 'gocache'), GOFLAGS: '' },
+    stdio: 'pipe',
+  });
+
+  inputs.set('empty', Buffer.alloc(0));
+  inputs.set('one byte', Buffer.from('x'));
+  inputs.set('short text', Buffer.from('hello hello hello world, hello gzip\n'));
+  for (const n of [16, 17, 127, 128, 300]) inputs.set(`text ${n}`, text(n, n));
+  for (const n of [65535, 65536, 65537]) inputs.set(`text ${n}`, text(n, 7));
+  inputs.set('random 65536', randomBytes(65536, 3));
+  inputs.set('zeros 1M', Buffer.alloc(1 << 20));
+  inputs.set('phrase 300K', Buffer.from('a phrase, repeated over and over; '.repeat(9000)));
+  inputs.set('random 300K', randomBytes(300_000, 11));
+  {
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 12; i++) parts.push(i % 2 ? randomBytes(20_000 + i * 3000, i) : text(30_000 + i * 5000, i));
+    inputs.set('text+random', Buffer.concat(parts));
+  }
+  const tree = ['/usr/share/zoneinfo', '/usr/share/doc'].find((d) => existsSync(d));
+  assert.ok(tree, 'no directory to tar');
+  inputs.set(`tar ${tree}`, tarOf(tree, 3 << 20));
+  inputs.set('text 4M', text(4 << 20, 99));
+});
+
+after(() => {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+test('crc32 matches zlib', () => {
+  const data = randomBytes(100_003, 5);
+  // gzip trailer from zlib carries the CRC of the data
+  const gz = execFileSync('gzip', ['-c', '-n'], { input: data });
+  assert.equal(crc32(data), gz.readUInt32LE(gz.length - 8));
+  assert.equal(crc32(data.subarray(50), crc32(data.subarray(0, 50))), crc32(data));
+  assert.equal(crc32(new Uint8Array(0)), 0);
+});
+
+test('rejects invalid levels', () => {
+  for (const level of [0, 10, -1, 2.5]) assert.throws(() => new GoGzipEncoder({ level }), RangeError);
+});
+
+for (const level of LEVELS) {
+  test(`bit-exact with Go compress/gzip at level ${level}`, () => {
+    for (const [name, data] of inputs) {
+      const want = golang(data, level);
+      const got = ours(data, level);
+      assert.equal(sha(got), sha(want), `${name} (${data.length} bytes) at level ${level}: ${got.length} vs Go ${want.length} bytes`);
+      assert.ok(gunzipSync(got).equals(data), `${name} at level ${level}: does not round-trip`);
+    }
+  });
+}
+
+test('output does not depend on input chunking', () => {
+  for (const level of [1, 6, 9]) {
+    for (const [name, data] of inputs) {
+      if (data.length > 1 << 20) continue;
+      const want = sha(ours(data, level));
+      for (const chunk of [1, 7, 4096, 100_000]) {
+        if (chunk === 1 && data.length > 300_000) continue;
+        assert.equal(sha(ours(data, level, chunk)), want, `${name} at level ${level} in chunks of ${chunk}`);
+      }
+    }
+  }
+});
+
+test('large inputs in odd chunks match Go', () => {
+  const data = [...inputs].find(([n]) => n.startsWith('tar '))![1];
+  for (const level of [1, 6]) {
+    const want = sha(golang(data, level));
+    for (const chunk of [7, 4096, 100_000]) assert.equal(sha(ours(data, level, chunk)), want, `tar at level ${level} in chunks of ${chunk}`);
+  }
+});
+
+test('inputs past 16 MiB (hash offsets rebased) match Go', () => {
+  const pieces = [inputs.get('text 4M')!, inputs.get('text+random')!, inputs.get('random 300K')!];
+  const parts: Buffer[] = [];
+  let n = 0;
+  for (let i = 0; n < 17 << 20; i++) {
+    const p = pieces[i % pieces.length];
+    parts.push(p);
+    n += p.length;
+  }
+  const data = Buffer.concat(parts);
+  for (const level of [2, 6]) assert.equal(sha(ours(data, level, 65536)), sha(golang(data, level)), `17 MiB at level ${level}`);
+});
+
+test('createGoGzipStream', async () => {
+  const data = inputs.get('text+random')!;
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < data.length; i += 5000) chunks.push(data.subarray(i, i + 5000));
+  const out = await buffer(Readable.from(chunks).pipe(createGoGzipStream({ level: 6 })));
+  assert.equal(sha(out), sha(golang(data, 6)));
+});

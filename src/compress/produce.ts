@@ -1,7 +1,10 @@
-// Recompression itself, independent of threads: trying a profile against a layer's original
-// compressed digest, and producing the original blob (or a range of it) from the rebuilt tar.
+// Recompression itself, independent of who runs it: trying a profile against a layer's
+// original compressed digest, and producing the original blob (or a range of it) from the
+// rebuilt tar. Block formats (pgzip) compress their blocks in parallel on a BlockPool.
 import { createHash } from 'node:crypto';
-import { pgzipBlock, PGZIP_TAIL_SIZE } from './pgzip.js';
+import { BlockPool } from './block-pool.js';
+import { crc32 } from './crc32.js';
+import { pgzipHeader, pgzipTrailer, PGZIP_TAIL_SIZE } from './pgzip.js';
 import type { Profile } from './profiles.js';
 
 export interface Target {
@@ -19,29 +22,106 @@ export interface Reproduction {
 
 export type Tar = AsyncIterable<Uint8Array>;
 
+/** An encoding in progress: its output, and the offsets of its blocks as they are produced. */
+interface Encoding {
+  chunks: AsyncGenerator<Uint8Array>;
+  blockOffsets?: number[];
+}
+
+/**
+ * pgzip blocks of the tar, compressed on the pool and yielded in order. `dict` is the tail of
+ * the block before the first one (a mid-stream start); `onInput` sees every input byte.
+ */
+async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool, dict: Uint8Array, onInput?: (b: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+  const inFlight: Promise<Uint8Array>[] = [];
+  let block = new Uint8Array(blockSize);
+  let fill = 0;
+  const submit = (data: Uint8Array) => {
+    const tail = data.length > PGZIP_TAIL_SIZE ? data.slice(data.length - PGZIP_TAIL_SIZE) : new Uint8Array(0);
+    inFlight.push(pool.compress(data, dict)); // transfers data's buffer to a thread
+    dict = tail;
+  };
+  for await (const chunk of tar) {
+    onInput?.(chunk);
+    for (let i = 0; i < chunk.length; ) {
+      const n = Math.min(blockSize - fill, chunk.length - i);
+      block.set(chunk.subarray(i, i + n), fill);
+      fill += n;
+      i += n;
+      if (fill === blockSize) {
+        submit(block); // handed to a thread: a fresh buffer for the next block
+        block = new Uint8Array(blockSize);
+        fill = 0;
+      }
+    }
+    while (inFlight.length > pool.size * 2) yield await inFlight.shift()!;
+  }
+  submit(block.slice(0, fill)); // the last block, possibly empty
+  while (inFlight.length) yield await inFlight.shift()!;
+}
+
+function encode(tar: Tar, p: Profile, pool: BlockPool | undefined): Encoding {
+  if (p.blockSize && pool) {
+    const blockOffsets: number[] = [];
+    const blockSize = p.blockSize;
+    return {
+      blockOffsets,
+      chunks: (async function* () {
+        let crc = 0;
+        let size = 0;
+        const header = pgzipHeader();
+        let at = header.length;
+        yield header;
+        for await (const b of pgzipBlocks(tar, blockSize, pool, new Uint8Array(0), (x) => { crc = crc32(x, crc); size += x.length; })) {
+          blockOffsets.push(at);
+          at += b.length;
+          yield b;
+        }
+        yield pgzipTrailer(crc, size);
+      })(),
+    };
+  }
+  const enc = p.create();
+  return {
+    blockOffsets: enc.blockOffsets,
+    chunks: (async function* () {
+      for await (const chunk of tar) yield* enc.push(chunk);
+      yield* enc.finish();
+    })(),
+  };
+}
+
+/** A pool for a profile with blocks, worth its threads for a tar of this size. */
+export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
+  return p.blockSize && tarSize > 2 * p.blockSize ? new BlockPool() : undefined;
+}
+
 /**
  * Compress the tar with the profile, hashing as it goes; give up as soon as the output is
  * longer than the original. The reproduction when the sha256 matches, else undefined.
  */
-export async function tryProfile(tar: Tar, p: Profile, target: Target, onBytes?: (n: number) => void): Promise<Reproduction | undefined> {
-  const enc = p.create();
+export async function tryProfile(tar: Tar, p: Profile, target: Target, pool?: BlockPool, onBytes?: (n: number) => void): Promise<Reproduction | undefined> {
+  const counted = (async function* () {
+    for await (const c of tar) {
+      onBytes?.(c.length);
+      yield c;
+    }
+  })();
+  const e = encode(counted, p, pool);
   const h = createHash('sha256');
   let n = 0;
   let last = Buffer.alloc(0);
-  const take = (parts: Uint8Array[]) => {
-    for (const b of parts) {
-      n += b.length;
-      h.update(b);
-      last = Buffer.concat([last, b]).subarray(-10);
+  for await (const b of e.chunks) {
+    n += b.length;
+    if (n > target.size) {
+      await e.chunks.return(undefined);
+      return undefined;
     }
-    return n <= target.size;
-  };
-  for await (const chunk of tar) {
-    onBytes?.(chunk.length);
-    if (!take(enc.push(chunk))) return undefined;
+    h.update(b);
+    last = Buffer.concat([last, b]).subarray(-10);
   }
-  if (!take(enc.finish()) || n !== target.size || 'sha256:' + h.digest('hex') !== target.digest) return undefined;
-  return { blockOffsets: enc.blockOffsets?.slice(), trailer: last.toString('hex') };
+  if (n !== target.size || 'sha256:' + h.digest('hex') !== target.digest) return undefined;
+  return { blockOffsets: e.blockOffsets?.slice(), trailer: last.toString('hex') };
 }
 
 /** The bytes [start, end) of a stream of chunks that begins at offset `at`. */
@@ -55,53 +135,35 @@ async function* window(parts: AsyncIterable<Uint8Array>, at: number, start: numb
   }
 }
 
-async function* encodeAll(tar: Tar, p: Profile): AsyncGenerator<Uint8Array> {
-  const enc = p.create();
-  for await (const chunk of tar) yield* enc.push(chunk);
-  yield* enc.finish();
-}
-
-/** pgzip from block k on: each block needs only the previous block's tail as dictionary. */
-async function* pgzipFromBlock(tar: Tar, blockSize: number, trailer: Uint8Array): AsyncGenerator<Uint8Array> {
-  const block = new Uint8Array(blockSize);
-  let fill = 0;
-  let dict: Uint8Array | undefined; // the first PGZIP_TAIL_SIZE bytes are the previous block's tail
-  const pending: Uint8Array[] = [];
-  let pendingLen = 0;
-  for await (let chunk of tar) {
-    if (!dict) {
-      pending.push(chunk);
-      pendingLen += chunk.length;
-      if (pendingLen < PGZIP_TAIL_SIZE) continue;
-      const all = Buffer.concat(pending);
-      dict = all.subarray(0, PGZIP_TAIL_SIZE);
-      chunk = all.subarray(PGZIP_TAIL_SIZE);
-    }
-    for (let i = 0; i < chunk.length; ) {
-      const n = Math.min(blockSize - fill, chunk.length - i);
-      block.set(chunk.subarray(i, i + n), fill);
-      fill += n;
-      i += n;
-      if (fill === blockSize) {
-        yield pgzipBlock(block, dict);
-        dict = block.slice(blockSize - PGZIP_TAIL_SIZE);
-        fill = 0;
-      }
-    }
+/** pgzip from a block on: the tar starts PGZIP_TAIL_SIZE bytes early, the previous block's tail. */
+async function* pgzipFromBlock(tar: Tar, blockSize: number, pool: BlockPool, trailer: Uint8Array): AsyncGenerator<Uint8Array> {
+  const it = tar[Symbol.asyncIterator]();
+  const head: Uint8Array[] = [];
+  let have = 0;
+  while (have < PGZIP_TAIL_SIZE) {
+    const r = await it.next();
+    if (r.done) throw new Error('layer tar ended before the block it was asked to start at');
+    head.push(r.value);
+    have += r.value.length;
   }
-  if (!dict) throw new Error('layer tar ended before the block it was asked to start at');
-  yield pgzipBlock(block.subarray(0, fill), dict); // the last block, possibly empty
+  const all = Buffer.concat(head);
+  const rest = (async function* () {
+    yield all.subarray(PGZIP_TAIL_SIZE);
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+  })();
+  yield* pgzipBlocks(rest, blockSize, pool, all.subarray(0, PGZIP_TAIL_SIZE));
   yield trailer;
 }
 
 /**
  * The original blob, or bytes [start, end) of it. `tarFrom(offset)` opens the rebuilt tar at
- * an uncompressed offset. A whole blob is checked against its digest while produced and the
- * generator throws at the end on a mismatch (the caller aborts the transfer); a range starts
- * at the block holding it where the format has blocks.
+ * an uncompressed offset. A whole blob is checked against its digest while produced; its last
+ * chunk waits for the check, and a mismatch throws instead (the caller aborts the transfer),
+ * so a client never gets a whole blob with wrong bytes. A range starts at the block holding
+ * it where the format has blocks.
  */
 export async function* produce(
-  tarFrom: (offset: number) => Promise<Tar>, p: Profile, target: Target, rep: Reproduction, range?: { start: number; end: number },
+  tarFrom: (offset: number) => Promise<Tar>, p: Profile, target: Target, rep: Reproduction, range?: { start: number; end: number }, pool?: BlockPool,
 ): AsyncGenerator<Uint8Array> {
   const offsets = rep.blockOffsets;
   if (range && p.blockSize && offsets && offsets.length > 1) {
@@ -109,19 +171,19 @@ export async function* produce(
     while (k + 1 < offsets.length && offsets[k + 1] <= range.start) k++;
     if (k > 0) {
       const tar = await tarFrom(k * p.blockSize - PGZIP_TAIL_SIZE);
-      yield* window(pgzipFromBlock(tar, p.blockSize, Buffer.from(rep.trailer, 'hex')), offsets[k], range.start, range.end);
+      yield* window(pgzipFromBlock(tar, p.blockSize, pool ?? new BlockPool(1), Buffer.from(rep.trailer, 'hex')), offsets[k], range.start, range.end);
       return;
     }
   }
+  const e = encode(await tarFrom(0), p, pool);
   if (range) {
-    yield* window(encodeAll(await tarFrom(0), p), 0, range.start, range.end);
+    yield* window(e.chunks, 0, range.start, range.end);
     return;
   }
-  // the last chunk waits for the check: a client never gets a whole blob with wrong bytes
   const h = createHash('sha256');
   let n = 0;
   let held: Uint8Array | undefined;
-  for await (const b of encodeAll(await tarFrom(0), p)) {
+  for await (const b of e.chunks) {
     h.update(b);
     n += b.length;
     if (held) yield held;

@@ -5,11 +5,11 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Store } from '../storage/store.js';
 import type { StoreLocation } from '../storage/config.js';
 import { profileById } from './profiles.js';
-import { produce, tryProfile, type Reproduction, type Target } from './produce.js';
+import { poolFor, produce, tryProfile, type Reproduction, type Target } from './produce.js';
 
 export type Job =
-  | { kind: 'detect'; location: StoreLocation; layerId: string; target: Target; candidates: string[] }
-  | { kind: 'produce'; location: StoreLocation; layerId: string; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } };
+  | { kind: 'detect'; location: StoreLocation; layerId: string; tarSize: number; target: Target; candidates: string[] }
+  | { kind: 'produce'; location: StoreLocation; layerId: string; tarSize: number; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } };
 
 export type WorkerMessage =
   | { progress: number }
@@ -44,7 +44,8 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
     const p = profileById(id);
     if (!p) continue;
     tried.push(id);
-    const rep = await tryProfile(await tarFrom(0), p, j.target, onBytes);
+    const pool = poolFor(p, j.tarSize);
+    const rep = await tryProfile(await tarFrom(0), p, j.target, pool, onBytes).finally(() => pool?.close());
     if (rep) {
       port.postMessage({ result: { profile: id, tried, ...rep } } satisfies WorkerMessage);
       return;
@@ -56,11 +57,16 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
 async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
-  for await (const b of produce(tarFrom, p, j.target, j.rep, j.range)) {
-    while (credit <= 0) await new Promise<void>((r) => (wake = r));
-    credit--;
-    const copy = new Uint8Array(b); // transferable, and not a view into a reused buffer
-    port.postMessage({ chunk: copy } satisfies WorkerMessage, [copy.buffer]);
+  const pool = poolFor(p, j.tarSize);
+  try {
+    for await (const b of produce(tarFrom, p, j.target, j.rep, j.range, pool)) {
+      while (credit <= 0) await new Promise<void>((r) => (wake = r));
+      credit--;
+      const copy = new Uint8Array(b); // transferable, and not a view into a reused buffer
+      port.postMessage({ chunk: copy } satisfies WorkerMessage, [copy.buffer]);
+    }
+  } finally {
+    await pool?.close();
   }
   port.postMessage({ done: true } satisfies WorkerMessage);
 }

@@ -80,7 +80,7 @@ export class Recipes implements BlobProducer {
       size: v.size,
       open: async (range) => {
         if (cached) return this.produced!.open(digest, range);
-        const out = this.stream({ kind: 'produce', location: this.store.location, layerId: layer.id, target, profile: v.profile!, rep, range });
+        const out = this.stream({ kind: 'produce', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target, profile: v.profile!, rep, range });
         return this.produced && !range ? this.keep(out, digest) : out;
       },
     };
@@ -119,7 +119,7 @@ export class Recipes implements BlobProducer {
     const matches = new Map<string, number>();
     for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
     const job: Job = {
-      kind: 'detect', location: this.store.location, layerId: layer.id,
+      kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0,
       target: { digest, size: layer.compressedSize! }, candidates: orderProfiles(matches).map((x) => x.id),
     };
     p = (this.queue = this.queue.catch(() => undefined).then(() => new Promise<Verdict>((resolve, reject) => {

@@ -1,0 +1,63 @@
+// pgzip blocks are independent (each needs only the previous block's tail as dictionary), so
+// they are compressed on a pool of worker threads, as pgzip does with goroutines; results are
+// handed back in order by the caller.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+
+interface Task {
+  data: Uint8Array;
+  dict: Uint8Array;
+  resolve(out: Uint8Array): void;
+  reject(e: Error): void;
+}
+
+const SCRIPT = new URL('./block-worker.js', import.meta.url);
+
+export class BlockPool {
+  private readonly idle: Worker[] = [];
+  private readonly all: Worker[] = [];
+  private readonly queue: Task[] = [];
+  private readonly busy = new Map<Worker, Task>();
+
+  constructor(readonly size = availableParallelism()) {}
+
+  compress(data: Uint8Array, dict: Uint8Array): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ data, dict, resolve, reject });
+      this.next();
+    });
+  }
+
+  private worker(): Worker | undefined {
+    const w = this.idle.pop();
+    if (w || this.all.length >= this.size) return w;
+    const fresh = new Worker(SCRIPT);
+    fresh.on('message', (out: Uint8Array) => {
+      const t = this.busy.get(fresh)!;
+      this.busy.delete(fresh);
+      this.idle.push(fresh);
+      t.resolve(out);
+      this.next();
+    });
+    fresh.on('error', (e) => {
+      this.busy.get(fresh)?.reject(e);
+      this.busy.delete(fresh);
+    });
+    this.all.push(fresh);
+    return fresh;
+  }
+
+  private next(): void {
+    while (this.queue.length) {
+      const w = this.worker();
+      if (!w) return;
+      const t = this.queue.shift()!;
+      this.busy.set(w, t);
+      w.postMessage({ data: t.data, dict: t.dict }, [t.data.buffer as ArrayBuffer]);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.all.map((w) => w.terminate()));
+  }
+}

@@ -171,3 +171,34 @@ test('podman pulls and removes images while csreg accepts pushes into the same s
   }
   await kill(c);
 });
+
+test('SIGKILL during 20 parallel pulls and pushes: the store stays whole, staging is cleaned, the pushes succeed on retry', async () => {
+  await registries;
+  const s = store();
+  const state = join(s.dir, 'state');
+  let c = await startCsreg(s, state);
+  await skopeoPush(`${fx.registry.addr}/csreg/base:v2s2`, `${c.host}/storm/seed:1`);
+  const sources = fx.pushed.filter((p) => p.format !== 'list').map((p) => p.ref);
+  const jobs: Promise<string>[] = [];
+  for (let i = 0; i < 10; i++) {
+    jobs.push(skopeoPush(sources[i % sources.length], `${c.host}/storm/img:${i}`).then(() => 'ok', () => 'failed'));
+    jobs.push(run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/storm/seed:1`, `dir:${join(s.dir, `pull-${i}`)}`]).then(() => 'ok', () => 'failed'));
+  }
+  // kill once a commit is extracting or after a moment, whichever comes first
+  await until(() => layerRecords(s).some((l) => l.flags?.incomplete), 3000, 5);
+  await kill(c);
+  const outcomes = await Promise.all(jobs);
+  assert.ok(outcomes.includes('failed'), 'the kill interrupted transfers');
+  await run('podman', [...storeArgs(s), 'images']);
+  c = await startCsreg(s, state);
+  const tmp = join(state, 'blobs', 'tmp');
+  assert.deepEqual(existsSync(tmp) ? readdirSync(tmp) : [], [], 'staging is cleaned at start');
+  assert.ok(!layerRecords(s).some((l) => l.flags?.incomplete), 'no incomplete layer is left');
+  for (let i = 0; i < 10; i++) await skopeoPush(sources[i % sources.length], `${c.host}/storm/img:${i}`);
+  const names = (JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Names?: string[] }[]).flatMap((x) => x.Names ?? []);
+  for (let i = 0; i < 10; i++) {
+    assert.ok(names.includes(`localhost/storm/img:${i}`), `push ${i} is listed`);
+    await assertIntact(s, `localhost/storm/img:${i}`);
+  }
+  await kill(c);
+});

@@ -21,7 +21,7 @@ import {
   pgzipTrailer,
 } from '../src/compress/pgzip.js';
 import { klauspostDeflate } from '../src/compress/klauspost-flate.js';
-import { pgzipCrc32 } from '../src/compress/pgzip-crc.js';
+import { crc32 as pgzipCrc32 } from '../src/compress/crc32.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 // Compiled to dist/test/, sources in test/: find the repository root either way.

@@ -1,6 +1,7 @@
-// LSB-first bit writer for DEFLATE. Bits gather in a 32-bit number and leave two bytes at a
-// time into a growable output buffer; take() hands the finished bytes out. The byte stream is
-// the same whatever the accumulator width, so this matches Go's 64-bit writer exactly.
+// LSB-first bit writer for DEFLATE, used by both encoders. Bits gather in a 32-bit number and
+// leave two bytes at a time into a growable output buffer; take() hands the finished bytes out.
+// The byte stream is the same whatever the accumulator width, so this matches Go's and
+// klauspost's 64-bit writers exactly.
 
 export class BitWriter {
   buf: Uint8Array;

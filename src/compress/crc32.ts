@@ -1,15 +1,16 @@
-// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) as used by the gzip trailer. node:zlib
-// only exports crc32 from Node 22 on, so this is a plain slicing-by-4 table implementation.
+// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) for the gzip trailers of both encoders.
+// node:zlib only exports crc32 from Node 22 on, so this is a plain slicing-by-8 table version.
 
 const TABLES = (() => {
-  const t = new Int32Array(4 * 256);
+  const t = new Int32Array(8 * 256);
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
     t[n] = c;
   }
-  for (let n = 0; n < 256; n++) {
-    for (let k = 1; k < 4; k++) {
+  // t[k*256 + n] is the CRC of byte n followed by k zero bytes
+  for (let k = 1; k < 8; k++) {
+    for (let n = 0; n < 256; n++) {
       const p = t[(k - 1) * 256 + n];
       t[k * 256 + n] = t[p & 0xff] ^ (p >>> 8);
     }
@@ -23,10 +24,19 @@ export function crc32(data: Uint8Array, crc = 0): number {
   let c = ~crc;
   let i = 0;
   const n = data.length;
-  const end4 = n - (n & 3);
-  for (; i < end4; i += 4) {
-    c ^= data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24);
-    c = t[768 + (c & 0xff)] ^ t[512 + ((c >>> 8) & 0xff)] ^ t[256 + ((c >>> 16) & 0xff)] ^ t[c >>> 24];
+  const end8 = n - (n & 7);
+  for (; i < end8; i += 8) {
+    const a = c ^ (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24));
+    const b = data[i + 4] | (data[i + 5] << 8) | (data[i + 6] << 16) | (data[i + 7] << 24);
+    c =
+      t[1792 + (a & 0xff)] ^
+      t[1536 + ((a >>> 8) & 0xff)] ^
+      t[1280 + ((a >>> 16) & 0xff)] ^
+      t[1024 + (a >>> 24)] ^
+      t[768 + (b & 0xff)] ^
+      t[512 + ((b >>> 8) & 0xff)] ^
+      t[256 + ((b >>> 16) & 0xff)] ^
+      t[b >>> 24];
   }
   for (; i < n; i++) c = t[(c ^ data[i]) & 0xff] ^ (c >>> 8);
   return ~c >>> 0;

@@ -12,7 +12,8 @@
 // chunking we replay the input as io.Copy from a file does: writes of exactly 32 KiB.
 
 import { BitWriter } from './bit-writer.js';
-import { HuffmanBlockWriter, MATCH } from './go-huffman.js';
+import { MATCH, MAX_STORED, OFF_CODE } from './deflate-tables.js';
+import { HuffmanBlockWriter } from './go-huffman.js';
 
 const WINDOW = 1 << 15;
 const WINDOW_MASK = WINDOW - 1;
@@ -20,7 +21,6 @@ const MIN_MATCH = 4; // Go never emits length-3 matches
 const MAX_MATCH = 258;
 const MIN_LOOKAHEAD = MIN_MATCH + MAX_MATCH;
 const MAX_BLOCK_TOKENS = 1 << 14;
-const MAX_STORED = 65535;
 const HASH_BITS = 17;
 const HASH_SHIFT = 32 - HASH_BITS;
 const MAX_HASH_OFFSET = 1 << 24;
@@ -193,8 +193,8 @@ class ChainEngine implements Engine {
       }
       if (greedy ? length >= MIN_MATCH : prevLength >= MIN_MATCH && length <= prevLength) {
         // greedy: take this match; lazy: the previous byte's match was at least as good
-        if (greedy) tokens[ntok++] = MATCH | ((length - 3) << 15) | (offset - 1);
-        else tokens[ntok++] = MATCH | ((prevLength - 3) << 15) | (prevOffset - 1);
+        if (greedy) tokens[ntok++] = MATCH | ((length - 3) << 22) | (OFF_CODE[offset - 1] << 16) | (offset - 1);
+        else tokens[ntok++] = MATCH | ((prevLength - 3) << 22) | (OFF_CODE[prevOffset - 1] << 16) | (prevOffset - 1);
         if (length <= fastSkip) {
           const newIndex = greedy ? index + length : index + prevLength - 1;
           // insert the matched positions (those with 4 bytes ahead); the 4-byte key rolls along
@@ -429,7 +429,8 @@ class FastEngine implements Engine {
         s += 4;
         const t = candOff - cur + 4;
         const l = this.matchLen(s, t, src);
-        tokens[ntok++] = MATCH | ((l + 4 - 3) << 15) | (s - t - 1);
+        const xoff = s - t - 1;
+        tokens[ntok++] = MATCH | ((l + 4 - 3) << 22) | (OFF_CODE[xoff] << 16) | xoff;
         s += l;
         nextEmit = s;
         if (s >= sLimit) break outer;

@@ -4,8 +4,9 @@
 // Close, which is what docker/BuildKit/containerd (level 6) and go-containerregistry (level 1)
 // produce, so a layer's original compressed digest can be rebuilt from its uncompressed tar.
 
-import { Transform, type TransformCallback } from 'node:stream';
+import type { Transform } from 'node:stream';
 import { crc32 } from './crc32.js';
+import { encoderStream } from './encoder-stream.js';
 import { GoDeflateEncoder } from './go-flate.js';
 
 export interface GoGzipOptions {
@@ -63,23 +64,5 @@ export class GoGzipEncoder {
 
 /** A Transform stream: uncompressed bytes in, Go-identical gzip out. */
 export function createGoGzipStream(o: GoGzipOptions): Transform {
-  const enc = new GoGzipEncoder(o);
-  return new Transform({
-    transform(chunk: Buffer, _encoding: BufferEncoding, cb: TransformCallback) {
-      try {
-        for (const part of enc.push(chunk)) this.push(part);
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-    flush(cb: TransformCallback) {
-      try {
-        for (const part of enc.finish()) this.push(part);
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-  });
+  return encoderStream(new GoGzipEncoder(o));
 }

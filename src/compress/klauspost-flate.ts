@@ -12,6 +12,31 @@
 // Where the output is just a bit stream (accumulator width, flush granularity) we do
 // whatever is fastest in JavaScript.
 
+import { BitWriter } from './bit-writer.js';
+import {
+  EOB as END_BLOCK,
+  LEN_CODE,
+  LEN_EXTRA,
+  MATCH as MATCH_TYPE,
+  NUM_LIT as LITERAL_COUNT,
+  NUM_OFF as OFFSET_CODE_COUNT,
+  OFF_CODE,
+  OFF_EXTRA,
+} from './deflate-tables.js';
+import {
+  CodeLengthCoder,
+  extraBits,
+  FIXED_LIT,
+  FIXED_OFF,
+  HUFF_OFF,
+  HuffmanCode,
+  NO_CODE,
+  writeEOB,
+  writeLiterals,
+  writeStoredHeader,
+  writeTokens,
+} from './huffman-code.js';
+
 // ---------------------------------------------------------------------------------------
 // Constants
 
@@ -26,14 +51,8 @@ const BUFFER_RESET = 2 ** 31 - ALLOC_HISTORY - MAX_STORE - 1;
 const INPUT_MARGIN = 12 - 1;
 const MIN_NON_LITERAL_BLOCK = 1 + 1 + INPUT_MARGIN;
 
-const LITERAL_COUNT = 286;
-const OFFSET_CODE_COUNT = 30;
-const CODEGEN_COUNT = 19;
-const END_BLOCK = 256;
 const MAX_PREDEFINED_TOKENS = 250;
 const LOG_NEW_TABLE_PENALTY = 7; // levels 1-6
-const BAD_CODE = 255;
-const MATCH_TYPE = 1 << 30;
 
 const PRIME4 = 0x9e3779b1 | 0;
 // prime7bytes = 0x00cf1bbc_dcbfa563, split for a 64-bit multiply done in 32-bit pieces.
@@ -41,56 +60,6 @@ const P7_HI = 0x00cf1bbc;
 const P7_LO = 0xdcbfa563 | 0;
 const P7_LO_H = 0xdcbf;
 const P7_LO_L = 0xa563;
-
-const LENGTH_EXTRA_BITS = Uint8Array.of(
-  0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0, 0, 0, 0,
-);
-const LENGTH_BASE = Uint8Array.of(
-  0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 255,
-  0, 0, 0,
-);
-const OFFSET_EXTRA_BITS = Uint8Array.of(
-  0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14,
-);
-const OFFSET_BASE = Int32Array.of(
-  0x0000, 0x0001, 0x0002, 0x0003, 0x0004, 0x0006, 0x0008, 0x000c, 0x0010, 0x0018, 0x0020, 0x0030, 0x0040, 0x0060,
-  0x0080, 0x00c0, 0x0100, 0x0180, 0x0200, 0x0300, 0x0400, 0x0600, 0x0800, 0x0c00, 0x1000, 0x1800, 0x2000, 0x3000,
-  0x4000, 0x6000, 0x8000, 0xc000,
-);
-const CODEGEN_ORDER = Uint8Array.of(16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15);
-
-/** LENGTH_CODE[length - 3] = length code index (0..28). */
-const LENGTH_CODE = (() => {
-  const t = new Uint8Array(256);
-  for (let code = 0; code < 29; code++) {
-    const lo = LENGTH_BASE[code];
-    const hi = code === 28 ? 256 : code === 27 ? 255 : LENGTH_BASE[code + 1];
-    for (let x = lo; x < hi; x++) t[x] = code;
-  }
-  return t;
-})();
-
-/** Distance code for xoff = distance - 1: OFFSET_CODE[xoff] below 256, else OFFSET_CODE[256 + (xoff >> 7)]. */
-const OFFSET_CODE = (() => {
-  const t = new Uint8Array(512);
-  for (let code = 0; code < 30; code++) {
-    const end = code === 29 ? MAX_MATCH_OFFSET : OFFSET_BASE[code + 1];
-    for (let x = OFFSET_BASE[code]; x < end; x++) {
-      if (x < 256) t[x] = code;
-      else t[256 + (x >> 7)] = code;
-    }
-  }
-  return t;
-})();
-
-function reverseBits(code: number, len: number): number {
-  let r = 0;
-  for (let i = 0; i < len; i++) {
-    r = (r << 1) | (code & 1);
-    code >>>= 1;
-  }
-  return r;
-}
 
 // ---------------------------------------------------------------------------------------
 // Hashes (functions of the bytes at a position, so no 64-bit "current value" is carried)
@@ -197,7 +166,7 @@ class Tokens {
         const v = ex[i];
         if (v > 0) {
           shannon = f32(shannon + entropyBits(v, invTotal));
-          bits += LENGTH_EXTRA_BITS[(i - 1) & 31] * v;
+          bits += LEN_EXTRA[(i - 1) & 31] * v;
           nMatches += v;
         }
       }
@@ -209,7 +178,7 @@ class Tokens {
         const v = off[i];
         if (v > 0) {
           shannon = f32(shannon + entropyBits(v, invTotal));
-          bits += OFFSET_EXTRA_BITS[i] * v;
+          bits += OFF_EXTRA[i] * v;
         }
       }
     }
@@ -218,292 +187,71 @@ class Tokens {
 }
 
 // ---------------------------------------------------------------------------------------
-// Huffman code construction, reproducing Go's length-limited algorithm (a package-merge
-// variant over the frequency-sorted leaves) so equal-cost ties resolve identically.
-
-const MAX_INT32 = 0x7fffffff;
-
-/** Scratch for HuffEncoder.bitCounts (per tree level; leaf[level*17 + j] = leaves left of the
- * level-j ancestor of the rightmost node at `level`). Shared: everything here is synchronous. */
-const LEVELS = {
-  lastFreq: new Int32Array(17),
-  nextChar: new Int32Array(17),
-  nextPair: new Int32Array(17),
-  needed: new Int32Array(17),
-  leaf: new Int32Array(17 * 17),
-};
-
-class HuffEncoder {
-  readonly lens: Uint8Array;
-  readonly codes: Uint16Array;
-  // scratch
-  private readonly keys: Int32Array;
-  private readonly listFreq: Int32Array;
-  private readonly listLit: Int32Array;
-  private readonly bitCount = new Int32Array(17);
-
-  constructor(size: number) {
-    this.lens = new Uint8Array(size);
-    this.codes = new Uint16Array(size);
-    this.keys = new Int32Array(size);
-    this.listFreq = new Int32Array(size + 1);
-    this.listLit = new Int32Array(size + 1);
-  }
-
-  /** Rebuild codes for symbols [0, count) from freq; other entries are left as they were. */
-  generate(freq: Int32Array, count: number, maxBits: number): void {
-    let m = 0;
-    const keys = this.keys;
-    for (let i = 0; i < count; i++) {
-      const f = freq[i];
-      if (f !== 0) keys[m++] = f * 512 + i; // sort by (freq, symbol): a total order
-      else {
-        this.lens[i] = 0;
-        this.codes[i] = 0;
-      }
-    }
-    if (m <= 2) {
-      // One or two symbols: one bit each, in symbol order.
-      for (let j = 0; j < m; j++) {
-        const sym = keys[j] & 511;
-        this.lens[sym] = 1;
-        this.codes[sym] = j;
-      }
-      return;
-    }
-    const sorted = keys.subarray(0, m).sort();
-    const lf = this.listFreq;
-    const ll = this.listLit;
-    for (let j = 0; j < m; j++) {
-      lf[j] = sorted[j] >>> 9;
-      ll[j] = sorted[j] & 511;
-    }
-    const used = this.bitCounts(m, maxBits);
-    // Shortest codes go to the most frequent symbols; within a length, by symbol order.
-    let code = 0;
-    let end = m;
-    for (let len = 0; len <= used; len++) {
-      code <<= 1;
-      const cnt = len === 0 ? 0 : this.bitCount[len];
-      if (cnt === 0) continue;
-      const chunk = ll.subarray(end - cnt, end).sort();
-      for (let j = 0; j < cnt; j++) {
-        const sym = chunk[j];
-        this.lens[sym] = len;
-        this.codes[sym] = reverseBits(code, len);
-        code++;
-      }
-      end -= cnt;
-    }
-  }
-
-  /** Number of symbols per code length (into this.bitCount[1..]); returns the maximum length. */
-  private bitCounts(n: number, maxBits: number): number {
-    if (maxBits > n - 1) maxBits = n - 1;
-    const { lastFreq, nextChar, nextPair, needed, leaf } = LEVELS;
-    lastFreq.fill(0);
-    nextChar.fill(0);
-    nextPair.fill(0);
-    needed.fill(0);
-    leaf.fill(0);
-    const f0 = this.listFreq[0];
-    const f1 = this.listFreq[1];
-    const f2 = this.listFreq[2];
-    for (let level = 1; level <= maxBits; level++) {
-      lastFreq[level] = f1;
-      nextChar[level] = f2;
-      nextPair[level] = level === 1 ? MAX_INT32 : f0 + f1;
-      leaf[level * 17 + level] = 2;
-    }
-    needed[maxBits] = 2 * n - 4;
-    let level = maxBits;
-    while (level < 16) {
-      if (nextPair[level] === MAX_INT32 && nextChar[level] === MAX_INT32) {
-        needed[level] = 0;
-        nextPair[level + 1] = MAX_INT32;
-        level++;
-        continue;
-      }
-      const prevFreq = lastFreq[level];
-      if (nextChar[level] < nextPair[level]) {
-        const c = leaf[level * 17 + level] + 1;
-        lastFreq[level] = nextChar[level];
-        leaf[level * 17 + level] = c;
-        nextChar[level] = c < n ? this.listFreq[c] : MAX_INT32;
-      } else {
-        lastFreq[level] = nextPair[level];
-        const save = leaf[level * 17 + level];
-        leaf.copyWithin(level * 17, (level - 1) * 17, level * 17);
-        leaf[level * 17 + level] = save;
-        needed[level - 1] = 2;
-      }
-      if (--needed[level] === 0) {
-        if (level === maxBits) break;
-        nextPair[level + 1] = prevFreq + lastFreq[level];
-        level++;
-      } else {
-        while (needed[level - 1] > 0) level--;
-      }
-    }
-    if (leaf[maxBits * 17 + maxBits] !== n) throw new Error('huffman: leaf count mismatch');
-    let bits = 1;
-    for (let lv = maxBits; lv > 0; lv--) {
-      this.bitCount[bits++] = leaf[maxBits * 17 + lv] - leaf[maxBits * 17 + lv - 1];
-    }
-    return maxBits;
-  }
-
-  bitLength(freq: Int32Array, count: number): number {
-    let total = 0;
-    for (let i = 0; i < count; i++) if (freq[i] !== 0) total += freq[i] * this.lens[i];
-    return total;
-  }
-
-  /** Bits to code freq with this table, or MAX_INT32 if a used symbol has no code. */
-  canReuseBits(freq: Int32Array, count: number): number {
-    let total = 0;
-    for (let i = 0; i < count; i++) {
-      const f = freq[i];
-      if (f !== 0) {
-        if (this.lens[i] === 0) return MAX_INT32;
-        total += f * this.lens[i];
-      }
-    }
-    return total;
-  }
-}
-
-const FIXED_LIT = (() => {
-  const h = new HuffEncoder(LITERAL_COUNT);
-  for (let ch = 0; ch < LITERAL_COUNT; ch++) {
-    let bits: number;
-    let size: number;
-    if (ch < 144) [bits, size] = [ch + 48, 8];
-    else if (ch < 256) [bits, size] = [ch + 400 - 144, 9];
-    else if (ch < 280) [bits, size] = [ch - 256, 7];
-    else [bits, size] = [ch + 192 - 280, 8];
-    h.lens[ch] = size;
-    h.codes[ch] = reverseBits(bits, size);
-  }
-  return h;
-})();
-
-const FIXED_OFF = (() => {
-  const h = new HuffEncoder(OFFSET_CODE_COUNT);
-  for (let ch = 0; ch < OFFSET_CODE_COUNT; ch++) {
-    h.lens[ch] = 5;
-    h.codes[ch] = reverseBits(ch, 5);
-  }
-  return h;
-})();
-
-/** Offset table for Huffman-only blocks: a single 1-bit code for distance code 0. */
-const HUFF_OFFSET = (() => {
-  const h = new HuffEncoder(OFFSET_CODE_COUNT);
-  const f = new Int32Array(32);
-  f[0] = 1;
-  h.generate(f, OFFSET_CODE_COUNT, 15);
-  return h;
-})();
-
-// ---------------------------------------------------------------------------------------
-// Block writer: bit output plus the block-type decisions.
+// Block writer: klauspost's block-type decisions. Codes, headers and token output are the
+// ones shared with the Go encoder (huffman-code.ts); the decisions are not: klauspost keeps a
+// dynamic table open across windows, estimates entropy to decide when to re-use it, and
+// prefers fixed/stored with different thresholds, so this logic is its own.
 
 class BlockWriter {
-  out = new Uint8Array(1 << 17);
-  pos = 0;
-  private acc = 0;
-  private nbits = 0;
+  readonly bw = new BitWriter(1 << 17);
 
   /** >0 while a dynamic block is open (its EOB not yet written): its estimated header size */
   private lastHeader = 0;
   /** the open table (if any) codes literals only */
   private lastHuffMan = false;
-  private lit = new HuffEncoder(LITERAL_COUNT);
-  private tmpLit = new HuffEncoder(LITERAL_COUNT);
-  private readonly off = new HuffEncoder(OFFSET_CODE_COUNT);
-  private readonly cg = new HuffEncoder(CODEGEN_COUNT);
+  private lit = new HuffmanCode(LITERAL_COUNT);
+  private tmpLit = new HuffmanCode(LITERAL_COUNT);
+  private readonly off = new HuffmanCode(OFFSET_CODE_COUNT);
+  private readonly cg = new CodeLengthCoder();
   private readonly litFreq = new Int32Array(256 + 1 + 32);
   private readonly offFreq = new Int32Array(32);
-  private readonly cgFreq = new Int32Array(CODEGEN_COUNT);
-  private readonly codegen = new Uint8Array(LITERAL_COUNT + OFFSET_CODE_COUNT + 1);
 
   reset(): void {
-    this.pos = 0;
-    this.acc = 0;
-    this.nbits = 0;
+    this.bw.pos = 0;
+    this.bw.acc = 0;
+    this.bw.nbits = 0;
     this.lastHeader = 0;
     this.lastHuffMan = false;
   }
 
-  /** Bytes written so far (a view; copy before the next write). */
-  view(): Uint8Array {
-    return this.out.subarray(0, this.pos);
-  }
-
   ensure(extra: number): void {
-    if (this.pos + extra + 16 <= this.out.length) return;
-    let size = this.out.length * 2;
-    while (size < this.pos + extra + 16) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.out.subarray(0, this.pos));
-    this.out = next;
+    this.bw.ensure(extra);
   }
 
-  /** Append n ≤ 16 bits. Between calls fewer than 16 bits wait in the accumulator. */
-  private bits(v: number, n: number): void {
-    let acc = this.acc | (v << this.nbits);
-    let nb = this.nbits + n;
-    if (nb >= 16) {
-      this.out[this.pos++] = acc;
-      this.out[this.pos++] = acc >>> 8;
-      acc >>>= 16;
-      nb -= 16;
+  /** Output written so far; leaves pending bits in place. */
+  take(): Uint8Array {
+    return this.bw.take();
+  }
+
+  /** Close the open dynamic block, if any. */
+  private closeBlock(): void {
+    if (this.lastHeader > 0) {
+      writeEOB(this.bw, this.lit);
+      this.lastHeader = 0;
     }
-    this.acc = acc;
-    this.nbits = nb;
-  }
-
-  private eob(): void {
-    this.bits(this.lit.codes[END_BLOCK], this.lit.lens[END_BLOCK]);
   }
 
   /** Pad to a byte boundary, closing an open block first. */
   flush(): void {
-    if (this.lastHeader > 0) {
-      this.eob();
-      this.lastHeader = 0;
-    }
-    for (let nb = this.nbits; nb > 0; nb -= 8) {
-      this.out[this.pos++] = this.acc;
-      this.acc >>>= 8;
-    }
-    this.acc = 0;
-    this.nbits = 0;
+    this.closeBlock();
+    this.bw.align();
   }
 
   writeStoredHeader(length: number, eof: boolean): void {
-    if (this.lastHeader > 0) {
-      this.eob();
-      this.lastHeader = 0;
-    }
+    this.closeBlock();
     if (length === 0 && eof) {
       // An empty final block costs 10 bits as a fixed block instead of 5 stored bytes.
       this.writeFixedHeader(true);
-      this.bits(0, 7);
-      this.flush();
+      this.bw.writeBits(0, 7);
+      this.bw.align();
       return;
     }
-    this.bits(eof ? 1 : 0, 3);
-    this.flush();
-    this.bits(length, 16);
-    this.bits(~length & 0xffff, 16);
+    writeStoredHeader(this.bw, length, eof);
   }
 
   private writeStored(input: Uint8Array, eof: boolean): void {
     this.writeStoredHeader(input.length, eof);
-    this.out.set(input, this.pos); // byte aligned here
-    this.pos += input.length;
+    this.bw.writeBytes(input);
   }
 
   writeStoredBlock(input: Uint8Array): void {
@@ -512,11 +260,19 @@ class BlockWriter {
   }
 
   private writeFixedHeader(eof: boolean): void {
-    if (this.lastHeader > 0) {
-      this.eob();
-      this.lastHeader = 0;
+    this.closeBlock();
+    this.bw.writeBits(eof ? 3 : 2, 3);
+  }
+
+  /** Stored if `stored`, else the tokens as a fixed block (either way the open table is closed). */
+  private writeStoredOrFixed(t: Tokens, eof: boolean, input: Uint8Array, sync: boolean, stored: boolean): void {
+    if (stored) {
+      this.writeStored(input, eof);
+      return;
     }
-    this.bits(eof ? 3 : 2, 3);
+    this.writeFixedHeader(eof);
+    if (!sync) t.addEOB();
+    this.writeTokens(t, FIXED_LIT, FIXED_OFF);
   }
 
   private indexTokens(t: Tokens, filled: boolean): [number, number] {
@@ -547,177 +303,23 @@ class BlockWriter {
     return true;
   }
 
-  private extraBitSize(): number {
-    let total = 0;
-    const lf = this.litFreq;
-    for (let i = 0; i < LITERAL_COUNT - 257; i++) total += lf[257 + i] * LENGTH_EXTRA_BITS[i];
-    const of = this.offFreq;
-    for (let i = 0; i < OFFSET_CODE_COUNT; i++) total += of[i] * OFFSET_EXTRA_BITS[i];
-    return total;
-  }
-
-  private fixedSize(extraBits: number): number {
+  private fixedSize(extra: number): number {
     return (
       3 +
       FIXED_LIT.bitLength(this.litFreq, LITERAL_COUNT) +
       FIXED_OFF.bitLength(this.offFreq, OFFSET_CODE_COUNT) +
-      extraBits
+      extra
     );
-  }
-
-  /** Run-length code the concatenated code lengths (RFC 1951 3.2.7) into this.codegen. */
-  private generateCodegen(numLit: number, numOff: number, litEnc: HuffEncoder, offEnc: HuffEncoder): void {
-    const freq = this.cgFreq;
-    freq.fill(0);
-    const cg = this.codegen;
-    cg.set(litEnc.lens.subarray(0, numLit), 0);
-    cg.set(offEnc.lens.subarray(0, numOff), numLit);
-    cg[numLit + numOff] = BAD_CODE;
-    // In place: output never overtakes the input still to be read.
-    let size = cg[0];
-    let count = 1;
-    let out = 0;
-    for (let inIdx = 1; size !== BAD_CODE; inIdx++) {
-      const next = cg[inIdx];
-      if (next === size) {
-        count++;
-        continue;
-      }
-      if (size !== 0) {
-        cg[out++] = size;
-        freq[size]++;
-        count--;
-        while (count >= 3) {
-          const n = count < 6 ? count : 6;
-          cg[out++] = 16;
-          cg[out++] = n - 3;
-          freq[16]++;
-          count -= n;
-        }
-      } else {
-        while (count >= 11) {
-          const n = count < 138 ? count : 138;
-          cg[out++] = 18;
-          cg[out++] = n - 11;
-          freq[18]++;
-          count -= n;
-        }
-        if (count >= 3) {
-          cg[out++] = 17;
-          cg[out++] = count - 3;
-          freq[17]++;
-          count = 0;
-        }
-      }
-      for (; count > 0; count--) {
-        cg[out++] = size;
-        freq[size]++;
-      }
-      size = next;
-      count = 1;
-    }
-    cg[out] = BAD_CODE;
-  }
-
-  private numCodegens(): number {
-    let n = CODEGEN_COUNT;
-    while (n > 4 && this.cgFreq[CODEGEN_ORDER[n - 1]] === 0) n--;
-    return n;
-  }
-
-  private headerSize(): number {
-    const f = this.cgFreq;
-    return (
-      3 + 5 + 5 + 4 + 3 * this.numCodegens() + this.cg.bitLength(f, CODEGEN_COUNT) + f[16] * 2 + f[17] * 3 + f[18] * 7
-    );
-  }
-
-  private writeDynamicHeader(numLit: number, numOff: number, numCodegens: number, eof: boolean): void {
-    this.bits(eof ? 5 : 4, 3);
-    this.bits(numLit - 257, 5);
-    this.bits(numOff - 1, 5);
-    this.bits(numCodegens - 4, 4);
-    const cg = this.cg;
-    for (let i = 0; i < numCodegens; i++) this.bits(cg.lens[CODEGEN_ORDER[i]], 3);
-    const codes = this.codegen;
-    for (let i = 0; ; ) {
-      const sym = codes[i++];
-      if (sym === BAD_CODE) break;
-      this.bits(cg.codes[sym], cg.lens[sym]);
-      if (sym === 16) this.bits(codes[i++], 2);
-      else if (sym === 17) this.bits(codes[i++], 3);
-      else if (sym === 18) this.bits(codes[i++], 7);
-    }
   }
 
   /** Encode tokens; a trailing EOB token is written after the rest with the literal table. */
-  private writeTokens(t: Tokens, le: HuffEncoder, oe: HuffEncoder): void {
+  private writeTokens(t: Tokens, le: HuffmanCode, oe: HuffmanCode): void {
     let n = t.n;
     if (n === 0) return;
-    const tok = t.tok;
-    const deferEOB = tok[n - 1] === END_BLOCK;
+    const deferEOB = t.tok[n - 1] === END_BLOCK;
     if (deferEOB) n--;
-    const lLens = le.lens;
-    const lCodes = le.codes;
-    const oLens = oe.lens;
-    const oCodes = oe.codes;
-    const out = this.out;
-    let pos = this.pos;
-    let acc = this.acc;
-    let nb = this.nbits;
-    for (let i = 0; i < n; i++) {
-      const v = tok[i];
-      if (v < 256) {
-        acc |= lCodes[v] << nb;
-        nb += lLens[v];
-      } else {
-        const xl = (v >>> 22) & 255;
-        const lc = LENGTH_CODE[xl];
-        acc |= lCodes[257 + lc] << nb;
-        nb += lLens[257 + lc];
-        if (nb >= 16) {
-          out[pos++] = acc;
-          out[pos++] = acc >>> 8;
-          acc >>>= 16;
-          nb -= 16;
-        }
-        const leb = LENGTH_EXTRA_BITS[lc];
-        if (leb !== 0) {
-          acc |= (xl - LENGTH_BASE[lc]) << nb;
-          nb += leb;
-        }
-        if (nb >= 16) {
-          out[pos++] = acc;
-          out[pos++] = acc >>> 8;
-          acc >>>= 16;
-          nb -= 16;
-        }
-        const oc = (v >>> 16) & 31;
-        acc |= oCodes[oc] << nb;
-        nb += oLens[oc];
-        if (nb >= 16) {
-          out[pos++] = acc;
-          out[pos++] = acc >>> 8;
-          acc >>>= 16;
-          nb -= 16;
-        }
-        const oeb = OFFSET_EXTRA_BITS[oc];
-        if (oeb !== 0) {
-          acc |= ((v & 0xffff) - OFFSET_BASE[oc]) << nb;
-          nb += oeb;
-        }
-      }
-      if (nb >= 16) {
-        out[pos++] = acc;
-        out[pos++] = acc >>> 8;
-        acc >>>= 16;
-        nb -= 16;
-      }
-    }
-    this.pos = pos;
-    this.acc = acc;
-    this.nbits = nb;
-    if (deferEOB) this.bits(le.codes[END_BLOCK], le.lens[END_BLOCK]);
+    writeTokens(this.bw, t.tok, n, le, oe);
+    if (deferEOB) writeEOB(this.bw, le);
   }
 
   /** Tokens with a dynamic (possibly re-used), fixed or stored block, whichever is estimated smallest. */
@@ -727,17 +329,13 @@ class BlockWriter {
     if (sync) t.addEOB();
     // A literal-only table cannot carry matches, and the last block must be marked final.
     if ((this.lastHuffMan || eof) && this.lastHeader > 0) {
-      this.eob();
-      this.lastHeader = 0;
+      this.closeBlock();
       this.lastHuffMan = false;
     }
-    if (this.lastHeader > 0 && !this.canReuse(t)) {
-      this.eob();
-      this.lastHeader = 0;
-    }
+    if (this.lastHeader > 0 && !this.canReuse(t)) this.closeBlock();
     const [numLit, numOff] = this.indexTokens(t, !sync);
     const storedBits = (input.length + 5) * 8; // input always fits one stored block here
-    const extraBits = this.extraBitSize();
+    const extra = extraBits(this.litFreq, LITERAL_COUNT, this.offFreq, OFFSET_CODE_COUNT);
     let size = 0;
 
     if (this.lastHeader > 0) {
@@ -745,29 +343,17 @@ class BlockWriter {
       let newSize = this.lastHeader + t.estimatedBits();
       newSize += this.lit.lens[END_BLOCK] + (newSize >> LOG_NEW_TABLE_PENALTY);
       const reuseSize =
-        this.lit.bitLength(this.litFreq, LITERAL_COUNT) + this.off.bitLength(this.offFreq, OFFSET_CODE_COUNT) + extraBits;
+        this.lit.bitLength(this.litFreq, LITERAL_COUNT) + this.off.bitLength(this.offFreq, OFFSET_CODE_COUNT) + extra;
       if (newSize < reuseSize) {
-        this.eob();
+        this.closeBlock();
         size = newSize;
-        this.lastHeader = 0;
       } else {
         size = reuseSize;
       }
-      if (t.n < MAX_PREDEFINED_TOKENS) {
-        const preSize = this.fixedSize(extraBits) + 7;
-        if (preSize < size) {
-          if (storedBits <= size) {
-            this.writeStored(input, eof);
-            return;
-          }
-          this.writeFixedHeader(eof);
-          if (!sync) t.addEOB();
-          this.writeTokens(t, FIXED_LIT, FIXED_OFF);
-          return;
-        }
-      }
-      if (storedBits <= size) {
-        this.writeStored(input, eof);
+      // Upstream compares stored with this size even when fixed wins (unlike below).
+      const fixed = t.n < MAX_PREDEFINED_TOKENS && this.fixedSize(extra) + 7 < size;
+      if (fixed || storedBits <= size) {
+        this.writeStoredOrFixed(t, eof, input, sync, storedBits <= size);
         return;
       }
     }
@@ -776,33 +362,21 @@ class BlockWriter {
       this.litFreq[END_BLOCK] = 1;
       this.lit.generate(this.litFreq, LITERAL_COUNT, 15);
       this.off.generate(this.offFreq, OFFSET_CODE_COUNT, 15);
-      this.generateCodegen(numLit, numOff, this.lit, this.off);
-      this.cg.generate(this.cgFreq, CODEGEN_COUNT, 7);
-      const numCodegens = this.numCodegens();
+      this.cg.build(numLit, numOff, this.lit, this.off);
       size =
-        this.headerSize() +
+        this.cg.headerBits() +
         this.lit.bitLength(this.litFreq, LITERAL_COUNT) +
         this.off.bitLength(this.offFreq, OFFSET_CODE_COUNT) +
-        extraBits;
-      if (t.n < MAX_PREDEFINED_TOKENS) {
-        const preSize = this.fixedSize(extraBits);
-        if (preSize <= size) {
-          if (storedBits <= preSize) {
-            this.writeStored(input, eof);
-            return;
-          }
-          this.writeFixedHeader(eof);
-          if (!sync) t.addEOB();
-          this.writeTokens(t, FIXED_LIT, FIXED_OFF);
-          return;
-        }
-      }
-      if (storedBits <= size) {
-        this.writeStored(input, eof);
+        extra;
+      const fixedSize = this.fixedSize(extra);
+      const fixed = t.n < MAX_PREDEFINED_TOKENS && fixedSize <= size;
+      if (fixed) size = fixedSize;
+      if (fixed || storedBits <= size) {
+        this.writeStoredOrFixed(t, eof, input, sync, storedBits <= size);
         return;
       }
-      this.writeDynamicHeader(numLit, numOff, numCodegens, eof);
-      if (!sync) this.lastHeader = this.headerSize();
+      this.cg.writeHeader(this.bw, numLit, numOff, eof);
+      if (!sync) this.lastHeader = this.cg.headerBits();
       this.lastHuffMan = false;
     }
     if (sync) this.lastHeader = 0;
@@ -836,7 +410,7 @@ class BlockWriter {
     lf[END_BLOCK] = 1;
     this.tmpLit.generate(lf, END_BLOCK + 1, 15);
     let estBits = this.tmpLit.canReuseBits(lf, END_BLOCK + 1);
-    if (estBits < MAX_INT32) {
+    if (estBits < NO_CODE) {
       estBits += this.lastHeader;
       if (this.lastHeader === 0) estBits += 70 * 8; // guessed header size
       estBits += estBits >> LOG_NEW_TABLE_PENALTY;
@@ -845,45 +419,19 @@ class BlockWriter {
       this.writeStored(input, eof);
       return;
     }
-    if (this.lastHeader > 0) {
-      const reuseSize = this.lit.canReuseBits(lf, 256);
-      if (estBits < reuseSize) {
-        this.eob();
-        this.lastHeader = 0;
-      }
-    }
+    if (this.lastHeader > 0 && estBits < this.lit.canReuseBits(lf, 256)) this.closeBlock();
     if (this.lastHeader === 0) {
       const t = this.lit;
       this.lit = this.tmpLit;
       this.tmpLit = t;
-      this.generateCodegen(END_BLOCK + 1, 1, this.lit, HUFF_OFFSET);
-      this.cg.generate(this.cgFreq, CODEGEN_COUNT, 7);
-      this.writeDynamicHeader(END_BLOCK + 1, 1, this.numCodegens(), eof);
+      this.cg.build(END_BLOCK + 1, 1, this.lit, HUFF_OFF);
+      this.cg.writeHeader(this.bw, END_BLOCK + 1, 1, eof);
       this.lastHuffMan = true;
-      this.lastHeader = this.headerSize();
+      this.lastHeader = this.cg.headerBits();
     }
-    const lens = this.lit.lens;
-    const codes = this.lit.codes;
-    const out = this.out;
-    let pos = this.pos;
-    let acc = this.acc;
-    let nb = this.nbits;
-    for (let i = 0; i < len; i++) {
-      const v = input[i];
-      acc |= codes[v] << nb;
-      nb += lens[v];
-      if (nb >= 16) {
-        out[pos++] = acc;
-        out[pos++] = acc >>> 8;
-        acc >>>= 16;
-        nb -= 16;
-      }
-    }
-    this.pos = pos;
-    this.acc = acc;
-    this.nbits = nb;
+    writeLiterals(this.bw, input, this.lit);
     if (eof || sync) {
-      this.eob();
+      writeEOB(this.bw, this.lit);
       this.lastHeader = 0;
       this.lastHuffMan = false;
     }
@@ -961,9 +509,7 @@ export class KlauspostDeflater {
 
   /** Output produced since the last call (a copy). */
   takeOutput(): Uint8Array {
-    const out = this.bw.view().slice();
-    this.bw.pos = 0;
-    return out;
+    return this.bw.take();
   }
 
   /** Encode the window (when full, or when flushing) and write its block. */
@@ -1120,23 +666,16 @@ export class KlauspostDeflater {
           bt[nhL] = nextS + cur;
           let t2 = c2 - cur;
           if (nextS - t2 < MAX_MATCH_OFFSET) {
-            if (load32(src, t2) === next) {
-              const ml = matchLen(src, nextS + 4, t2 + 4, Math.min(nextS + MAX_MATCH_LENGTH, end)) + 4;
-              if (ml > l) {
-                tp = t2;
-                s = nextS;
-                l = ml;
-                break;
-              }
+            // the older entry is only tried when the newer one does not beat l
+            let ml = matchAt(src, nextS, t2, next, end);
+            if (ml <= l) {
+              t2 = p2 - cur;
+              ml = matchAt(src, nextS, t2, next, end);
             }
-            t2 = p2 - cur;
-            if (nextS - t2 < MAX_MATCH_OFFSET && load32(src, t2) === next) {
-              const ml = matchLen(src, nextS + 4, t2 + 4, Math.min(nextS + MAX_MATCH_LENGTH, end)) + 4;
-              if (ml > l) {
-                tp = t2;
-                s = nextS;
-                l = ml;
-              }
+            if (ml > l) {
+              tp = t2;
+              s = nextS;
+              l = ml;
             }
           }
           break;
@@ -1180,14 +719,14 @@ export class KlauspostDeflater {
 
       // The match, split into pieces of at most 258 that each keep ≥ 3 bytes.
       const xoff = s - tp - 1;
-      const oc = xoff < 256 ? OFFSET_CODE[xoff] : OFFSET_CODE[256 + (xoff >> 7)];
+      const oc = OFF_CODE[xoff];
       const offBits = MATCH_TYPE | (oc << 16) | xoff;
       for (let rest = l; rest > 0; ) {
         let xl = rest;
         if (xl > MAX_MATCH_LENGTH) xl = xl > MAX_MATCH_LENGTH + 3 ? MAX_MATCH_LENGTH : MAX_MATCH_LENGTH - 3;
         rest -= xl;
         xl -= 3;
-        t.extraHist[LENGTH_CODE[xl] + 1]++;
+        t.extraHist[LEN_CODE[xl] + 1]++;
         t.offHist[oc]++;
         tok[n++] = offBits | (xl << 22);
       }
@@ -1234,6 +773,12 @@ export class KlauspostDeflater {
     }
     t.n = n;
   }
+}
+
+/** Length (capped at 258) of the match at s against t, whose first 4 bytes are `first4`; 0 if out of reach or they differ. */
+function matchAt(src: Uint8Array, s: number, t: number, first4: number, end: number): number {
+  if (s - t >= MAX_MATCH_OFFSET || load32(src, t) !== first4) return 0;
+  return matchLen(src, s + 4, t + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
 }
 
 /** Number of equal bytes at a and b (a > b), not looking at or beyond `limit` (for a). */

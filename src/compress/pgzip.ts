@@ -11,9 +11,10 @@
 // The gzip header is fixed: no name/comment/extra, mtime = uint32(time.Time{}.Unix())
 // (00 09 6e 88), XFL 0 (level is "default"), OS 255.
 
-import { Transform, type TransformCallback } from 'node:stream';
+import type { Transform } from 'node:stream';
+import { crc32 } from './crc32.js';
+import { encoderStream } from './encoder-stream.js';
 import { KlauspostDeflater } from './klauspost-flate.js';
-import { pgzipCrc32 } from './pgzip-crc.js';
 
 export const PGZIP_BLOCK_SIZE = 1 << 20;
 /** How much of the previous block pgzip hands to the next block's compressor as dictionary. */
@@ -48,11 +49,11 @@ export function pgzipBlock(data: Uint8Array, dict: Uint8Array): Uint8Array {
 }
 
 /** What follows the last block: whatever final deflate bytes pgzip writes on Close, then CRC-32 and ISIZE. */
-export function pgzipTrailer(crc32: number, totalSize: number): Uint8Array {
+export function pgzipTrailer(crc: number, totalSize: number): Uint8Array {
   const out = new Uint8Array(10);
   out.set(FINAL_BLOCK, 0);
   const v = new DataView(out.buffer);
-  v.setUint32(2, crc32 >>> 0, true);
+  v.setUint32(2, crc >>> 0, true);
   v.setUint32(6, totalSize % 2 ** 32, true);
   return out;
 }
@@ -73,7 +74,7 @@ export class PgzipEncoder {
     if (this.finished) throw new Error('PgzipEncoder: push after finish');
     const out: Uint8Array[] = [];
     this.start(out);
-    this.crc = pgzipCrc32(chunk, this.crc);
+    this.crc = crc32(chunk, this.crc);
     this.size += chunk.length;
     let i = 0;
     while (i < chunk.length) {
@@ -117,23 +118,5 @@ export class PgzipEncoder {
 }
 
 export function createPgzipStream(): Transform {
-  const enc = new PgzipEncoder();
-  return new Transform({
-    transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-      try {
-        for (const b of enc.push(chunk)) this.push(b);
-        callback();
-      } catch (err) {
-        callback(err as Error);
-      }
-    },
-    flush(callback: TransformCallback) {
-      try {
-        for (const b of enc.finish()) this.push(b);
-        callback();
-      } catch (err) {
-        callback(err as Error);
-      }
-    },
-  });
+  return encoderStream(new PgzipEncoder());
 }

@@ -2,9 +2,10 @@
 // original compressed digest, and producing the original blob (or a range of it) from the
 // rebuilt tar. Block formats (pgzip) compress their blocks in parallel on a BlockPool.
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { BlockPool } from './block-pool.js';
 import { crc32 } from './crc32.js';
-import { pgzipHeader, pgzipTrailer, PGZIP_TAIL_SIZE } from './pgzip.js';
+import { pgzipBlock, pgzipHeader, pgzipTrailer, PGZIP_TAIL_SIZE } from './pgzip.js';
 import type { Profile } from './profiles.js';
 
 export interface Target {
@@ -22,7 +23,7 @@ export interface Reproduction {
 
 export type Tar = AsyncIterable<Uint8Array>;
 
-/** An encoding in progress: its output, and the offsets of its blocks as they are produced. */
+/** An encoding in progress: its output, and the offsets of its blocks as they are produced (block formats). */
 interface Encoding {
   chunks: AsyncGenerator<Uint8Array>;
   blockOffsets?: number[];
@@ -32,13 +33,15 @@ interface Encoding {
  * pgzip blocks of the tar, compressed on the pool and yielded in order. `dict` is the tail of
  * the block before the first one (a mid-stream start); `onInput` sees every input byte.
  */
-async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool, dict: Uint8Array, onInput?: (b: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undefined, dict: Uint8Array, onInput?: (b: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+  const compress = pool ? (d: Uint8Array, t: Uint8Array) => pool.compress(d, t) : async (d: Uint8Array, t: Uint8Array) => pgzipBlock(d, t);
+  const depth = pool ? pool.size * 2 : 0;
   const inFlight: Promise<Uint8Array>[] = [];
   let block = new Uint8Array(blockSize);
   let fill = 0;
   const submit = (data: Uint8Array) => {
     const tail = data.length > PGZIP_TAIL_SIZE ? data.slice(data.length - PGZIP_TAIL_SIZE) : new Uint8Array(0);
-    inFlight.push(pool.compress(data, dict)); // transfers data's buffer to a thread
+    inFlight.push(compress(data, dict)); // a pool takes over data's buffer
     dict = tail;
   };
   for await (const chunk of tar) {
@@ -54,14 +57,14 @@ async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool, dict: 
         fill = 0;
       }
     }
-    while (inFlight.length > pool.size * 2) yield await inFlight.shift()!;
+    while (inFlight.length > depth) yield await inFlight.shift()!;
   }
   submit(block.slice(0, fill)); // the last block, possibly empty
   while (inFlight.length) yield await inFlight.shift()!;
 }
 
 function encode(tar: Tar, p: Profile, pool: BlockPool | undefined): Encoding {
-  if (p.blockSize && pool) {
+  if (p.blockSize) {
     const blockOffsets: number[] = [];
     const blockSize = p.blockSize;
     return {
@@ -91,9 +94,12 @@ function encode(tar: Tar, p: Profile, pool: BlockPool | undefined): Encoding {
   };
 }
 
-/** A pool for a profile with blocks, worth its threads for a tar of this size. */
+/**
+ * A pool for a profile with blocks, when worth its threads: each new thread first spends
+ * ~0.3 s of CPU warming up the encoder (measured), which only larger tars win back.
+ */
 export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
-  return p.blockSize && tarSize > 2 * p.blockSize ? new BlockPool() : undefined;
+  return p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1 ? new BlockPool() : undefined;
 }
 
 /**
@@ -136,7 +142,7 @@ async function* window(parts: AsyncIterable<Uint8Array>, at: number, start: numb
 }
 
 /** pgzip from a block on: the tar starts PGZIP_TAIL_SIZE bytes early, the previous block's tail. */
-async function* pgzipFromBlock(tar: Tar, blockSize: number, pool: BlockPool, trailer: Uint8Array): AsyncGenerator<Uint8Array> {
+async function* pgzipFromBlock(tar: Tar, blockSize: number, pool: BlockPool | undefined, trailer: Uint8Array): AsyncGenerator<Uint8Array> {
   const it = tar[Symbol.asyncIterator]();
   const head: Uint8Array[] = [];
   let have = 0;
@@ -171,7 +177,7 @@ export async function* produce(
     while (k + 1 < offsets.length && offsets[k + 1] <= range.start) k++;
     if (k > 0) {
       const tar = await tarFrom(k * p.blockSize - PGZIP_TAIL_SIZE);
-      yield* window(pgzipFromBlock(tar, p.blockSize, pool ?? new BlockPool(1), Buffer.from(rep.trailer, 'hex')), offsets[k], range.start, range.end);
+      yield* window(pgzipFromBlock(tar, p.blockSize, pool, Buffer.from(rep.trailer, 'hex')), offsets[k], range.start, range.end);
       return;
     }
   }

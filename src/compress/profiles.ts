@@ -17,7 +17,7 @@ export interface Profile {
   /** who writes layers this way */
   who: string;
   create(): Encoder;
-  /** independent blocks of this many input bytes (pgzip): a Range can start at any block */
+  /** pgzip's format: independent blocks of this many input bytes, made by pgzipBlock (in parallel, and a Range can start at any block) */
   blockSize?: number;
 }
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(skopeo podman buildah containers-storage docker-registry busybox-static zstd attr curl
-      golang-go golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev gzip)
+      golang-go golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev gzip apache2-utils openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -153,10 +153,12 @@ test('podman pulls and removes images while csreg accepts pushes into the same s
   };
   const digests: string[] = [];
   const pushes = async () => {
-    // derived shares base's layers: the same layer IDs podman creates and deletes meanwhile
+    // derived shares base's layers: the same layer IDs podman creates and deletes meanwhile.
+    // (Not base itself: one image ID for both sides would meet podman's own race, where an
+    // `rmi` decides from names read before another process adds one, then deletes the ID.)
     for (let i = 1; i <= rounds; i++) {
       const digestFile = join(s.dir, `digest-${i}`);
-      await skopeoPush(`${fx.registry.addr}/csreg/${i % 2 ? 'derived' : 'base'}:oci`, `${c.host}/contend/img:${i}`, digestFile);
+      await skopeoPush(`${fx.registry.addr}/csreg/derived:${i % 2 ? 'oci' : 'v2s2'}`, `${c.host}/contend/img:${i}`, digestFile);
       digests.push(readFileSync(digestFile, 'utf8').trim());
     }
   };

@@ -8,7 +8,10 @@ import { parse as parseYaml } from 'yaml';
 import { createLogger, isLogLevel, type LogLevel } from '../log.js';
 import { repositoryIndex, DEFAULT_PREFERRED_HOSTS } from '../oci/names.js';
 import type { IndexPolicy } from '../oci/resolver.js';
-import { startRegistry } from '../registry/server.js';
+import { startRegistry, type RegistryOptions } from '../registry/server.js';
+import type { AuthConfig } from '../registry/auth.js';
+import { parseAccessRules } from '../registry/access.js';
+import { parseDuration, type Limits } from '../registry/limits.js';
 import { Store } from '../storage/store.js';
 import { UsageError } from './storage.js';
 
@@ -26,18 +29,59 @@ const USAGE = `usage: csreg serve [options]
   --blob-cache-max SIZE     size limit of the blob cache of pushed compressed layers, e.g. 20G
                             (config: blobcache.maxsize; default no limit); least recently used
                             blobs go first, and their images are then served synthesized
+  --scan-recipes            find in the background which compressor reproduces each layer's
+                            original blob (config: recipes.scan: true; else found on first use)
+  --recipe-cache-max SIZE   keep recompressed original blobs for repeat pulls, up to SIZE
+                            (config: recipes.cache_maxsize; default off; docs/recompression.md)
   --wire-gzip off|on|auto   gzip layer downloads for clients that accept it: off (default),
                             on, or auto = all but loopback clients (docs/wire-gzip.md)
+
+Security (config keys as distribution's config.yml where it has them):
+  --tls-cert FILE --tls-key FILE
+                            serve HTTPS (config: http.tls.certificate, http.tls.key; PEM)
+  --insecure-listen         allow plain HTTP on a non-loopback address (config: http.insecure:
+                            true); without it csreg refuses to listen there without TLS
+  --htpasswd FILE           Basic auth against an htpasswd file of bcrypt entries (htpasswd -B)
+                            (config: auth.htpasswd.path)
+  --auth-realm REALM        the Basic realm (config: auth.htpasswd.realm; default csreg)
+  config auth.token.{realm,service,issuer,rootcertbundle}
+                            bearer tokens (JWT, RS256/ES256/...) from a token service, as
+                            distribution; a token without the needed scope gets 401 with
+                            error="insufficient_scope"
+  config auth.anonymous_pull: true
+                            with auth on, clients without credentials may pull (where the
+                            access rules let "*" pull); push and delete always need a login
+  config access: [{repository: GLOB, pull: [IDS], push: [IDS], delete: [IDS]}, ...]
+                            first matching rule wins; "*" = anyone admitted; no rule matching
+                            = denied. GLOB: * within a path segment, ** across, ? one char.
+                            Without rules: auth off = all may pull (push if enabled); auth on
+                            = logged-in users may do everything.
+  config limits:            header_timeout (30s): the request head must arrive within it
+                            body_idle_timeout (60s) and body_min_rate (1K bytes/s): request
+                              bodies and downloads slower than that are cut off
+                            max_upload_sessions (100), staging_max (32G): upload sessions and
+                              staged bytes at once (beyond: 429 TOOMANYREQUESTS)
+                            max_downloads_per_client (32): blob downloads at once per client
+                              address (beyond: 429; 0 = no limit)
+                            Manifests larger than 4 MiB are refused (413 MANIFEST_INVALID).
 `;
 
 interface ServeConfig {
-  http?: { addr?: string; wire_gzip?: string };
+  http?: { addr?: string; wire_gzip?: string; tls?: { certificate?: string; key?: string }; insecure?: boolean };
+  auth?: {
+    htpasswd?: { realm?: string; path?: string };
+    token?: { realm?: string; service?: string; issuer?: string; rootcertbundle?: string };
+    anonymous_pull?: boolean;
+  };
+  access?: unknown;
+  limits?: Record<string, unknown>;
   storage?: { root?: string; runroot?: string; driver?: string; statedir?: string };
   log?: { level?: string; formatter?: string };
   names?: { preferred_hosts?: string[] };
   indexes?: string;
   push?: boolean;
   blobcache?: { maxsize?: string | number };
+  recipes?: { scan?: boolean; cache_maxsize?: string | number };
 }
 
 /** csreg's own state (design.md): /var/lib/csreg for root, $XDG_STATE_HOME/csreg otherwise. */
@@ -61,6 +105,65 @@ function readConfig(path: string): ServeConfig {
   }
 }
 
+/** TLS, auth, access rules and limits from flags and the config file. */
+export function securityOptions(
+  values: { 'tls-cert'?: string; 'tls-key'?: string; 'insecure-listen'?: boolean; htpasswd?: string; 'auth-realm'?: string },
+  conf: ServeConfig,
+): Pick<RegistryOptions, 'tls' | 'insecureListen' | 'auth' | 'access' | 'limits'> {
+  const cert = values['tls-cert'] ?? conf.http?.tls?.certificate;
+  const key = values['tls-key'] ?? conf.http?.tls?.key;
+  if (!cert !== !key) throw new UsageError('TLS needs both a certificate and a key (--tls-cert and --tls-key)');
+  let auth: AuthConfig | undefined;
+  const htpasswd = values.htpasswd ?? conf.auth?.htpasswd?.path;
+  const token = conf.auth?.token;
+  if (htpasswd && token) throw new UsageError('configure either htpasswd or token authentication, not both');
+  if (htpasswd) auth = { htpasswd: { path: htpasswd, realm: values['auth-realm'] ?? conf.auth?.htpasswd?.realm ?? 'csreg' } };
+  else if (token) {
+    for (const k of ['realm', 'service', 'issuer', 'rootcertbundle'] as const) if (!token[k]) throw new UsageError(`auth.token.${k} must be set`);
+    auth = { token: token as Required<typeof token> };
+  } else if (values['auth-realm']) throw new UsageError('--auth-realm goes with --htpasswd');
+  if (auth) auth.anonymousPull = conf.auth?.anonymous_pull === true;
+  else if (conf.auth?.anonymous_pull !== undefined) throw new UsageError('auth.anonymous_pull needs htpasswd or token authentication');
+  let access;
+  try {
+    access = parseAccessRules(conf.access);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const l = conf.limits ?? {};
+  const known = ['header_timeout', 'body_idle_timeout', 'body_min_rate', 'max_upload_sessions', 'staging_max', 'max_downloads_per_client'];
+  for (const k of Object.keys(l)) if (!known.includes(k)) throw new UsageError(`limits.${k}: unknown (known: ${known.join(', ')})`);
+  const count = (k: string): number | undefined => {
+    const v = l[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new UsageError(`limits.${k} must be a whole number`);
+    return v;
+  };
+  const size = (k: string) => (l[k] === undefined ? undefined : parseSize(String(l[k])));
+  const duration = (k: string) => {
+    try {
+      return l[k] === undefined ? undefined : parseDuration(l[k], `limits.${k}`);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+  const limits: Partial<Limits> = {
+    headerTimeoutMs: duration('header_timeout'),
+    bodyIdleTimeoutMs: duration('body_idle_timeout'),
+    minBodyRate: size('body_min_rate'),
+    maxUploadSessions: count('max_upload_sessions'),
+    stagingMaxBytes: size('staging_max'),
+    maxDownloadsPerClient: count('max_downloads_per_client'),
+  };
+  return {
+    tls: cert && key ? { certificate: cert, key } : undefined,
+    insecureListen: values['insecure-listen'] ?? conf.http?.insecure === true,
+    auth,
+    access,
+    limits,
+  };
+}
+
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -70,6 +173,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
       'wire-gzip': { type: 'string' },
       'allow-push': { type: 'boolean' },
       'blob-cache-max': { type: 'string' },
+      'recipe-cache-max': { type: 'string' },
+      'scan-recipes': { type: 'boolean' },
+      'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'insecure-listen': { type: 'boolean' },
+      htpasswd: { type: 'string' }, 'auth-realm': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -97,17 +204,22 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }, process.env, push);
   const cacheMax = values['blob-cache-max'] ?? conf.blobcache?.maxsize;
   const blobCacheMaxBytes = cacheMax === undefined ? undefined : parseSize(String(cacheMax));
+  const recipeMax = values['recipe-cache-max'] ?? conf.recipes?.cache_maxsize;
+  const recipeCacheMaxBytes = recipeMax === undefined ? undefined : parseSize(String(recipeMax));
+  const scanRecipes = values['scan-recipes'] ?? conf.recipes?.scan === true;
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
-  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes });
-  const host = reg.url.replace(/^http:\/\//, '');
+  const security = securityOptions(values, conf);
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, recipeCacheMaxBytes, scanRecipes, ...security });
+  const host = reg.url.replace(/^https?:\/\//, '');
+  const tlsFlag = security.tls ? '' : '--tls-verify=false ';
   const repos = repositoryIndex(snap, preferredHosts);
   const example = repos.names().map((n) => ({ n, t: [...(repos.get(n)?.tags.keys() ?? [])][0] })).find((x) => x.t);
   process.stdout.write(
     `csreg serving ${store.location.graphRoot} (driver ${store.driver}): ${snap.images.length} images, ${repos.names().length} repositories\n`
-    + `listening on ${reg.url} (${push ? 'push enabled' : 'read-only'}); csreg state in ${stateDir}\n`
+    + `listening on ${reg.url} (${push ? 'push enabled' : 'read-only'}${security.auth ? `, ${security.auth.token ? 'token' : 'htpasswd'} auth` : ''}); csreg state in ${stateDir}\n`
     + (example
-      ? `try:  skopeo inspect --tls-verify=false docker://${host}/${example.n}:${example.t}\n      podman pull --tls-verify=false ${host}/${example.n}:${example.t}\n`
+      ? `try:  skopeo inspect ${tlsFlag}docker://${host}/${example.n}:${example.t}\n      podman pull ${tlsFlag}${host}/${example.n}:${example.t}\n`
       : ''),
   );
   await new Promise<void>((resolve) => {

@@ -8,8 +8,9 @@ const PATTERNS: Record<string, RegExp> = { sha256: /^[a-f0-9]{64}$/, sha512: /^[
 export function isValidDigest(d: string): boolean {
   const i = d.indexOf(':');
   if (i < 0) return false;
-  const re = PATTERNS[d.slice(0, i)];
-  return !!re && re.test(d.slice(i + 1));
+  // own keys only: "constructor:…" must not find Object's constructor (a TypeError on .test)
+  const alg = d.slice(0, i);
+  return Object.hasOwn(PATTERNS, alg) && PATTERNS[alg].test(d.slice(i + 1));
 }
 
 /** Looks like a digest at all (an algorithm and an encoded part), valid or not. */

@@ -31,11 +31,32 @@ export interface ParsedManifest {
   annotations?: Record<string, string>;
 }
 
+/** The OCI digest grammar (algorithm ":" encoded); whether we can verify it is the caller's business. */
+const DIGEST_GRAMMAR = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+
+const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+function stringMap(v: unknown, what: string): Record<string, string> | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v) || !Object.values(v).every((x) => typeof x === 'string')) throw new ManifestError(`${what} is not a map of strings`);
+  return v as Record<string, string>;
+}
+
+// Every field is checked for its type here, once: callers use digests as file names and sizes
+// as byte counts, and a wrong type deep inside a handler would be a TypeError (a 500), not a 400.
 function descriptor(v: unknown, what: string): Descriptor {
   const o = v as Record<string, unknown>;
-  if (!o || typeof o !== 'object' || typeof o.digest !== 'string' || typeof o.size !== 'number' || typeof o.mediaType !== 'string') {
+  if (!isObject(o) || typeof o.digest !== 'string' || typeof o.size !== 'number' || typeof o.mediaType !== 'string') {
     throw new ManifestError(`${what} is not a valid descriptor`);
   }
+  if (!DIGEST_GRAMMAR.test(o.digest)) throw new ManifestError(`${what} has an invalid digest ${JSON.stringify(o.digest)}`);
+  if (!Number.isSafeInteger(o.size) || o.size < 0) throw new ManifestError(`${what} has an invalid size ${o.size}`);
+  if (o.platform !== undefined && o.platform !== null) {
+    const p = o.platform as Record<string, unknown>;
+    if (!isObject(p) || ['os', 'architecture', 'variant'].some((k) => p[k] !== undefined && typeof p[k] !== 'string')) throw new ManifestError(`${what} has an invalid platform`);
+  }
+  if (o.artifactType !== undefined && o.artifactType !== null && typeof o.artifactType !== 'string') throw new ManifestError(`${what} has an invalid artifactType`);
+  stringMap(o.annotations, `${what}.annotations`);
   return o as unknown as Descriptor;
 }
 
@@ -55,16 +76,23 @@ export function parseManifest(bytes: Buffer, declaredType?: string): ParsedManif
     else if (o.config) mediaType = MT.ociManifest;
   }
   const kind = INDEX_TYPES.has(mediaType) ? 'index' : IMAGE_MANIFEST_TYPES.has(mediaType) ? 'image' : 'other';
-  const list = (k: string) => (Array.isArray(o[k]) ? (o[k] as unknown[]).map((d, i) => descriptor(d, `${k}[${i}]`)) : []);
+  const list = (k: string) => {
+    if (o[k] === undefined || o[k] === null) return [];
+    if (!Array.isArray(o[k])) throw new ManifestError(`${k} is not an array`);
+    return (o[k] as unknown[]).map((d, i) => descriptor(d, `${k}[${i}]`));
+  };
+  const present = (k: string) => o[k] !== undefined && o[k] !== null;
+  if (kind === 'image' && !present('config')) throw new ManifestError('image manifest without a config descriptor');
+  if (present('artifactType') && typeof o.artifactType !== 'string') throw new ManifestError('artifactType is not a string');
   return {
     mediaType,
     kind,
-    config: o.config ? descriptor(o.config, 'config') : undefined,
+    config: present('config') ? descriptor(o.config, 'config') : undefined,
     layers: list('layers'),
     manifests: list('manifests'),
-    subject: o.subject ? descriptor(o.subject, 'subject') : undefined,
+    subject: present('subject') ? descriptor(o.subject, 'subject') : undefined,
     artifactType: typeof o.artifactType === 'string' ? o.artifactType : undefined,
-    annotations: o.annotations && typeof o.annotations === 'object' ? (o.annotations as Record<string, string>) : undefined,
+    annotations: stringMap(o.annotations, 'annotations'),
   };
 }
 

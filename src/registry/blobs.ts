@@ -15,7 +15,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
   if (!m || (m[1] === '' && m[2] === '')) return undefined; // several ranges or another unit: ignored, as RFC 9110 allows
   if (m[1] === '') {
     const n = Number(m[2]);
-    if (n === 0) return 'unsatisfiable';
+    if (n === 0 || size === 0) return 'unsatisfiable'; // no last bytes of an empty blob (RFC 9110 14.1.1)
     return { start: Math.max(0, size - n), end: size };
   }
   const start = Number(m[1]);
@@ -34,6 +34,8 @@ function wantsWireGzip(ctx: Context): boolean {
 
 export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+  // an original compressed layer seen for the first time: find its recipe now
+  if (!ctx.resolver.blob(digest)) await ctx.recipes?.ensure([digest], ctx.snapshot).catch((e: Error) => ctx.log.error('recipe detection failed', { digest, error: e.message }));
   const src = ctx.resolver.blob(digest);
   // Blobs pushed to a repository that has no manifest yet are visible there too (push flow).
   if (!(src?.kind === 'cache')) repository(ctx, name);
@@ -69,6 +71,14 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
   if (src.kind === 'cache') {
     ctx.res.writeHead(status, headers);
     await pipeline(ctx.cache!.open(digest, range), ctx.res).catch(() => ctx.res.destroy());
+    return;
+  }
+  if (src.kind === 'produced') {
+    ctx.res.writeHead(status, headers);
+    await pipeline(await src.blob.open(range), ctx.res).catch((e: Error) => {
+      ctx.res.destroy();
+      ctx.log.error('recompressed blob failed: connection aborted', { digest, error: e.message });
+    });
     return;
   }
   const stream = await ctx.store.layerTar(src.layer.id, range ?? {});

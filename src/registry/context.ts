@@ -11,6 +11,7 @@ import type { BlobCache } from '../oci/blob-cache.js';
 import type { Uploads } from './uploads.js';
 import type { TagManifests } from '../oci/tag-manifests.js';
 import type { Artifacts } from '../oci/artifacts.js';
+import type { Recipes } from '../compress/recipes.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -29,6 +30,12 @@ export interface Context {
   uploads?: Uploads;
   tagManifests?: TagManifests;
   artifacts?: Artifacts;
+  /** recompression recipes: original compressed layers served from the store */
+  recipes?: Recipes;
+  /** the authenticated identity (undefined: anonymous, or auth is off) */
+  identity?: string;
+  /** whether this client may pull a repository (the catalog lists only those) */
+  canPull?: (name: string) => boolean;
 }
 
 export type WireGzip = 'on' | 'off' | 'auto';

@@ -10,6 +10,7 @@ export function tagsList(ctx: Context, name: string): void {
 
 export function catalog(ctx: Context): void {
   const names = new Set([...ctx.repos.names(), ...(ctx.artifacts?.repositories() ?? [])]);
-  const { page, link } = paginate(ctx, [...names].sort(), '/v2/_catalog');
+  const visible = ctx.canPull ? [...names].filter((n) => ctx.canPull!(n)) : [...names];
+  const { page, link } = paginate(ctx, visible.sort(), '/v2/_catalog');
   sendJson(ctx, 200, { repositories: page }, link ? { Link: link } : {});
 }

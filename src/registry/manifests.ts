@@ -8,6 +8,9 @@ import type { ServedManifest } from '../oci/resolver.js';
 import { readFile } from 'node:fs/promises';
 import { StoreWriter, WriteError } from '../storage/writer.js';
 
+/** How long a manifest request by tag waits for recipes of layers seen for the first time. */
+const TAG_RECIPE_WAIT_MS = 15_000;
+
 /** An artifact csreg keeps (not in the store), as a served manifest. */
 async function artifactManifest(ctx: Context, name: string, ref: string): Promise<ServedManifest | undefined> {
   const a = ctx.artifacts?.get(name, ref);
@@ -19,6 +22,14 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
   const accept = ctx.req.headers.accept;
   const repo = ctx.repos.get(name);
   let served = await artifactManifest(ctx, name, ref);
+  // original manifests need their compressed layers: find the recipes of layers not seen yet
+  const candidates = looksLikeDigest(ref) ? ctx.snapshot.imagesWithDigest(ref) : [repo?.tags.get(ref)].filter((i) => i !== undefined);
+  if (!served && ctx.recipes) {
+    const ready = ctx.recipes.ensureImages(candidates, ctx.snapshot).catch((e: Error) => ctx.log.error('recipe detection failed', { error: e.message }));
+    // by digest the client needs this very manifest, so wait; a tag is answered synthesized
+    // if detection takes long (it goes on, and the tag serves the original once it is done)
+    await (looksLikeDigest(ref) ? ready : Promise.race([ready, new Promise((r) => setTimeout(r, TAG_RECIPE_WAIT_MS).unref())]));
+  }
   if (served) {
     // csreg's own artifact
   } else if (looksLikeDigest(ref)) {
@@ -49,14 +60,23 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
 /** archive limit of common registries: a manifest larger than this is refused */
 export const MAX_MANIFEST = 4 << 20;
 
+/**
+ * The body, up to `limit` bytes. Beyond it: MANIFEST_INVALID as distribution answers (its detail
+ * "http: request body too large"), with the status 413 the OCI spec allows, and the connection
+ * closed after the answer instead of reading the rest.
+ */
 async function readBody(ctx: Context, limit: number): Promise<Buffer> {
+  const tooLarge = () => {
+    ctx.res.setHeader('Connection', 'close');
+    return new RegistryError('MANIFEST_INVALID', `manifest larger than ${limit} bytes`, 'http: request body too large', 413);
+  };
   const declared = Number(ctx.req.headers['content-length'] ?? 0);
-  if (declared > limit) throw new RegistryError('SIZE_INVALID', `manifest larger than ${limit} bytes`, undefined, 413);
+  if (declared > limit) throw tooLarge();
   const parts: Buffer[] = [];
   let n = 0;
   for await (const c of ctx.req) {
     n += (c as Buffer).length;
-    if (n > limit) throw new RegistryError('SIZE_INVALID', `manifest larger than ${limit} bytes`, undefined, 413);
+    if (n > limit) throw tooLarge();
     parts.push(c as Buffer);
   }
   return Buffer.concat(parts);

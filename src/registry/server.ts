@@ -1,5 +1,7 @@
 // The HTTP server: routing of the OCI Distribution API, per-request logs, graceful shutdown.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Store } from '../storage/store.js';
 import { StoreWriter } from '../storage/writer.js';
@@ -12,10 +14,14 @@ import { handleUpload, Uploads } from './uploads.js';
 import { BlobCache, referencedBlobs } from '../oci/blob-cache.js';
 import { TagManifests } from '../oci/tag-manifests.js';
 import { Artifacts } from '../oci/artifacts.js';
+import { Recipes } from '../compress/recipes.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
 import { referrers } from './referrers.js';
 import type { Context, WireGzip } from './context.js';
+import { Authenticator, type AuthConfig } from './auth.js';
+import { AccessPolicy, Gate, type AccessRule, type Grant, type Need } from './access.js';
+import { DEFAULT_LIMITS, DownloadSlots, watchBodyIdle, watchSendIdle, type Limits } from './limits.js';
 
 export interface RegistryOptions {
   store: Store;
@@ -31,11 +37,24 @@ export interface RegistryOptions {
   push?: boolean;
   /** size limit of the blob cache (pushed compressed blobs), in bytes; none by default */
   blobCacheMaxBytes?: number;
+  /** keep produced (recompressed) blobs for repeat pulls, up to this many bytes */
+  recipeCacheMaxBytes?: number;
+  /** find recompression recipes for the whole store in the background after start */
+  scanRecipes?: boolean;
+  /** serve HTTPS with this certificate chain and key (PEM files: distribution's http.tls.certificate/key) */
+  tls?: { certificate: string; key: string };
+  /** allow plain HTTP on an address other than loopback (refused by default) */
+  insecureListen?: boolean;
+  /** htpasswd or token authentication; none by default */
+  auth?: AuthConfig;
+  /** access rules per repository glob, first match wins */
+  access?: AccessRule[];
+  limits?: Partial<Limits>;
 }
 
 export interface RunningRegistry {
   url: string;
-  server: Server;
+  server: Server | HttpsServer;
   /** stop accepting, let running downloads finish (up to graceMs), then close */
   close(graceMs?: number): Promise<void>;
 }
@@ -44,16 +63,53 @@ const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/;
 const TAGS = /^\/v2\/(.+)\/tags\/list$/;
 const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/?([^/]*)$/;
 
-async function route(ctx: Context, path: string): Promise<void> {
+/** What a request needs to be allowed: pull for GET/HEAD, push for uploads and manifest PUT, delete for DELETE. */
+export function needOf(method: string, path: string, url: URL): Need {
+  const name = (raw: string) => {
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      return raw;
+    }
+  };
+  if (path === '/v2/_catalog') return { kind: 'catalog' };
+  const up = UPLOADS.exec(path);
+  if (up) return { kind: 'repo', name: name(up[1]), action: 'push', from: url.searchParams.get('mount') ? url.searchParams.get('from') ?? undefined : undefined };
+  const tags = TAGS.exec(path);
+  if (tags) return { kind: 'repo', name: name(tags[1]), action: 'pull' };
+  const m = ROUTE.exec(path);
+  if (m) {
+    const action = method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
+    return { kind: 'repo', name: name(m[1]), action };
+  }
+  return { kind: 'base' };
+}
+
+async function route(ctx: Context, path: string, hooks: Hooks): Promise<void> {
   const { req } = ctx;
   const method = req.method ?? 'GET';
+  const need = needOf(method, path, ctx.url);
+  const grant = await hooks.gate.check(req, ctx.res, need, ctx.repos);
+  ctx.identity = grant.identity;
+  ctx.canPull = grant.canPull;
+  hooks.onGrant(need, grant);
+  if (need.kind === 'repo' && need.action === 'push' && method === 'POST' && UPLOADS.exec(path)?.[2] === '' && ctx.uploads) {
+    const max = hooks.limits.maxUploadSessions;
+    if (max > 0 && ctx.uploads.count >= max) throw new RegistryError('TOOMANYREQUESTS', `too many upload sessions open (${max}): try again later`);
+  }
+  if (need.kind === 'repo' && need.action === 'pull' && method === 'GET' && ROUTE.exec(path)?.[2] === 'blobs') {
+    const release = hooks.downloads.acquire(req.socket.remoteAddress ?? '');
+    if (!release) throw new RegistryError('TOOMANYREQUESTS', `too many downloads from ${req.socket.remoteAddress} at once (${hooks.downloads.perClient}): try again later`);
+    ctx.res.once('close', release);
+    watchSendIdle(ctx.res, hooks.limits.bodyIdleTimeoutMs, hooks.limits.minBodyRate);
+  }
   if (method !== 'GET' && method !== 'HEAD') {
     if (!ctx.uploads) throw new RegistryError('UNSUPPORTED', `${method} is not supported: this registry is read-only (push is not enabled)`);
     const up = UPLOADS.exec(path);
     if (up) return handleUpload(ctx, checkName(up[1]), up[2] || undefined);
     const m = ROUTE.exec(path);
-    if (m && m[2] === 'manifests' && method === 'PUT') return putManifest(ctx, checkName(m[1]), decodeURIComponent(m[3]));
-    if (m && m[2] === 'manifests' && method === 'DELETE') return deleteManifest(ctx, checkName(m[1]), decodeURIComponent(m[3]));
+    if (m && m[2] === 'manifests' && method === 'PUT') return putManifest(ctx, checkName(m[1]), decodeRef(m[3]));
+    if (m && m[2] === 'manifests' && method === 'DELETE') return deleteManifest(ctx, checkName(m[1]), decodeRef(m[3]));
     throw new RegistryError('UNSUPPORTED', `${method} ${path} is not supported`);
   }
   if (path === '/v2/' || path === '/v2') {
@@ -72,25 +128,60 @@ async function route(ctx: Context, path: string): Promise<void> {
   const m = ROUTE.exec(path);
   if (!m) throw new RegistryError('NAME_INVALID', `not a registry API path: ${path}`, undefined, 404);
   const name = checkName(m[1]);
-  const ref = decodeURIComponent(m[3]);
+  const ref = decodeRef(m[3]);
   if (m[2] === 'manifests') return getManifest(ctx, name, ref);
   if (m[2] === 'blobs') return getBlob(ctx, name, ref);
   return referrers(ctx, name, ref);
 }
 
+// A malformed %-escape ("%zz") would make decodeURIComponent throw a URIError (a 500): it stays
+// undecoded, which the name grammar refuses.
 function checkName(raw: string): string {
-  const name = decodeURIComponent(raw);
+  const name = safeDecode(raw);
   if (!isValidRepository(name)) throw new RegistryError('NAME_INVALID', `invalid repository name: ${JSON.stringify(name)}`);
   return name;
 }
 
+interface Hooks {
+  gate: Gate;
+  limits: Limits;
+  downloads: DownloadSlots;
+  onGrant(need: Need, grant: Grant): void;
+}
+
+const LOOPBACK_HOST = /^(127(\.\d{1,3}){3}|::1|localhost|::ffff:127(\.\d{1,3}){3})$/i;
+
+/** Whether a listen host is loopback only (0.0.0.0, ::, names other than localhost are not). */
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK_HOST.test(host);
+}
+
 export async function startRegistry(opts: RegistryOptions): Promise<RunningRegistry> {
   const { store, log } = opts;
+  const [host, portStr] = splitAddr(opts.addr ?? '127.0.0.1:5000');
+  if (!opts.tls && !isLoopbackHost(host) && !opts.insecureListen) {
+    throw new Error(`refusing to listen on ${host} without TLS: credentials and images would cross the network in clear text, `
+      + 'and any host could reach the registry. Give a certificate (--tls-cert/--tls-key, config http.tls.certificate/key), '
+      + 'listen on 127.0.0.1, or accept the risk with --insecure-listen (config http.insecure: true)');
+  }
+  const limits: Limits = { ...DEFAULT_LIMITS, ...Object.fromEntries(Object.entries(opts.limits ?? {}).filter(([, v]) => v !== undefined)) };
+  const authenticator = opts.auth ? new Authenticator(opts.auth) : undefined;
+  for (const w of authenticator?.htpasswd?.warnings ?? []) log.warn('htpasswd', { warning: w });
+  const gate = new Gate(authenticator, new AccessPolicy(opts.access ?? [], !!authenticator, authenticator?.anonymousPull ?? false));
+  const downloads = new DownloadSlots(limits.maxDownloadsPerClient);
+  if (!authenticator && opts.push && !isLoopbackHost(host)) log.warn('push is enabled without authentication on a non-loopback address: anyone who can reach it can write to the store');
   const cache = opts.stateDir ? new BlobCache(opts.stateDir, { maxBytes: opts.blobCacheMaxBytes }) : undefined;
   if (opts.push && !cache) throw new Error('push needs a state directory');
   const uploads = opts.push && cache ? new Uploads(cache) : undefined;
+  if (uploads) uploads.stagingMaxBytes = limits.stagingMaxBytes;
   const tagManifests = opts.stateDir ? new TagManifests(opts.stateDir) : undefined;
   const artifacts = opts.stateDir && cache ? new Artifacts(opts.stateDir, cache) : undefined;
+  const recipes = opts.stateDir ? new Recipes(opts.stateDir, store, { cacheMaxBytes: opts.recipeCacheMaxBytes }) : undefined;
+  if (opts.scanRecipes && recipes) {
+    void store.snapshot().then((snap) => recipes.scan(snap, {
+      layer: (i, n, digest, v, ms) => log.info('recipe scan', { layer: `${i}/${n}`, digest, recipe: v?.profile ?? null, ms }),
+    })).catch((e: Error) => log.error('recipe scan failed', { error: e.message }));
+  }
   await uploads?.cleanStale();
   if (opts.push) {
     // As c/storage does when it opens a store for writing: layers a crashed writer left incomplete go.
@@ -100,34 +191,49 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
     setInterval(() => void tidyBlobCache(store, cache!, artifacts!, log).catch((e: Error) => log.error('blob cache', { error: e.message })), 3600_000).unref();
   }
   const active = new Set<ServerResponse>();
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, (req: IncomingMessage, res: ServerResponse) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     active.add(res);
     // Body bytes actually sent: the socket's count minus what it had sent before this response.
-    const before = req.socket.bytesWritten;
+    const sock = req.socket; // req.socket is null once a closed connection lets go of it
+    const before = sock.bytesWritten;
     const url = new URL(req.url ?? '/', 'http://registry');
+    if (req.method !== 'GET' && req.method !== 'HEAD') watchBodyIdle(req, limits.bodyIdleTimeoutMs, limits.minBodyRate);
+    let granted: { need: Need; identity?: string } | undefined;
+    // handlers pass headers to writeHead, where getHeader cannot see them: keep the digest for the audit line
+    let digestSent: string | undefined;
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+      const h = args.find((a) => a && typeof a === 'object' && !Array.isArray(a)) as Record<string, unknown> | undefined;
+      const d = h && Object.entries(h).find(([k]) => k.toLowerCase() === 'docker-content-digest')?.[1];
+      if (typeof d === 'string') digestSent = d;
+      return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+    } as typeof res.writeHead;
     res.on('close', () => {
       active.delete(res);
       log.info('request', {
-        method: req.method, path: url.pathname, status: res.statusCode, bytes: req.socket.bytesWritten - before,
+        method: req.method, path: url.pathname, status: res.statusCode, bytes: sock.bytesWritten - before,
         ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000, complete: res.writableFinished,
-        remote: req.socket.remoteAddress,
+        remote: sock.remoteAddress, ...(granted?.identity !== undefined ? { identity: granted.identity } : {}),
       });
+      audit(req, res, url, granted, log, sock.remoteAddress, digestSent);
     });
+    const hooks: Hooks = { gate, limits, downloads, onGrant: (need, grant) => { granted = { need, identity: grant.identity }; } };
     (async () => {
       const snapshot = await store.snapshot();
       const ctx: Context = {
         req, res, url, store, log, snapshot,
         repos: repositoryIndex(snapshot, opts.preferredHosts ?? DEFAULT_PREFERRED_HOSTS),
-        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child', cache),
+        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child', cache, recipes),
         cache,
         uploads,
         tagManifests,
         artifacts,
+        recipes,
         head: req.method === 'HEAD',
         wireGzip: opts.wireGzip ?? 'off',
       };
-      await route(ctx, url.pathname);
+      await route(ctx, url.pathname, hooks);
     })().catch((e: unknown) => {
       if (res.headersSent) {
         res.destroy(e as Error);
@@ -137,16 +243,26 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
       log.error('request failed', { path: url.pathname, error: (e as Error).message });
       sendError(res, new RegistryError('UNSUPPORTED', 'internal error: ' + (e as Error).message, undefined, 500), req.method === 'HEAD');
     });
-  });
+  };
+  // Slow clients: the whole head within headerTimeoutMs (checked often enough to matter),
+  // bodies and downloads watched for progress (limits.ts); no overall limit on long transfers.
+  const serverOpts = {
+    requestTimeout: 0,
+    headersTimeout: limits.headerTimeoutMs,
+    connectionsCheckingInterval: Math.max(100, Math.min(5_000, Math.floor(limits.headerTimeoutMs / 4))),
+  };
+  const server = opts.tls
+    // a TLS handshake that never finishes is a slow header too
+    ? createHttpsServer({ ...serverOpts, handshakeTimeout: limits.headerTimeoutMs, cert: readFileSync(opts.tls.certificate), key: readFileSync(opts.tls.key) }, handler)
+    : createServer(serverOpts, handler);
 
-  const [host, portStr] = splitAddr(opts.addr ?? '127.0.0.1:5000');
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(Number(portStr), host, () => {
       const a = server.address() as AddressInfo;
       const shown = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       resolve({
-        url: `http://${shown}:${a.port}`,
+        url: `${opts.tls ? 'https' : 'http'}://${shown}:${a.port}`,
         server,
         close: (graceMs = 30_000) => new Promise<void>((done) => {
           server.close(() => done());
@@ -160,6 +276,38 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
       });
     });
   });
+}
+
+/** One `audit` line per finished write: who, which repository, what, from where. */
+function audit(req: IncomingMessage, res: ServerResponse, url: URL, granted: { need: Need; identity?: string } | undefined, log: Logger, remote?: string, sentDigest?: string): void {
+  if (!granted || granted.need.kind !== 'repo' || granted.need.action === 'pull' || !res.writableFinished) return;
+  const method = req.method;
+  const m = ROUTE.exec(url.pathname);
+  const digest = sentDigest ?? res.getHeader('docker-content-digest');
+  let what: Record<string, unknown> | undefined;
+  if (m && m[2] === 'manifests' && method === 'PUT' && res.statusCode === 201) what = { action: 'manifest push', reference: safeDecode(m[3]), digest };
+  else if (m && method === 'DELETE' && res.statusCode === 202) what = { action: `${m[2] === 'manifests' ? 'manifest' : m[2]} delete`, reference: safeDecode(m[3]) };
+  else if (UPLOADS.test(url.pathname) && (method === 'PUT' || method === 'POST') && res.statusCode === 201) {
+    what = { action: url.searchParams.get('mount') && method === 'POST' && !url.searchParams.get('digest') ? 'blob mount' : 'blob upload', digest };
+  }
+  if (!what) return;
+  log.info('audit', { identity: granted.identity ?? null, repository: granted.need.name, ...what, remote });
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+function decodeRef(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new RegistryError(raw.includes(':') ? 'DIGEST_INVALID' : 'TAG_INVALID', `invalid reference ${JSON.stringify(raw)}`);
+  }
 }
 
 /** Prune blobs no manifest references, evict beyond the size limit, and account for it in the log. */

@@ -24,6 +24,22 @@ export class Uploads {
   private readonly sessions = new Map<string, Session>();
   private readonly timer: NodeJS.Timeout;
 
+  /** bytes all sessions may stage at once (limits.ts); beyond: 429, or 413 for one chunk larger than all of it */
+  stagingMaxBytes = Infinity;
+  private inFlight = 0;
+
+  /** open sessions */
+  get count(): number {
+    return this.sessions.size;
+  }
+
+  /** bytes staged by all sessions, including chunks being received */
+  get staged(): number {
+    let n = this.inFlight;
+    for (const s of this.sessions.values()) n += s.size;
+    return n;
+  }
+
   constructor(readonly cache: BlobCache, readonly idleMs = 15 * 60_000) {
     this.timer = setInterval(() => void this.expire(), Math.min(idleMs, 60_000));
     this.timer.unref();
@@ -62,19 +78,30 @@ export class Uploads {
   /** Append the request body to the session's file. */
   async append(ctx: Context, s: Session): Promise<void> {
     if (s.busy) throw new RegistryError('BLOB_UPLOAD_INVALID', 'a chunk is already being written to this upload', undefined, 416);
+    const max = this.stagingMaxBytes;
+    const declared = Number(ctx.req.headers['content-length'] ?? 0);
+    if (declared > max) throw new RegistryError('SIZE_INVALID', `upload larger than the staging limit (${max} bytes)`, undefined, 413);
+    if (this.staged + declared > max) throw new RegistryError('TOOMANYREQUESTS', 'upload staging is full: try again later');
     s.busy = true;
+    let n = 0;
     try {
-      let n = 0;
       const count = new Transform({
-        transform(c: Buffer, _e, cb) {
+        transform: (c: Buffer, _e, cb) => {
           n += c.length;
-          cb(null, c);
+          this.inFlight += c.length;
+          if (this.staged > max) cb(new RegistryError('TOOMANYREQUESTS', 'upload staging is full: try again later'));
+          else cb(null, c);
         },
       });
       await pipeline(ctx.req, count, createWriteStream(s.file, { flags: 'a' }));
       s.size += n;
       s.touched = Date.now();
+    } catch (e) {
+      // a chunk that did not arrive whole leaves nothing behind: the session stays at its last good size
+      await fsp.truncate(s.file, s.size).catch(() => undefined);
+      throw e;
     } finally {
+      this.inFlight -= n;
       s.busy = false;
     }
   }
@@ -150,7 +177,9 @@ export async function handleUpload(ctx: Context, repo: string, id: string | unde
     if (cr) {
       // Chunks must arrive in order: "start-end" with start = what we have.
       const m = /^(?:bytes )?(\d+)-(\d+)$/.exec(String(cr));
-      if (!m || Number(m[1]) !== s.size || Number(m[2]) < Number(m[1])) {
+      // and, as distribution checks, a Content-Length that is not the range's length is refused
+      const cl = ctx.req.headers['content-length'];
+      if (!m || Number(m[1]) !== s.size || Number(m[2]) < Number(m[1]) || (cl !== undefined && Number(cl) !== Number(m[2]) - Number(m[1]) + 1)) {
         ctx.res.writeHead(416, { ...API_HEADERS, Location: location(repo, s.id), Range: `0-${Math.max(0, s.size - 1)}`, 'Content-Length': 0 });
         ctx.res.end();
         return;

@@ -104,8 +104,23 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
   const gz = createGzip({ level: 1 });
   const out = createWriteStream(opts.tarSplitPath, { mode: 0o600 });
   gz.pipe(out);
+  // A tar-split that cannot be written (directory gone, disk full) fails the apply; without
+  // these listeners the error would be uncaught and take the whole process down.
+  let sinkError: Error | undefined;
+  out.on('error', (e) => {
+    sinkError ??= e;
+    gz.destroy(e);
+  });
+  gz.on('error', (e) => {
+    sinkError ??= e;
+    out.destroy();
+  });
   const emit = async (line: string) => {
-    if (!gz.write(line)) await once(gz, 'drain');
+    if (sinkError) throw sinkError;
+    if (!gz.write(line)) {
+      if (sinkError) throw sinkError;
+      await once(gz, 'drain');
+    }
   };
   const extractor = new LayerExtractor(opts.root, opts.whiteouts, opts.opaqueXattr);
   const seen = new Set<string>();
@@ -140,7 +155,8 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
     await extractor.finish();
     await feeding;
     gz.end();
-    await once(out, 'close');
+    if (!out.closed) await once(out, 'close');
+    if (sinkError) throw sinkError;
   } catch (e) {
     decompressor.destroy();
     gz.destroy();

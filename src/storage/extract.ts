@@ -26,6 +26,7 @@ const ENOTDIR = 20;
 /** A layer-relative path as latin1 (one char per byte, so non-UTF-8 names survive). */
 function relPath(name: Buffer, what: string): string {
   const s = name.toString('latin1');
+  if (s.includes('\0')) throw new ExtractError(`${what} ${JSON.stringify(name.toString())} contains a NUL byte`);
   if (s.startsWith('/')) throw new ExtractError(`${what} ${JSON.stringify(name.toString())} is an absolute path`);
   const parts = s.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..')) throw new ExtractError(`${what} ${JSON.stringify(name.toString())} leaves the layer ("..")`);
@@ -37,7 +38,7 @@ const bytes = (latin1: string) => Buffer.from(latin1, 'latin1');
 export class LayerExtractor {
   readonly uids = new Set<number>();
   readonly gids = new Set<number>();
-  private readonly dirs: { path: Buffer; atime: number; mtime: number }[] = [];
+  private dirs: { rel: string; path: Buffer; atime: number; mtime: number }[] = [];
   /** directories this layer created or replaced: `.wh..wh..opq` in vfs keeps those */
   private readonly createdHere = new Set<string>();
   private file: fsp.FileHandle | undefined;
@@ -51,8 +52,21 @@ export class LayerExtractor {
     return bytes(rel ? `${this.root}/${rel}` : this.root);
   }
 
-  /** Make sure every parent of rel is a real directory inside the root, creating missing ones 0755 root. */
-  private async parents(rel: string): Promise<void> {
+  /**
+   * rel (and everything under it) was removed or replaced: its cached "safe directory" verdicts
+   * and pending directory times no longer hold (a symlink may stand there now).
+   */
+  private forget(rel: string): void {
+    const under = (p: string) => p === rel || p.startsWith(rel + '/') || rel === '';
+    for (const d of this.safeDirs) if (d !== '' && under(d)) this.safeDirs.delete(d);
+    this.dirs = this.dirs.filter((d) => !under(d.rel));
+  }
+
+  /**
+   * Make sure every parent of rel is a real directory inside the root, creating missing ones
+   * 0755 root (or, with create false, refusing a path whose parents are missing).
+   */
+  private async parents(rel: string, create = true): Promise<void> {
     const parts = rel.split('/');
     parts.pop();
     let cur = '';
@@ -61,6 +75,7 @@ export class LayerExtractor {
       if (this.safeDirs.has(cur)) continue;
       const st = await fsp.lstat(this.abs(cur)).catch(() => undefined);
       if (!st) {
+        if (!create) throw new ExtractError(`${JSON.stringify(rel)}: ${JSON.stringify(cur)} is not in the layer`);
         await fsp.mkdir(this.abs(cur), { mode: 0o755 });
         this.createdHere.add(cur);
       } else if (st.isSymbolicLink()) {
@@ -76,6 +91,8 @@ export class LayerExtractor {
   async begin(h: TarHeader): Promise<void> {
     if (h.type === 'g') return; // PAX global headers are ignored, as Go does
     const rel = relPath(h.name, 'entry');
+    // lchown takes 0..2^32-2 (2^32-1 means "unchanged"); anything else would be a RangeError
+    for (const id of [h.uid, h.gid]) if (!Number.isInteger(id) || id < 0 || id >= 0xffffffff) throw new ExtractError(`entry ${JSON.stringify(rel)}: owner ${id} is out of range`);
     const base = posix.basename(rel);
     if (!base.startsWith(WH_PREFIX)) {
       this.uids.add(h.uid);
@@ -85,20 +102,25 @@ export class LayerExtractor {
     await this.parents(rel);
     const dir = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
     if (base === WH_OPAQUE) return this.opaque(dir);
-    if (base.startsWith(WH_PREFIX)) return this.whiteout(h, dir ? `${dir}/${base.slice(WH_PREFIX.length)}` : base.slice(WH_PREFIX.length));
+    if (base.startsWith(WH_PREFIX)) {
+      const target = base.slice(WH_PREFIX.length);
+      // ".wh.", ".wh.." and ".wh..." would remove the directory itself or its parent (the layer root's parent)
+      if (target === '' || target === '.' || target === '..') throw new ExtractError(`whiteout ${JSON.stringify(rel)} names no file`);
+      return this.whiteout(h, dir ? `${dir}/${target}` : target);
+    }
 
     const path = this.abs(rel);
     const existing = await fsp.lstat(path).catch(() => undefined);
     if (existing && !(existing.isDirectory() && h.type === '5')) {
       await fsp.rm(path, { recursive: true, force: true });
-      this.safeDirs.delete(rel);
+      this.forget(rel);
     }
     const mode = h.mode & 0o7777;
     this.createdHere.add(rel);
     switch (h.type) {
       case '5':
         if (!existing?.isDirectory()) await fsp.mkdir(path, { mode });
-        this.dirs.push({ path, atime: h.atime ?? h.mtime, mtime: h.mtime });
+        this.dirs.push({ rel, path, atime: h.atime ?? h.mtime, mtime: h.mtime });
         break;
       case '0':
       case '7':
@@ -113,6 +135,8 @@ export class LayerExtractor {
       }
       case '1': {
         const target = relPath(h.linkname, 'hard link target');
+        // link(2) follows symlinks in the target's directories: they must be real ones inside the layer
+        await this.parents(target, false);
         const st = await fsp.lstat(this.abs(target)).catch(() => undefined);
         if (!st) throw new ExtractError(`hard link ${JSON.stringify(rel)} points to ${JSON.stringify(h.linkname.toString())}, which is not in the layer`);
         await fsp.link(this.abs(target), path);
@@ -175,11 +199,9 @@ export class LayerExtractor {
 
   private async whiteout(h: TarHeader, rel: string): Promise<void> {
     const path = this.abs(rel);
-    if (this.whiteouts === 'delete') {
-      await fsp.rm(path, { recursive: true, force: true });
-      return;
-    }
     await fsp.rm(path, { recursive: true, force: true });
+    this.forget(rel);
+    if (this.whiteouts === 'delete') return;
     try {
       mknod(path, S_IFCHR, 0n);
     } catch (e) {
@@ -198,7 +220,10 @@ export class LayerExtractor {
     // vfs holds a full copy of the parent: drop what did not come from this layer.
     for (const name of await fsp.readdir(this.abs(dir), { encoding: 'latin1' })) {
       const rel = dir ? `${dir}/${name}` : name;
-      if (!this.createdHere.has(rel)) await fsp.rm(this.abs(rel), { recursive: true, force: true });
+      if (!this.createdHere.has(rel)) {
+        await fsp.rm(this.abs(rel), { recursive: true, force: true });
+        this.forget(rel);
+      }
     }
   }
 

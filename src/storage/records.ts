@@ -128,6 +128,9 @@ export function parseRecordArray(file: string, text: string): Record<string, unk
     if (!r || typeof r !== 'object' || Array.isArray(r)) throw new StoreFormatError(file, `record ${i} is not an object`);
     const id = (r as Record<string, unknown>).id;
     if (typeof id !== 'string' || id === '') throw new StoreFormatError(file, `record ${i} has no id`);
+    // IDs become directory names (overlay/<id>, <driver>-images/<id>, removed recursively on
+    // delete): one that is not a plain file name would reach outside the store.
+    if (id.includes('/') || id.includes('\0') || id === '.' || id === '..') throw new StoreFormatError(file, `record ${i} has an invalid id ${JSON.stringify(id)}`);
     return r as Record<string, unknown>;
   });
 }

@@ -121,6 +121,8 @@ function checksumOk(block: Buffer): boolean {
   return stored === unsigned || stored === signed;
 }
 
+const NUL_FREE_KEYS = new Set(['path', 'linkpath', 'uname', 'gname']);
+
 /** PAX records "<len> <key>=<value>\n"; values kept as bytes (xattr values may be binary). */
 export function parsePax(data: Buffer): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
@@ -136,7 +138,11 @@ export function parsePax(data: Buffer): Map<string, Buffer> {
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw new TarError('tar: PAX record without key');
     const key = rec.toString('utf8', 0, eq);
-    out.set(key, rec.subarray(eq + 1, rec.length - 1));
+    const value = rec.subarray(eq + 1, rec.length - 1);
+    // archive/tar's validPAXRecord: no NUL in a key, nor in names (a NUL would cut the path short
+    // in C and is refused by every file system call).
+    if (key.includes('\0') || (NUL_FREE_KEYS.has(key) && value.includes(0))) throw new TarError(`tar: PAX record ${JSON.stringify(key)} contains a NUL`);
+    out.set(key, value);
     off += len;
   }
   return out;
@@ -153,6 +159,8 @@ function paxInt(v: Buffer, key: string): number {
 function paxTime(v: Buffer, key: string): number {
   const s = v.toString('latin1');
   if (!/^-?[0-9]+(\.[0-9]+)?$/.test(s)) throw new TarError(`tar: invalid PAX ${key} ${JSON.stringify(s)}`);
+  // seconds beyond int64 are refused as archive/tar does (they would become Infinity here)
+  if (!Number.isSafeInteger(Number(s.split('.')[0]))) throw new TarError(`tar: PAX ${key} out of range`);
   return Number(s);
 }
 
@@ -284,10 +292,15 @@ export async function* readTar(src: AsyncIterable<Buffer | Uint8Array | string>)
     }
     padding = (BLOCK - (h.size % BLOCK)) % BLOCK;
   }
-  // Everything after the end blocks is kept too: it is part of the layer's digest.
+  // Everything after the end blocks is kept too: it is part of the layer's digest. Emitted in
+  // pieces of at most 1 MiB, so hostile trailing data never accumulates in memory.
   for (;;) {
     const rest = await s.readSome(1 << 20);
     if (!rest.length) break;
+    if (pending.reduce((n, b) => n + b.length, 0) + rest.length > 1 << 20) {
+      const ev = flush();
+      if (ev) yield ev;
+    }
     raw(rest);
   }
   const ev = flush();

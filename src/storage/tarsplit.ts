@@ -4,6 +4,14 @@
 // grow with the file.
 import { createReadStream } from 'node:fs';
 import { createGunzip } from 'node:zlib';
+import { StringDecoder } from 'node:string_decoder';
+
+/**
+ * The longest line accepted. Lines hold one entry or raw segment (headers, a PAX record of at
+ * most 1 MiB, padding; readTar emits trailing bytes in 1 MiB pieces), so this is generous; it
+ * keeps a corrupt file from growing memory without bound.
+ */
+const MAX_LINE = 32 << 20;
 
 export class TarSplitError extends Error {
   override name = 'TarSplitError';
@@ -52,13 +60,23 @@ export async function* readTarSplit(path: string): AsyncGenerator<TarSplitEntry>
       throw new TarSplitError(`${path}: line ${lineNo}: ${(e as Error).message}`);
     }
   };
+  // A decoder keeps a UTF-8 sequence split across two chunks whole; only the new text is
+  // searched for newlines (splitting `rest + chunk` each time is quadratic on a long line).
+  const decoder = new StringDecoder('utf8');
   try {
     for await (const chunk of gunzip) {
-      const text = rest + (chunk as Buffer).toString('utf8');
-      const lines = text.split('\n');
-      rest = lines.pop()!;
-      for (const line of lines) if (line !== '') yield parse(line);
+      const text = decoder.write(chunk as Buffer);
+      let start = 0;
+      for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+        const line = rest + text.slice(start, nl);
+        rest = '';
+        start = nl + 1;
+        if (line !== '') yield parse(line);
+      }
+      rest += text.slice(start);
+      if (rest.length > MAX_LINE) throw new TarSplitError(`${path}: line ${lineNo + 1} is longer than ${MAX_LINE} characters (corrupt tar-split)`);
     }
+    rest += decoder.end();
   } catch (e) {
     if (e instanceof TarSplitError) throw e;
     throw new TarSplitError(`${path}: ${(e as Error).message} (truncated or corrupt tar-split)`);

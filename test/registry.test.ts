@@ -295,3 +295,16 @@ test('wire gzip: layers compressed in transit still verify, for skopeo and for p
   assert.equal(r.headers.get('content-encoding'), null);
   await r.arrayBuffer();
 });
+
+test('a blob is served only in the repositories whose images use it, as distribution links blobs per repository', async () => {
+  const srv = await server('overlay');
+  const snap = await srv.store.snapshot();
+  const tiny = snap.image('localhost/csreg/tiny:1')!;
+  const layer = snap.layerChain(tiny.topLayer).layers[0];
+  const own = await fetch(`${srv.url}/v2/localhost/csreg/tiny/blobs/${layer.diffDigest}`);
+  assert.equal(own.status, 200);
+  assert.equal(sha(Buffer.from(await own.arrayBuffer())), layer.diffDigest);
+  const other = await fetch(`${srv.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`);
+  assert.equal(other.status, 404);
+  assert.equal(((await other.json()) as { errors: { code: string }[] }).errors[0].code, 'BLOB_UNKNOWN');
+});

@@ -216,6 +216,22 @@ export class Resolver {
     return undefined;
   }
 
+  /**
+   * Whether a blob belongs to the repository, as distribution links blobs per repository: the
+   * config or a layer (by diff or compressed digest) of one of its images, or of an image an
+   * index of it lists. Access rules per repository would mean nothing otherwise.
+   */
+  async belongsTo(digest: string, repo: Repository): Promise<boolean> {
+    const images = new Set(repo.images);
+    for (const child of await this.indexChildren(repo.images)) for (const img of this.snap.imagesWithDigest(child)) images.add(img);
+    for (const img of images) {
+      const key = configKey(img);
+      if (key && img.bigDataDigests[key] === digest) return true;
+      if (this.snap.layerChain(img.topLayer).layers.some((l) => l.diffDigest === digest || l.compressedDigest === digest)) return true;
+    }
+    return false;
+  }
+
   /** Digests listed as children by the stored indexes of these images. */
   private async indexChildren(images: Iterable<Image>): Promise<Set<string>> {
     const out = new Set<string>();

@@ -3,7 +3,7 @@
 // and CRC-64, and a full stream is hashed while produced; any mismatch destroys the stream
 // with an error, so a consumer can never take wrong bytes for a clean end.
 import { createHash } from 'node:crypto';
-import { constants, promises as fsp, realpathSync } from 'node:fs';
+import { close, closeSync, constants, openSync, read, readSync, realpathSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { Crc64 } from './crc64.js';
 import { readTarSplit, type TarSplitEntry } from './tarsplit.js';
@@ -27,11 +27,19 @@ export interface LayerTarOptions {
 }
 
 const READ_CHUNK = 1 << 20;
-/** Small files are read ahead, in parallel, up to this many at once (order is kept). */
-const READ_AHEAD = 32;
+/**
+ * Files up to this size are read synchronously: from the page cache that takes microseconds,
+ * less than a thread-pool round trip per open, read and close (measured: twice the throughput
+ * of reading them ahead in parallel through the thread pool on a layer of small files).
+ */
 const SMALL_FILE = 256 << 10;
 /** Output is gathered into pushes of about this size. */
 const BATCH = 256 << 10;
+
+// Plain file descriptors through the callback API: FileHandle objects cost more to create
+// and close than reading a small file does (measured: half the CPU of a small-file layer).
+const readFd = (fd: number, buf: Buffer, off: number, len: number, pos: number) => new Promise<number>((ok, fail) => read(fd, buf, off, len, pos, (e, n) => (e ? fail(e) : ok(n))));
+const closeFd = (fd: number) => new Promise<void>((ok) => close(fd, () => ok()));
 
 /** Resolves tar-split names inside the content roots, refusing ".." and symlinks that leave them. */
 class Resolver {
@@ -74,12 +82,13 @@ class Resolver {
     return ok;
   }
 
-  async open(name: Buffer): Promise<fsp.FileHandle> {
+  /** Opening is a path lookup, cheaper than a thread-pool round trip: done synchronously. */
+  open(name: Buffer): number {
     const rel = this.rel(name);
     for (let i = 0; i < this.roots.length; i++) {
       if (!this.insideRoot(i, rel)) throw new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} resolves outside the layer`);
       try {
-        return await fsp.open(Buffer.from(`${this.roots[i]}/${rel}`, 'latin1'), constants.O_RDONLY | constants.O_NOFOLLOW);
+        return openSync(Buffer.from(`${this.roots[i]}/${rel}`, 'latin1'), constants.O_RDONLY | constants.O_NOFOLLOW);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' || code === 'ENOTDIR') continue;
@@ -94,13 +103,13 @@ class Resolver {
 type FileEntry = Extract<TarSplitEntry, { kind: 'file' }>;
 
 /** Read a whole (small) file and check its size, and its CRC unless the whole tar's digest is checked anyway. */
-async function readWhole(res: Resolver, e: FileEntry, crc: boolean): Promise<Buffer> {
-  const fh = await res.open(e.nameBytes);
+function readWhole(res: Resolver, e: FileEntry, crc: boolean): Buffer {
+  const fd = res.open(e.nameBytes);
   try {
     const buf = Buffer.allocUnsafe(e.size + 1);
     let n = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      const bytesRead = readSync(fd, buf, n, buf.length - n, n);
       if (bytesRead === 0) break;
       n += bytesRead;
       if (n === buf.length) break;
@@ -110,7 +119,7 @@ async function readWhole(res: Resolver, e: FileEntry, crc: boolean): Promise<Buf
     if (crc) checkCrc(res.layerId, e, new Crc64().update(data));
     return data;
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -174,40 +183,10 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
   };
 
   const run = async () => {
-    const queue: { entry: TarSplitEntry; data?: Promise<Buffer> }[] = [];
     const entries = readTarSplit(opts.tarSplitPath);
-    let exhausted = false;
-    const fill = async () => {
-      // Keep READ_AHEAD small files in flight ahead of the one being sent.
-      let inFlight = queue.filter((q) => q.data).length;
-      let projected = offset + queue.reduce((n, q) => n + (q.entry.kind === 'segment' ? q.entry.payload.length : q.entry.size), 0);
-      while (!exhausted && queue.length < READ_AHEAD * 4 && inFlight < READ_AHEAD) {
-        const r = await entries.next();
-        if (r.done) {
-          exhausted = true;
-          break;
-        }
-        const e = r.value;
-        const len = e.kind === 'segment' ? e.payload.length : e.size;
-        const item: { entry: TarSplitEntry; data?: Promise<Buffer> } = { entry: e };
-        const inRange = projected + len > start && projected < end;
-        if (e.kind === 'file' && e.size > 0 && e.size <= SMALL_FILE && inRange) {
-          item.data = readWhole(res, e, fileCrcs);
-          item.data.catch(() => undefined); // surfaced when it is awaited in order
-          inFlight++;
-        }
-        projected += len;
-        queue.push(item);
-      }
-    };
     try {
-      for (;;) {
+      for await (const e of entries) {
         if (stream.destroyed) return;
-        if (queue.length === 0) await fill();
-        const item = queue.shift();
-        if (!item) break;
-        if (queue.length < READ_AHEAD) await fill();
-        const e = item.entry;
         if (offset >= end) break;
         if (e.kind === 'segment') {
           await emitRange(e.payload);
@@ -218,30 +197,30 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
           offset += e.size; // before the range: not read at all
           continue;
         }
-        if (item.data) {
-          await emitRange(await item.data);
+        if (e.size <= SMALL_FILE) {
+          await emitRange(readWhole(res, e, fileCrcs));
           continue;
         }
         // A large file: streamed in chunks, its CRC (when checked) at its end.
-        const fh = await res.open(e.nameBytes);
+        const fd = res.open(e.nameBytes);
         try {
           const crc = fileCrcs ? new Crc64() : undefined;
           let left = e.size;
           while (left > 0) {
             if (stream.destroyed) return;
             const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
-            const { bytesRead } = await fh.read(buf, 0, buf.length, e.size - left);
+            const bytesRead = await readFd(fd, buf, 0, buf.length, e.size - left);
             if (bytesRead === 0) throw new LayerVerifyError(`layer ${opts.layerId}: file ${JSON.stringify(e.name)} is shorter than its ${e.size} bytes`);
             const chunk = buf.subarray(0, bytesRead);
             crc?.update(chunk);
             left -= bytesRead;
             await emitRange(chunk);
           }
-          const extra = await fh.read(Buffer.alloc(1), 0, 1, e.size);
-          if (extra.bytesRead) throw new LayerVerifyError(`layer ${opts.layerId}: file ${JSON.stringify(e.name)} is longer than its ${e.size} bytes`);
+          const extra = await readFd(fd, Buffer.alloc(1), 0, 1, e.size);
+          if (extra) throw new LayerVerifyError(`layer ${opts.layerId}: file ${JSON.stringify(e.name)} is longer than its ${e.size} bytes`);
           if (crc) checkCrc(opts.layerId, e, crc);
         } finally {
-          await fh.close();
+          await closeFd(fd);
         }
       }
       if (whole) {

@@ -78,8 +78,9 @@ test('layers skopeo compressed (pgzip) are reproduced: original manifests served
   }
 });
 
-for (const variant of ['go6', 'go1'] as const) {
-  test(`layers from Go's compress/gzip (${variant === 'go6' ? 'default level' : 'BestSpeed'}) are reproduced and served by their original digests`, async () => {
+const VARIANTS = { go6: ['Go compress/gzip, default level', 'go1.19-gzip/6'], go1: ['Go compress/gzip, BestSpeed', 'go1.19-gzip/1'], gnu6: ['GNU gzip -n -6', 'gnu-gzip-1.12/6'] } as const;
+for (const variant of ['go6', 'go1', 'gnu6'] as const) {
+  test(`layers from ${VARIANTS[variant][0]} are reproduced and served by their original digests`, async () => {
     const f = fx.recipes.find((r) => r.variant === variant)!;
     const srv = await serve(f.store, variant);
     const r = await bytes(`${srv.url}/v2/${repoOf(f.ref)}/manifests/1`);
@@ -88,7 +89,7 @@ for (const variant of ['go6', 'go1'] as const) {
     await skopeoByDigest(srv, repoOf(f.ref), f.manifestDigest);
     const profiles = Object.values(verdicts(srv.state)).map((x) => x.profile);
     assert.ok(profiles.length >= 2);
-    assert.deepEqual(new Set(profiles), new Set([`go1.19-gzip/${variant === 'go6' ? 6 : 1}`]));
+    assert.deepEqual(new Set(profiles), new Set([VARIANTS[variant][1]]));
   });
 }
 

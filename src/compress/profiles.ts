@@ -1,6 +1,7 @@
 // The compressors whose output csreg reproduces bit for bit, each a named profile (program,
 // library version, level, block size), tried in order of how likely they made a layer.
 import { GoGzipEncoder } from './go-gzip.js';
+import { GnuGzipEncoder } from './gnu-gzip.js';
 import { PgzipEncoder, PGZIP_BLOCK_SIZE } from './pgzip.js';
 
 /** push() returns the output ready so far, finish() the rest; output independent of chunking. */
@@ -31,6 +32,9 @@ export const PROFILES: Profile[] = [
   { id: 'go1.19-gzip/6', who: 'Go compress/gzip default level (docker push, BuildKit, containerd)', create: () => new GoGzipEncoder({ level: 6 }) },
   { id: 'go1.19-gzip/1', who: 'Go compress/gzip BestSpeed (go-containerregistry: crane, ko)', create: () => new GoGzipEncoder({ level: 1 }) },
   { id: 'go1.19-gzip/9', who: 'Go compress/gzip BestCompression', create: () => new GoGzipEncoder({ level: 9 }) },
+  { id: 'gnu-gzip-1.12/6', who: 'GNU gzip -n (tar czf, hand-built layers)', create: () => new GnuGzipEncoder({ level: 6 }) },
+  { id: 'gnu-gzip-1.12/9', who: 'GNU gzip -n -9', create: () => new GnuGzipEncoder({ level: 9 }) },
+  { id: 'gnu-gzip-1.12/1', who: 'GNU gzip -n -1', create: () => new GnuGzipEncoder({ level: 1 }) },
 ];
 
 export function profileById(id: string): Profile | undefined {

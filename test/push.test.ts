@@ -147,12 +147,13 @@ test('DELETE by tag removes the name; by digest removes the image', async () => 
   assert.ok(logs.some((l) => l.includes('manifest deleted')), 'deletes are logged');
 });
 
+/** A monolithic blob upload (POST with ?digest=). */
+const rawPushBlob = (repo: string, b: Buffer) =>
+  fetch(`${reg.url}/v2/${repo}/blobs/uploads/?digest=${sha(b)}`, { method: 'POST', body: new Uint8Array(b), headers: { 'Content-Type': 'application/octet-stream' } });
+
 /** A plain OCI client's push (as crane or oras do it): monolithic blob uploads, then the manifest. */
 async function rawPush(repo: string, tag: string, blobs: Buffer[], manifest: Buffer, mediaType: string): Promise<Response> {
-  for (const b of blobs) {
-    const r = await fetch(`${reg.url}/v2/${repo}/blobs/uploads/?digest=${sha(b)}`, { method: 'POST', body: new Uint8Array(b), headers: { 'Content-Type': 'application/octet-stream' } });
-    assert.equal(r.status, 201, `blob ${sha(b)} accepted`);
-  }
+  for (const b of blobs) assert.equal((await rawPushBlob(repo, b)).status, 201, `blob ${sha(b)} accepted`);
   return fetch(`${reg.url}/v2/${repo}/manifests/${tag}`, { method: 'PUT', body: new Uint8Array(manifest), headers: { 'Content-Type': mediaType } });
 }
 
@@ -273,4 +274,26 @@ test('an artifact pushed by digest with a subject is listed by the referrers API
   const after = (await (await fetch(`${reg.url}/v2/csreg/base/referrers/${sha(subject)}`)).json()) as { manifests: unknown[] };
   assert.deepEqual(after.manifests, [], 'a deleted artifact is no longer a referrer');
   assert.equal((await fetch(`${reg.url}/v2/csreg/sigs/manifests/sig-1`)).status, 200, 'the other repository keeps its copy');
+});
+
+test('blobs are linked per repository: no reading, mounting or referencing another repository’s blob', async () => {
+  const secret = Buffer.from('only in secret/repo');
+  assert.equal((await rawPushBlob('secret/repo', secret)).status, 201);
+  assert.equal((await fetch(`${reg.url}/v2/secret/repo/blobs/${sha(secret)}`)).status, 200);
+  assert.equal((await fetch(`${reg.url}/v2/csreg/base/blobs/${sha(secret)}`)).status, 404, 'not through another repository');
+  const mount = await fetch(`${reg.url}/v2/thief/repo/blobs/uploads/?mount=${sha(secret)}&from=csreg/base`, { method: 'POST' });
+  assert.equal(mount.status, 202, 'a mount from a repository without the blob starts an upload instead');
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, config: {} }));
+  assert.equal((await rawPushBlob('thief/repo', config)).status, 201);
+  const manifest = JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(secret), size: secret.length }],
+  });
+  const put = await fetch(`${reg.url}/v2/thief/repo/manifests/x`, { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  assert.equal(put.status, 404);
+  assert.equal(((await put.json()) as { errors: { code: string }[] }).errors[0].code, 'MANIFEST_BLOB_UNKNOWN');
+  const ok = await fetch(`${reg.url}/v2/other/place/blobs/uploads/?mount=${sha(secret)}&from=secret/repo`, { method: 'POST' });
+  assert.equal(ok.status, 201, 'a mount from the repository that has it');
+  assert.equal((await fetch(`${reg.url}/v2/other/place/blobs/${sha(secret)}`)).status, 200);
 });

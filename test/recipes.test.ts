@@ -78,8 +78,8 @@ test('layers skopeo compressed (pgzip) are reproduced: original manifests served
   }
 });
 
-const VARIANTS = { go6: ['Go compress/gzip, default level', 'go1.19-gzip/6'], go1: ['Go compress/gzip, BestSpeed', 'go1.19-gzip/1'], gnu6: ['GNU gzip -n -6', 'gnu-gzip-1.12/6'] } as const;
-for (const variant of ['go6', 'go1', 'gnu6'] as const) {
+const VARIANTS = { go6: ['Go compress/gzip, default level', 'go1.19-gzip/6'], go1: ['Go compress/gzip, BestSpeed', 'go1.19-gzip/1'], gnu6: ['GNU gzip -n -6', 'gnu-gzip-1.12/6'], py9: ["Python's gzip.compress (zlib, level 9)", 'zlib-1.2/9+zlib'] } as const;
+for (const variant of ['go6', 'go1', 'gnu6', 'py9'] as const) {
   test(`layers from ${VARIANTS[variant][0]} are reproduced and served by their original digests`, async () => {
     const f = fx.recipes.find((r) => r.variant === variant)!;
     const srv = await serve(f.store, variant);
@@ -88,8 +88,10 @@ for (const variant of ['go6', 'go1', 'gnu6'] as const) {
     assert.equal(sha(r.body), f.manifestDigest, 'the tag serves the original manifest');
     await skopeoByDigest(srv, repoOf(f.ref), f.manifestDigest);
     const profiles = Object.values(verdicts(srv.state)).map((x) => x.profile);
-    assert.ok(profiles.length >= 2);
-    assert.deepEqual(new Set(profiles), new Set([VARIANTS[variant][1]]));
+    assert.ok(profiles.length >= 1);
+    // on a small input GNU gzip -9 and zlib -9 (with the same OS byte) emit the same bytes: either reproduces it
+    const same = variant === 'py9' ? ['gnu-gzip-1.12/9'] : [];
+    assert.ok(profiles.every((p) => p === VARIANTS[variant][1] || same.includes(p!)), `${profiles.join(', ')}`);
   });
 }
 

@@ -2,6 +2,7 @@
 // library version, level, block size), tried in order of how likely they made a layer.
 import { GoGzipEncoder } from './go-gzip.js';
 import { GnuGzipEncoder } from './gnu-gzip.js';
+import { ZlibGzipEncoder } from './zlib-gzip.js';
 import { PgzipEncoder, PGZIP_BLOCK_SIZE } from './pgzip.js';
 
 /** push() returns the output ready so far, finish() the rest; output independent of chunking. */
@@ -35,6 +36,11 @@ export const PROFILES: Profile[] = [
   { id: 'gnu-gzip-1.12/6', who: 'GNU gzip -n (tar czf, hand-built layers)', create: () => new GnuGzipEncoder({ level: 6 }) },
   { id: 'gnu-gzip-1.12/9', who: 'GNU gzip -n -9', create: () => new GnuGzipEncoder({ level: 9 }) },
   { id: 'gnu-gzip-1.12/1', who: 'GNU gzip -n -1', create: () => new GnuGzipEncoder({ level: 1 }) },
+  // zlib 1.2.8–1.3.1 (one output class), fed in one piece; the header says who framed it
+  { id: 'zlib-1.2/6+java', who: 'Java GZIPOutputStream default level, JDK 16+ (Jib)', create: () => new ZlibGzipEncoder({ level: 6, header: 'java' }) },
+  { id: 'zlib-1.2/6+java-legacy', who: 'Java GZIPOutputStream default level, JDK ≤ 15', create: () => new ZlibGzipEncoder({ level: 6, header: 'java-legacy' }) },
+  { id: 'zlib-1.2/9+zlib', who: "Python 3.11–3.12 gzip.compress (default level 9, mtime=0)", create: () => new ZlibGzipEncoder({ level: 9, header: 'zlib' }) },
+  { id: 'zlib-1.2/9+python', who: 'Python gzip.GzipFile / gzip.compress of other versions (level 9, mtime=0)', create: () => new ZlibGzipEncoder({ level: 9, header: 'python' }) },
 ];
 
 export function profileById(id: string): Profile | undefined {

@@ -12,6 +12,7 @@ import type { Store } from '../storage/store.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import { parseManifest } from './manifest.js';
 import { verifying } from './digest.js';
+import { StateFile } from './state-file.js';
 
 export interface BlobCacheOptions {
   /** evict least recently used blobs beyond this many bytes (undefined: no limit) */
@@ -31,12 +32,26 @@ export class BlobCache {
   readonly tmp: string;
   readonly maxBytes: number | undefined;
   readonly graceMs: number;
+  /** which repositories each blob was pushed (or mounted) to: as distribution links blobs per repository */
+  private readonly links: StateFile<Record<string, string[]>>;
 
   constructor(stateDir: string, opts: BlobCacheOptions = {}) {
     this.dir = join(stateDir, 'blobs', 'sha256');
     this.tmp = join(stateDir, 'blobs', 'tmp');
     this.maxBytes = opts.maxBytes;
     this.graceMs = opts.graceMs ?? 60 * 60_000;
+    this.links = new StateFile(join(stateDir, 'blobs', 'links.json'), () => ({}));
+  }
+
+  async link(digest: string, repo: string): Promise<void> {
+    if (this.linkedTo(digest, repo)) return;
+    await this.links.update((l) => {
+      l[digest] = [...(l[digest] ?? []), repo];
+    });
+  }
+
+  linkedTo(digest: string, repo: string): boolean {
+    return this.size(digest) !== undefined && (this.links.get()[digest] ?? []).includes(repo);
   }
 
   private path(digest: string): string | undefined {
@@ -92,6 +107,11 @@ export class BlobCache {
   async remove(digest: string): Promise<void> {
     const p = this.path(digest);
     if (p) await fsp.rm(p, { force: true });
+    if (this.links.get()[digest]) {
+      await this.links.update((l) => {
+        delete l[digest];
+      });
+    }
   }
 
   /** Every cached blob, least recently used first. */

@@ -15,6 +15,7 @@ import { sha256 } from './digest.js';
 import { MT } from './media.js';
 import { parseManifest, ManifestError, type ParsedManifest } from './manifest.js';
 import type { Resolver } from './resolver.js';
+import type { RepositoryIndex } from './names.js';
 
 export class CommitError extends Error {
   override name = 'CommitError';
@@ -43,6 +44,7 @@ export interface CommitOptions {
   resolver: Resolver;
   cache: BlobCache;
   artifacts: Artifacts;
+  repos: RepositoryIndex;
   repo: string;
   /** a tag, or the manifest's digest */
   reference: string;
@@ -70,12 +72,12 @@ async function blobBytes(o: CommitOptions, digest: string): Promise<Buffer | und
   return undefined;
 }
 
-/** Every blob the manifest names must be here (cache or store) before it is accepted. */
-function requireBlobs(o: CommitOptions, m: ParsedManifest): void {
+/** Every blob the manifest names must be in the repository (pushed to it, or used by its images) before it is accepted. */
+async function requireBlobs(o: CommitOptions, m: ParsedManifest): Promise<void> {
+  const repo = o.repos.get(o.repo);
   for (const d of [...(m.config ? [m.config] : []), ...m.layers]) {
-    if (o.cache.size(d.digest) === undefined && !o.resolver.blob(d.digest)) {
-      throw new CommitError('MANIFEST_BLOB_UNKNOWN', `blob ${d.digest} referenced by the manifest was not pushed`);
-    }
+    const here = o.cache.linkedTo(d.digest, o.repo) || (repo !== undefined && o.resolver.blob(d.digest) !== undefined && (await o.resolver.belongsTo(d.digest, repo)));
+    if (!here) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `blob ${d.digest} referenced by the manifest was not pushed to ${o.repo}`);
   }
 }
 
@@ -135,9 +137,12 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
   ];
 
   if (m.kind === 'index') {
+    // children must have been pushed to this repository (an index makes its children's
+    // blobs part of the repository, so another repository's must not come in through it)
+    const own = [...(o.repos.get(o.repo)?.images ?? [])];
     for (const child of m.manifests) {
-      if (!(await o.resolver.byDigest(undefined, child.digest)) && !o.resolver.snap.imagesWithDigest(child.digest).length) {
-        throw new CommitError('MANIFEST_BLOB_UNKNOWN', `manifest ${child.digest} listed by the index was not pushed`);
+      if (!own.some((i) => i.digests.includes(child.digest)) && !o.artifacts.get(o.repo, child.digest)) {
+        throw new CommitError('MANIFEST_BLOB_UNKNOWN', `manifest ${child.digest} listed by the index was not pushed to ${o.repo}`);
       }
     }
     const id = digest.slice('sha256:'.length);
@@ -145,7 +150,7 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
     return { digest, imageId: id, subject: m.subject?.digest };
   }
   if (m.kind !== 'image') throw new CommitError('MANIFEST_INVALID', `unsupported manifest type ${JSON.stringify(m.mediaType)}`);
-  requireBlobs(o, m);
+  await requireBlobs(o, m);
   const configBytes = await blobBytes(o, m.config!.digest);
   if (!configBytes || sha256(configBytes) !== m.config!.digest) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `config ${m.config!.digest} is not available`);
 

@@ -35,15 +35,14 @@ function wantsWireGzip(ctx: Context): boolean {
 export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
   const repo = ctx.repos.get(name);
-  const member = repo !== undefined && (await ctx.resolver.belongsTo(digest, repo));
+  const member = !!ctx.cache?.linkedTo(digest, name) || (repo !== undefined && (await ctx.resolver.belongsTo(digest, repo)));
   // an original compressed layer seen for the first time: find its recipe now
   if (member && !ctx.resolver.blob(digest)) await ctx.recipes?.ensure([digest], ctx.snapshot).catch((e: Error) => ctx.log.error('recipe detection failed', { digest, error: e.message }));
   let src = ctx.resolver.blob(digest);
-  // Blobs pushed but not yet in a manifest are visible in any repository (the push flow);
-  // the store's blobs only in the repositories whose images use them.
-  if (src?.kind !== 'cache') {
-    repository(ctx, name);
-    if (!member) src = undefined;
+  // A blob is visible in the repositories it was pushed to, or whose images use it.
+  if (!member) {
+    if (src?.kind !== 'cache') repository(ctx, name);
+    src = undefined;
   }
   if (!src) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known (or cannot be produced) in ${name}`, { digest });
   const range = parseRange(ctx.req.headers.range, src.size);

@@ -90,7 +90,7 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
   const bytes = await readBody(ctx, MAX_MANIFEST);
   let result;
   try {
-    result = await commitManifest({ store: ctx.store, resolver: ctx.resolver, cache: ctx.cache!, artifacts: ctx.artifacts!, repo: name, reference: ref, bytes });
+    result = await commitManifest({ store: ctx.store, resolver: ctx.resolver, cache: ctx.cache!, artifacts: ctx.artifacts!, repos: ctx.repos, repo: name, reference: ref, bytes });
   } catch (e) {
     if (e instanceof CommitError) throw new RegistryError(e.code, e.message);
     if (e instanceof WriteError) throw new RegistryError('MANIFEST_INVALID', e.message);

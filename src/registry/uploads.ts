@@ -136,6 +136,7 @@ async function finish(ctx: Context, up: Uploads, s: Session, digest: string): Pr
     throw new RegistryError('DIGEST_INVALID', `uploaded content does not match digest ${digest}`, { digest });
   }
   await up.drop(s);
+  await up.cache.link(digest, s.repo);
   created(ctx, s.repo, digest);
 }
 
@@ -149,8 +150,14 @@ export async function handleUpload(ctx: Context, repo: string, id: string | unde
     const mount = q.get('mount');
     if (mount) {
       if (!isValidDigest(mount)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(mount)}`);
-      // One store, one cache: any blob csreg can produce can be "mounted" into any repository.
-      if (ctx.resolver.blob(mount)) return created(ctx, repo, mount);
+      // Only a blob of the `from` repository (which the client may pull) is mounted; otherwise
+      // an upload session starts, as distribution does.
+      const from = q.get('from');
+      const fromRepo = from ? ctx.repos.get(from) : undefined;
+      if (from && ctx.resolver.blob(mount) && (up.cache.linkedTo(mount, from) || (fromRepo && (await ctx.resolver.belongsTo(mount, fromRepo))))) {
+        await up.cache.link(mount, repo);
+        return created(ctx, repo, mount);
+      }
     }
     const s = await up.open(repo);
     const digest = q.get('digest');

@@ -1,0 +1,626 @@
+// The benchmark harness (bench/run.sh builds the store, starts docker-registry and runs this).
+// Measures csreg against docker-registry, the Go tools and a plain read, and writes
+// bench/results/latest.{json,md}. Every loop is bounded in count and every child in time.
+// Inputs (env): W (bench dir), REG (docker-registry host:port), REG_PID, CSREG_PORT, SCALE,
+// REPS, CONC_REPS, BENCH_TMP (scratch dir for pulled images), SECTIONS (comma list or "all").
+import { createHash } from 'node:crypto';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, rmSync, appendFileSync, openSync, closeSync } from 'node:fs';
+import { cpus, totalmem, release, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { Store } from '../src/storage/store.js';
+import type { ClientResult } from './client.js';
+import { manyName, TAGS_PER_REPO } from './make-many.js';
+
+// ---------------------------------------------------------------- settings
+const env = process.env;
+const W = resolve(env.W ?? '/var/tmp/csreg-bench/full');
+const REG = env.REG ?? '127.0.0.1:5761';
+const REG_PID = Number(env.REG_PID ?? 0);
+const CSREG_PORT = Number(env.CSREG_PORT ?? 5762);
+const SCALE = env.SCALE ?? 'full';
+const REPS = Math.max(1, Math.min(50, Number(env.REPS ?? (SCALE === 'small' ? 2 : 5))));
+const CONC_REPS = Math.max(1, Math.min(REPS, Number(env.CONC_REPS ?? 3)));
+/** A measure stops repeating (after at least one counted repetition) once it has run this long. */
+const BUDGET_MS = 1000 * Math.max(5, Math.min(3600, Number(env.MEASURE_BUDGET_S ?? 120)));
+/** true while repetition `rep` (0 = the unmeasured warm-up where there is one) may start */
+function more(rep: number, max: number, t0: number, firstCounted: number): boolean {
+  if (rep > max) return false;
+  if (rep <= firstCounted) return true;
+  if (now() - t0 > BUDGET_MS) {
+    log(`  (time budget of ${BUDGET_MS / 1000} s used up after ${rep - firstCounted} counted repetitions)`);
+    return false;
+  }
+  return true;
+}
+const TMP = resolve(env.BENCH_TMP ?? '/dev/shm');
+const SECTIONS = (env.SECTIONS ?? 'all').split(',');
+const want = (s: string) => SECTIONS.includes('all') || SECTIONS.includes(s);
+const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const CLI = join(REPO, 'dist/src/cli/main.js');
+const STORE = { root: join(W, 'store/root'), runroot: join(W, 'store/run') };
+const MANY = { root: join(W, 'many/root'), runroot: join(W, 'many/run') };
+const IMAGES = ['small', 'large', 'layered'] as const;
+type ImageKey = (typeof IMAGES)[number];
+const DESCR: Record<ImageKey, string> = {
+  small: 'many small files (/usr/share subset)',
+  large: '3 large files (random, base64, log text)',
+  layered: '5 layers (busybox + tree, 4 × files + random blob)',
+};
+const CMD_TIMEOUT_MS = 900_000;
+const log = (msg: string) => process.stderr.write(`bench: ${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+const SCRATCH = join(TMP, `csreg-bench-${process.pid}`);
+/** BENCH_PROFILE=1: csreg (serve and storage diff) runs under --cpu-prof, profiles in $W/profiles (slows it down: diagnosis only) */
+const PROFILE = env.PROFILE === '1';
+const PROF_ARGS = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(W, 'profiles')}`] : [];
+
+// ---------------------------------------------------------------- helpers
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+function median(xs: number[]): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+/** nearest-rank percentile */
+function pct(xs: number[], p: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+const MB = 1e6;
+const r2 = (x: number) => Math.round(x * 100) / 100;
+const r1 = (x: number) => Math.round(x * 10) / 10;
+
+const children = new Set<ChildProcess>();
+const PIDS = join(W, 'pids');
+function track(c: ChildProcess): void {
+  children.add(c);
+  if (c.pid) appendFileSync(PIDS, `${c.pid}\n`);
+  c.on('exit', () => children.delete(c));
+}
+function killAll(): void {
+  for (const c of children) c.kill('SIGKILL');
+}
+process.on('exit', () => {
+  killAll();
+  rmSync(SCRATCH, { recursive: true, force: true });
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+
+/** Run a command to completion; stdout to a file (or /dev/null), stderr kept for errors. Returns ms. */
+function run(cmd: string, args: string[], opts: { stdout?: string; timeoutMs?: number } = {}): Promise<number> {
+  return new Promise((res, rej) => {
+    const fd = openSync(opts.stdout ?? '/dev/null', 'w');
+    const t0 = now();
+    const c = spawn(cmd, args, { stdio: ['ignore', fd, 'pipe'] });
+    closeSync(fd);
+    track(c);
+    let err = '';
+    c.stderr!.on('data', (d: Buffer) => { if (err.length < 4000) err += d.toString(); });
+    const timer = setTimeout(() => c.kill('SIGKILL'), opts.timeoutMs ?? CMD_TIMEOUT_MS);
+    c.on('error', rej);
+    c.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const ms = now() - t0;
+      if (code === 0) res(ms);
+      else rej(new Error(`${cmd} ${args.join(' ')}: ${signal ?? 'exit ' + code}: ${err.trim().slice(0, 1000)}`));
+    });
+  });
+}
+function out(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (e) {
+    return `unavailable (${(e as Error).message.split('\n')[0]})`;
+  }
+}
+function duBytes(path: string): number {
+  let n = 0;
+  const walk = (p: string, depth: number) => {
+    if (depth > 20) return;
+    const st = statSync(p);
+    if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e), depth + 1);
+    else n += st.size;
+  };
+  walk(path, 0);
+  return n;
+}
+function procStatus(pid: number, key: 'VmHWM' | 'VmRSS'): number {
+  try {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+/** Reset the peak RSS (VmHWM) of a process to its current RSS (proc(5), clear_refs value 5). */
+function resetPeak(pid: number): void {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+  } catch { /* not permitted: the peak is then since start */ }
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function httpStatus(url: string, timeoutMs = 5000): Promise<number> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' } });
+    await r.arrayBuffer();
+    return r.status;
+  } catch {
+    return 0;
+  }
+}
+
+interface Csreg { pid: number; base: string; proc: ChildProcess; startMs: number; firstMs: number }
+/** Start csreg serve on a store and wait (≤ 60 s) until `probe` answers 200. */
+async function startCsreg(store: { root: string; runroot: string }, port: number, probe: string): Promise<Csreg> {
+  const t0 = now();
+  const proc = spawn(process.execPath, [...PROF_ARGS, CLI, 'serve', '--root', store.root, '--runroot', store.runroot, '--storage-driver', 'overlay',
+    '--addr', `127.0.0.1:${port}`, '--state-dir', join(W, 'state'), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  track(proc);
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => { if (err.length < 4000) err += d.toString(); });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 6000; i++) {
+    if (proc.exitCode !== null) throw new Error(`csreg exited: ${err}`);
+    if ((await httpStatus(base + probe, 2000)) === 200) return { pid: proc.pid!, base, proc, startMs: t0, firstMs: now() - t0 };
+    if (now() - t0 > 60_000) break;
+    await sleep(5);
+  }
+  proc.kill('SIGKILL');
+  throw new Error(`csreg did not answer ${probe} within 60 s: ${err}`);
+}
+async function stopCsreg(c: Csreg): Promise<void> {
+  c.proc.kill('SIGTERM');
+  for (let i = 0; i < 100 && c.proc.exitCode === null && c.proc.signalCode === null; i++) await sleep(50);
+  if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+}
+
+/** Number of tar members in a layer (tar-split file entries). */
+function tarEntries(store: Store, layer: { id: string; storeRoot: string }): number {
+  const text = gunzipSync(readFileSync(join(layer.storeRoot, 'overlay-layers', `${layer.id}.tar-split.gz`))).toString('utf8');
+  let n = 0;
+  for (const line of text.split('\n')) if (line.startsWith('{"type":1')) n++;
+  if (n === 0) for (const line of text.split('\n')) if (line && (JSON.parse(line) as { type: number }).type === 1) n++;
+  void store;
+  return n;
+}
+
+async function drain(s: Readable): Promise<number> {
+  let n = 0;
+  await pipeline(s, new Writable({ write(c: Buffer, _e, cb) { n += c.length; cb(); } }));
+  return n;
+}
+
+// ---------------------------------------------------------------- results
+interface Target { section: string; what: string; measured: string; target: string; pass: boolean | null }
+const results: Record<string, unknown> = {};
+const targets: Target[] = [];
+const md: string[] = [];
+function table(head: string[], rows: (string | number)[][]): void {
+  md.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) md.push(`| ${r.join(' | ')} |`);
+  md.push('');
+}
+const mark = (p: boolean | null) => (p === null ? 'n/a' : p ? 'pass' : '**miss**');
+const fmtMs = (ms: number) => (ms >= 1000 ? `${r2(ms / 1000)} s` : `${r1(ms)} ms`);
+const fmtB = (b: number) => (b >= 1e9 ? `${r2(b / 1e9)} GB` : `${r1(b / MB)} MB`);
+
+// ---------------------------------------------------------------- the store
+interface ImageInfo { key: ImageKey; ref: string; layers: { id: string; diffSize: number; entries: number; storeRoot: string }[]; size: number; entries: number }
+async function storeInfo(store: Store): Promise<Record<ImageKey, ImageInfo>> {
+  const snap = await store.snapshot();
+  const info = {} as Record<ImageKey, ImageInfo>;
+  for (const key of IMAGES) {
+    const ref = `localhost/bench/${key}:1`;
+    const img = snap.image(ref);
+    if (!img) throw new Error(`${ref} is not in ${STORE.root}: rebuild the bench store`);
+    const chain = snap.layerChain(img.topLayer);
+    if (chain.problem) throw new Error(`${ref}: ${chain.problem}`);
+    const layers = chain.layers.map((l) => ({ id: l.id, diffSize: l.diffSize ?? 0, entries: tarEntries(store, l), storeRoot: l.storeRoot }));
+    info[key] = { key, ref, layers, size: layers.reduce((a, l) => a + l.diffSize, 0), entries: layers.reduce((a, l) => a + l.entries, 0) };
+  }
+  return info;
+}
+
+/** A file of exactly `size` bytes for the plain-read ceiling (made once, kept in $W/plain). */
+async function plainFile(size: number): Promise<string> {
+  const dir = join(W, 'plain');
+  mkdirSync(dir, { recursive: true });
+  const f = join(dir, `${size}.bin`);
+  if (!existsSync(f) || statSync(f).size !== size) {
+    await run('sh', ['-c', `head -c ${size} /dev/urandom > '${f}'`]);
+  }
+  return f;
+}
+
+/** Bytes a client downloads for bench/IMG:1: the manifest (as skopeo asks for it) and every blob it names. */
+async function wireBytes(base: string, img: string): Promise<number> {
+  const r = await fetch(`${base}/v2/bench/${img}/manifests/1`, {
+    signal: AbortSignal.timeout(30_000),
+    headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' },
+  });
+  const body = Buffer.from(await r.arrayBuffer());
+  const m = JSON.parse(body.toString('utf8')) as { config: { size: number }; layers: { size: number }[] };
+  return body.length + m.config.size + m.layers.reduce((a, l) => a + l.size, 0);
+}
+
+// ---------------------------------------------------------------- 1. pulls with skopeo
+async function benchPull(csreg: Csreg, info: Record<ImageKey, ImageInfo>): Promise<void> {
+  log(`pull: skopeo copy, ${REPS} reps`);
+  const rows: Record<string, unknown>[] = [];
+  const servers = [['csreg', csreg.base.slice(7)], ['docker-registry', REG]] as const;
+  for (const img of IMAGES) {
+    for (const fmt of ['dir', 'oci'] as const) {
+      const times: Record<string, number[]> = { csreg: [], 'docker-registry': [] };
+      const bytes: Record<string, number> = {};
+      // rep 0 warms the page cache and is not counted
+      const tStart = now();
+      for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
+        for (const [name, addr] of rep % 2 ? [...servers].reverse() : servers) {
+          const d = join(SCRATCH, `pull-${name}-${rep}`);
+          const dest = fmt === 'dir' ? `dir:${d}` : `oci:${d}:latest`;
+          const ms = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${addr}/bench/${img}:1`, dest]);
+          if (rep > 0) times[name].push(ms);
+          bytes[name] = duBytes(d);
+          rmSync(d, { recursive: true, force: true });
+        }
+      }
+      const c = median(times.csreg);
+      const g = median(times['docker-registry']);
+      const wire = { csreg: await wireBytes(csreg.base, img), 'docker-registry': await wireBytes(`http://${REG}`, img) };
+      rows.push({ image: img, format: fmt, csregMs: c, registryMs: g, ratio: c / g, csregWireBytes: wire.csreg, registryWireBytes: wire['docker-registry'], csregWrittenBytes: bytes.csreg, registryWrittenBytes: bytes['docker-registry'], csregRuns: times.csreg, registryRuns: times['docker-registry'] });
+      targets.push({ section: 'pull', what: `pull ${img} → ${fmt}: time csreg / docker-registry`, measured: `${r2(c / g)}×`, target: '≤ 1.0×', pass: c / g <= 1.0 });
+      log(`  ${img} ${fmt}: csreg ${fmtMs(c)} (${fmtB(wire.csreg)}), docker-registry ${fmtMs(g)} (${fmtB(wire['docker-registry'])})`);
+    }
+  }
+  results.pull = rows;
+  md.push('## Pull: `skopeo copy docker://… dir:|oci:` (loopback)', '',
+    'csreg serves the buildah-committed images through the synthesized manifest: uncompressed layers. docker-registry serves the gzip blobs skopeo pushed. ' +
+    'Wire = manifest + config + layers as served (csreg --wire-gzip off); written = what skopeo wrote: `dir:` keeps the blobs as fetched, `oci:` makes skopeo gzip uncompressed layers itself (client CPU, counted in the time). ' +
+    'Median of n (after one unmeasured warm-up each).', '');
+  table(['image', 'dest', 'n', 'csreg time', 'wire', 'written', 'docker-registry time', 'wire', 'written', 'time csreg/registry', 'wire csreg/registry'],
+    rows.map((r) => [r.image as string, r.format as string, (r.csregRuns as number[]).length, fmtMs(r.csregMs as number), fmtB(r.csregWireBytes as number), fmtB(r.csregWrittenBytes as number),
+      fmtMs(r.registryMs as number), fmtB(r.registryWireBytes as number), fmtB(r.registryWrittenBytes as number),
+      `${r2(r.ratio as number)}×`, `${r2((r.csregWireBytes as number) / (r.registryWireBytes as number))}×`]));
+  void info;
+}
+
+// ---------------------------------------------------------------- 2. layer rebuild
+async function benchRebuild(store: Store, info: Record<ImageKey, ImageInfo>): Promise<void> {
+  log(`rebuild: ${REPS} reps`);
+  const rows: Record<string, unknown>[] = [];
+  const cs = ['--root', STORE.root, '--runroot', STORE.runroot, '--storage-driver', 'overlay'];
+  const gocs = ['-g', STORE.root, '-R', STORE.runroot, '-s', 'overlay'];
+  for (const img of IMAGES) {
+    const { layers, size, entries } = info[img];
+    const plain = await plainFile(size);
+    const methods: [string, () => Promise<number>][] = [
+      ['csreg storage diff', async () => { let t = 0; for (const l of layers) t += await run(process.execPath, [...PROF_ARGS, CLI, ...cs, 'storage', 'diff', l.id, '-o', '/dev/null']); return t; }],
+      ['csreg in-process', async () => {
+        const t0 = now();
+        for (const l of layers) {
+          const n = await drain(await store.layerTar(l.id));
+          if (n !== l.diffSize) throw new Error(`layer ${l.id}: ${n} bytes, expected ${l.diffSize}`);
+        }
+        return now() - t0;
+      }],
+      ['containers-storage diff -u', async () => { let t = 0; for (const l of layers) t += await run('containers-storage', [...gocs, 'diff', '-u', l.id]); return t; }],
+      ['skopeo copy containers-storage: dir:', async () => {
+        const d = join(SCRATCH, 'rebuild-skopeo');
+        const ms = await run('skopeo', ['copy', '-q', `containers-storage:[overlay@${STORE.root}+${STORE.runroot}]localhost/bench/${img}:1`, `dir:${d}`]);
+        rmSync(d, { recursive: true, force: true });
+        return ms;
+      }],
+      ['plain read (cat)', () => run('cat', [plain])],
+    ];
+    const times: Record<string, number[]> = {};
+    const tStart = now();
+    for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
+      for (const [name, fn] of methods) {
+        const ms = await fn();
+        if (rep > 0) (times[name] ??= []).push(ms);
+      }
+    }
+    const med = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+    const mbs = (k: string) => size / MB / (med[k] / 1000);
+    const row = { image: img, layers: layers.length, bytes: size, entries, medianMs: med, runs: times };
+    rows.push(row);
+    const cli = mbs('csreg storage diff');
+    const go = mbs('containers-storage diff -u');
+    const cat = mbs('plain read (cat)');
+    log(`  ${img}: csreg ${r1(cli)} MB/s, Go ${r1(go)} MB/s, cat ${r1(cat)} MB/s`);
+    if (img === 'large') targets.push({ section: 'rebuild', what: 'rebuild, few large files: csreg storage diff / containers-storage diff -u', measured: `${r2(cli / go)}×`, target: '≥ 1.0×', pass: cli / go >= 1.0 });
+    if (img === 'small') targets.push({ section: 'rebuild', what: 'rebuild, many small files: csreg storage diff / containers-storage diff -u', measured: `${r2(cli / go)}×`, target: '≥ 1.5×', pass: cli / go >= 1.5 });
+    targets.push({ section: 'rebuild', what: `rebuild ${img}: csreg storage diff / plain read of as many bytes`, measured: `${Math.round((cli / cat) * 100)}%`, target: '≥ 70%', pass: cli / cat >= 0.7 });
+  }
+  results.rebuild = rows;
+  md.push('## Layer rebuild throughput (uncompressed tar to /dev/null)', '',
+    `MB/s (10^6 bytes) and tar members/s; for the layered image, its 5 layers one after the other (process start-up counted 5 times). Page cache warm (one unmeasured round first); median of n. ` +
+    '`skopeo copy` also writes the tar to a tmpfs and hashes it; the plain read is `cat` of a file of the same size.', '');
+  const names = ['csreg storage diff', 'csreg in-process', 'containers-storage diff -u', 'skopeo copy containers-storage: dir:', 'plain read (cat)'];
+  const trows: (string | number)[][] = [];
+  for (const r of rows) {
+    const med = r.medianMs as Record<string, number>;
+    const size = r.bytes as number;
+    for (const n of names) {
+      trows.push([`${r.image} (${r.layers} layer${r.layers === 1 ? '' : 's'}, ${fmtB(size)}, ${r.entries} members)`, n, (r.runs as Record<string, number[]>)[n].length, fmtMs(med[n]), r1(size / MB / (med[n] / 1000)),
+        Math.round((r.entries as number) / (med[n] / 1000)), `${r2(med['containers-storage diff -u'] / med[n])}×`, `${Math.round((med['plain read (cat)'] / med[n]) * 100)}%`]);
+    }
+  }
+  table(['layer', 'method', 'n', 'time', 'MB/s', 'members/s', 'vs Go diff', 'vs plain read'], trows);
+}
+
+// ---------------------------------------------------------------- 3. concurrent pulls
+function runClient(base: string, pulls: string[]): Promise<ClientResult> {
+  return new Promise((res, rej) => {
+    const c = spawn(process.execPath, [join(REPO, 'dist/bench/client.js'), JSON.stringify({ base, pulls, timeoutMs: 600_000 })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(c);
+    let o = '';
+    let e = '';
+    c.stdout!.on('data', (d: Buffer) => { o += d.toString(); });
+    c.stderr!.on('data', (d: Buffer) => { if (e.length < 4000) e += d.toString(); });
+    const timer = setTimeout(() => c.kill('SIGKILL'), 660_000);
+    c.on('close', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) return rej(new Error(`client failed: ${e}`));
+      try {
+        res(JSON.parse(o) as ClientResult);
+      } catch (err) {
+        rej(err as Error);
+      }
+    });
+  });
+}
+
+async function benchConcurrency(csreg: Csreg): Promise<void> {
+  log(`concurrency: 1/8/32 clients, ${CONC_REPS} reps`);
+  const rows: Record<string, unknown>[] = [];
+  const servers = [['csreg', csreg.base, csreg.pid], ['docker-registry', `http://${REG}`, REG_PID]] as const;
+  for (const mode of ['same', 'different'] as const) {
+    for (const n of [1, 8, 32]) {
+      const pulls = Array.from({ length: n }, (_, i) => `bench/${mode === 'same' ? 'layered' : IMAGES[i % IMAGES.length]}:1`);
+      const acc: Record<string, { wall: number[]; rate: number[]; bytes: number; ttfb: number[]; hwm: number[]; before: number[]; errors: string[] }> = {};
+      const tStart = now();
+      for (let rep = 0; more(rep, CONC_REPS - 1, tStart, 0); rep++) {
+        for (const [name, base, pid] of rep % 2 ? [...servers].reverse() : servers) {
+          resetPeak(pid);
+          const before = procStatus(pid, 'VmRSS');
+          const r = await runClient(base, pulls);
+          const a = (acc[name] ??= { wall: [], rate: [], bytes: 0, ttfb: [], hwm: [], before: [], errors: [] });
+          a.before.push(before);
+          a.wall.push(r.wallMs);
+          a.rate.push(r.pulls / (r.wallMs / 1000));
+          a.bytes = r.bytes;
+          a.ttfb.push(...r.ttfbMs);
+          a.hwm.push(procStatus(pid, 'VmHWM'));
+          a.errors.push(...r.errors);
+        }
+      }
+      const row: Record<string, unknown> = { mode, clients: n };
+      for (const [name] of servers) {
+        const a = acc[name];
+        const wall = median(a.wall);
+        row[name] = {
+          wallMs: wall, bytes: a.bytes, mbPerS: a.bytes / MB / (wall / 1000), pullsPerS: median(a.rate), errorCount: a.errors.length,
+          ttfbP50: pct(a.ttfb, 50), ttfbP99: pct(a.ttfb, 99), peakRss: Math.max(...a.hwm), rssBefore: Math.min(...a.before), errors: a.errors.slice(0, 5), runs: a.wall,
+        };
+      }
+      rows.push(row);
+      const c = row.csreg as Record<string, number>;
+      const g = row['docker-registry'] as Record<string, number>;
+      log(`  ${mode} ×${n}: csreg ${r1(c.pullsPerS)} pulls/s ${r1(c.mbPerS)} MB/s RSS ${fmtB(c.peakRss)}; docker-registry ${r1(g.pullsPerS)} pulls/s ${r1(g.mbPerS)} MB/s`);
+      if (n === 32) {
+        targets.push({ section: 'concurrency', what: `32 concurrent pulls, ${mode} image${mode === 'same' ? '' : 's'}: completed pulls/s csreg / docker-registry`, measured: `${r2(c.pullsPerS / g.pullsPerS)}×${c.errorCount ? ` (${c.errorCount} failed pulls)` : ''}`, target: '≥ 1.0×', pass: c.pullsPerS / g.pullsPerS >= 1.0 && !c.errorCount });
+        targets.push({ section: 'concurrency', what: `32 concurrent pulls, ${mode} image${mode === 'same' ? '' : 's'}: csreg peak RSS`, measured: fmtB(c.peakRss), target: '< 256 MB', pass: c.peakRss < 256 * 1024 * 1024 });
+      }
+    }
+  }
+  results.concurrency = rows;
+  md.push('## Concurrent pulls (Node HTTP client in its own process: manifest, then config and layers one at a time per client)', '',
+    `"same": every client pulls bench/layered:1; "different": client i pulls small, large, layered in turn. Aggregate = all pulls done; MB/s counts the bytes each server sent (csreg: uncompressed, docker-registry: gzip). TTFB = request → first body byte of each blob, over all reps. Peak RSS = VmHWM, reset before each run (clear_refs 5), max over the n runs. Median of n.`, '');
+  table(['images', 'clients', 'server', 'n', 'wall', 'pulls/s', 'MB/s', 'TTFB p50', 'TTFB p99', 'peak RSS', 'errors'],
+    rows.flatMap((r) => ['csreg', 'docker-registry'].map((s) => {
+      const x = r[s] as Record<string, number> & { errors: string[] };
+      return [r.mode as string, r.clients as number, s, (x.runs as unknown as number[]).length, fmtMs(x.wallMs), r2(x.pullsPerS), r1(x.mbPerS), fmtMs(x.ttfbP50), fmtMs(x.ttfbP99), fmtB(x.peakRss), x.errorCount ? `${x.errorCount}: ${x.errors.join('; ').slice(0, 160)}` : 0];
+    })));
+}
+
+// ---------------------------------------------------------------- 4. a store of many images
+async function benchMany(): Promise<void> {
+  const count = Number(readFileSync(join(W, 'many/count'), 'utf8').trim());
+  const repo0 = manyName(0).replace(/^localhost\//, '').split(':')[0];
+  const probe = `/v2/${repo0}/manifests/t0`;
+  log(`many: ${count} images, ${REPS} starts`);
+  const starts: number[] = [];
+  const lat: Record<string, number[]> = { tags: [], catalog: [], catalog100: [] };
+  const urls: Record<string, string> = { tags: `/v2/${repo0}/tags/list`, catalog: '/v2/_catalog', catalog100: '/v2/_catalog?n=100' };
+  let rss = 0;
+  let tagsCount = 0;
+  let repoCount = 0;
+  const tStart = now();
+  for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
+    const c = await startCsreg(MANY, CSREG_PORT + 1, probe);
+    try {
+      if (rep > 0) starts.push(c.firstMs);
+      if (rep === 1) {
+        const t = await (await fetch(c.base + urls.tags)).json() as { tags: string[] };
+        const cat = await (await fetch(c.base + urls.catalog)).json() as { repositories: string[] };
+        tagsCount = t.tags.length;
+        repoCount = cat.repositories.length;
+        for (const [k, u] of Object.entries(urls)) {
+          for (let i = 0; i < 210; i++) {
+            const t0 = now();
+            const r = await fetch(c.base + u, { signal: AbortSignal.timeout(30_000) });
+            await r.arrayBuffer();
+            if (r.status !== 200) throw new Error(`${u}: ${r.status}`);
+            if (i >= 10) lat[k].push(now() - t0); // 10 warm-up requests
+          }
+        }
+        rss = procStatus(c.pid, 'VmHWM');
+      }
+    } finally {
+      await stopCsreg(c);
+    }
+  }
+  const first = median(starts);
+  const row = {
+    images: count, repositories: repoCount, tagsInRepo: tagsCount, startToFirstManifestMs: first, startRuns: starts, peakRss: rss,
+    latency: Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, { median: median(v), p99: pct(v, 99), n: v.length }])),
+  };
+  results.many = row;
+  log(`  first manifest ${fmtMs(first)}; tags/list ${fmtMs(median(lat.tags))}, catalog ${fmtMs(median(lat.catalog))}`);
+  targets.push({ section: 'many', what: `${count} images: csreg start → first manifest answered`, measured: fmtMs(first), target: '< 1 s', pass: first < 1000 });
+  for (const [k, label] of [['tags', 'tags/list'], ['catalog', 'catalog (all repositories)']] as const) {
+    targets.push({ section: 'many', what: `${count} images: ${label} median`, measured: fmtMs(median(lat[k])), target: '< 50 ms', pass: median(lat[k]) < 50 });
+    targets.push({ section: 'many', what: `${count} images: ${label} p99`, measured: fmtMs(pct(lat[k], 99)), target: '< 50 ms', pass: pct(lat[k], 99) < 50 });
+  }
+  md.push(`## A store of ${count} images`, '',
+    `${count} image records (names localhost/bench/many/rNNNN:t0..t${TAGS_PER_REPO - 1}; ${repoCount} repositories in the catalog) sharing the layered image's 5 layers, each with its own config and manifest. ` +
+    `Start-up = spawn of \`csreg serve\` → first 200 on a manifest by tag (polled every 5 ms), median of ${starts.length} starts (one unmeasured first). Latency: 200 sequential requests after 10 warm-up ones. Peak RSS after the requests: ${fmtB(rss)}.`, '');
+  table(['measure', 'median', 'p99'], [
+    ['start → first manifest', fmtMs(first), fmtMs(Math.max(...starts))],
+    [`tags/list (${tagsCount} tags)`, fmtMs(median(lat.tags)), fmtMs(pct(lat.tags, 99))],
+    [`_catalog (${repoCount} repositories)`, fmtMs(median(lat.catalog)), fmtMs(pct(lat.catalog, 99))],
+    ['_catalog?n=100', fmtMs(median(lat.catalog100)), fmtMs(pct(lat.catalog100, 99))],
+  ]);
+  md.push('(p99 of the start-up row = slowest start.)', '');
+}
+
+// ---------------------------------------------------------------- 5. recompression
+async function benchRecompress(store: Store, info: Record<ImageKey, ImageInfo>): Promise<void> {
+  const modPath = join(REPO, 'dist/src/compress/pgzip.js');
+  let create: ((...a: unknown[]) => NodeJS.ReadWriteStream) | undefined;
+  let why = 'src/compress/pgzip.ts does not exist yet';
+  if (existsSync(modPath)) {
+    try {
+      const mod = (await import(modPath)) as Record<string, unknown>;
+      if (typeof mod.createPgzipStream === 'function') create = mod.createPgzipStream as typeof create;
+      else why = 'src/compress/pgzip.ts does not export createPgzipStream';
+    } catch (e) {
+      why = `src/compress/pgzip.js failed to load: ${(e as Error).message}`;
+    }
+  }
+  md.push('## Recompression (pgzip, large-file layer)', '');
+  if (!create) {
+    results.recompress = { available: false, reason: why };
+    md.push(`not available: ${why}.`, '');
+    targets.push({ section: 'recompress', what: 'recompression throughput csreg / containers-storage diff (pgzip)', measured: 'not available', target: 'report', pass: null });
+    log(`recompress: not available (${why})`);
+    return;
+  }
+  log(`recompress: ${REPS} reps`);
+  const layer = info.large.layers[0];
+  const gocs = ['-g', STORE.root, '-R', STORE.runroot, '-s', 'overlay'];
+  const t: Record<string, number[]> = { csreg: [], go: [] };
+  let outBytes = 0;
+  const tStart = now();
+  for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
+    const t0 = now();
+    const z = create();
+    const src = await store.layerTar(layer.id);
+    const counted = drain(z as unknown as Readable);
+    await pipeline(src, z as unknown as NodeJS.WritableStream);
+    outBytes = await counted;
+    const ms = now() - t0;
+    const go = await run('containers-storage', [...gocs, 'diff', '-c', layer.id]);
+    if (rep > 0) {
+      t.csreg.push(ms);
+      t.go.push(go);
+    }
+  }
+  const c = median(t.csreg);
+  const g = median(t.go);
+  // Same bytes as the Go tool's pgzip? (one more, unmeasured run of each)
+  const h = createHash('sha256');
+  await pipeline(await store.layerTar(layer.id), create(), new Writable({ write(ch: Buffer, _e, cb) { h.update(ch); cb(); } }));
+  const mine = h.digest('hex');
+  const goFile = join(SCRATCH, 'go.gz');
+  await run('containers-storage', [...gocs, 'diff', '-c', layer.id], { stdout: goFile });
+  const theirs = createHash('sha256').update(readFileSync(goFile)).digest('hex');
+  rmSync(goFile, { force: true });
+  results.recompress = { available: true, layerBytes: layer.diffSize, gzipBytes: outBytes, csregMs: c, goMs: g, runs: t, csregSha256: mine, goSha256: theirs, identical: mine === theirs };
+  targets.push({ section: 'recompress', what: 'recompression throughput csreg / containers-storage diff -c (pgzip)', measured: `${r2(g / c)}×`, target: 'report', pass: null });
+  table(['method', 'time', 'MB/s (input)'], [
+    ['csreg: Store.layerTar → createPgzipStream (in-process)', fmtMs(c), r1(layer.diffSize / MB / (c / 1000))],
+    ['containers-storage diff -c (pgzip)', fmtMs(g), r1(layer.diffSize / MB / (g / 1000))],
+  ]);
+  md.push(`Output ${fmtB(outBytes)} from ${fmtB(layer.diffSize)}; median of ${t.csreg.length}. Output identical to the Go tool's: ${mine === theirs ? 'yes' : `**no** (csreg sha256:${mine.slice(0, 12)}…, Go sha256:${theirs.slice(0, 12)}…)`}.`, '');
+}
+
+// ---------------------------------------------------------------- machine
+function machine(): Record<string, string | number> {
+  const ver = (c: string, a: string[]) => out(c, a).split('\n')[0];
+  return {
+    date: new Date().toISOString(),
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? '?',
+    memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
+    kernel: release(),
+    loadavgAtStart: loadavg().map(r2).join(' '),
+    node: process.version,
+    skopeo: ver('skopeo', ['--version']),
+    podman: ver('podman', ['--version']),
+    buildah: ver('buildah', ['--version']),
+    'containers-storage': ver('dpkg-query', ['-W', '-f=${Version}', 'containers-storage']),
+    'docker-registry': ver('docker-registry', ['--version']),
+    scale: SCALE + (PROFILE ? ' (under --cpu-prof: timings not comparable)' : ''),
+    reps: REPS,
+    concurrencyReps: CONC_REPS,
+    measureBudgetS: BUDGET_MS / 1000,
+  };
+}
+
+async function main(): Promise<void> {
+  mkdirSync(SCRATCH, { recursive: true });
+  const m = machine();
+  const store = Store.open({ root: STORE.root, runroot: STORE.runroot, driver: 'overlay' });
+  const info = await storeInfo(store);
+  results.images = Object.fromEntries(IMAGES.map((k) => [k, { ref: info[k].ref, layers: info[k].layers.length, bytes: info[k].size, members: info[k].entries }]));
+  let csreg: Csreg | undefined;
+  const t0 = now();
+  try {
+    if (want('pull') || want('concurrency')) csreg = await startCsreg(STORE, CSREG_PORT, '/v2/bench/layered/manifests/1');
+    if (want('pull')) await benchPull(csreg!, info);
+    if (want('rebuild')) await benchRebuild(store, info);
+    if (want('concurrency')) await benchConcurrency(csreg!);
+    if (want('recompress')) await benchRecompress(store, info);
+    if (csreg) await stopCsreg(csreg);
+    csreg = undefined;
+    if (want('many')) await benchMany();
+  } finally {
+    if (csreg) await stopCsreg(csreg);
+  }
+  m.loadavgAtEnd = loadavg().map(r2).join(' ');
+  m.durationS = Math.round((now() - t0) / 1000);
+  results.machine = m;
+  results.targets = targets;
+
+  const head: string[] = [`# csreg benchmark (${m.date.toString().slice(0, 16).replace('T', ' ')} UTC, scale ${SCALE})`, ''];
+  head.push('| machine | |', '|---|---|');
+  for (const [k, v] of Object.entries(m)) head.push(`| ${k} | ${v} |`);
+  head.push('', '## Images', '');
+  head.push('| image | layers | uncompressed | tar members | content |', '|---|---|---|---|---|');
+  for (const k of IMAGES) head.push(`| bench/${k}:1 | ${info[k].layers.length} | ${fmtB(info[k].size)} | ${info[k].entries} | ${DESCR[k]} |`);
+  head.push('', '## Targets', '', '| section | what | measured | target | result |', '|---|---|---|---|---|');
+  for (const t of targets) head.push(`| ${t.section} | ${t.what} | ${t.measured} | ${t.target} | ${mark(t.pass)} |`);
+  head.push('');
+  const dir = join(REPO, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const base = env.RESULTS_NAME ?? 'latest';
+  writeFileSync(join(dir, `${base}.json`), JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(join(dir, `${base}.md`), [...head, ...md].join('\n'));
+  process.stdout.write([...head].join('\n') + '\n');
+  log(`wrote bench/results/${base}.json and ${base}.md (${m.durationS} s)`);
+}
+
+main().then(() => process.exit(0), (e: Error) => {
+  log(`failed: ${e.stack ?? e.message}`);
+  process.exit(1);
+});
+void createReadStream;

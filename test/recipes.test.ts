@@ -3,7 +3,7 @@
 // each pulled by podman; skopeo and podman pull from csreg by the original digests.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync, existsSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -155,4 +155,20 @@ test('--scan-recipes finds recipes in the background; the produced-blob cache se
   writeSync(fd, Buffer.from('tampered'), 0, 8, 1000);
   closeSync(fd);
   await assert.rejects(bytes(url), 'the client sees a broken transfer, not wrong bytes');
+});
+
+test('a "not reproducible" verdict from before a profile existed is tried again with the new profiles only', async () => {
+  const f = fx.recipes.find((r) => r.variant === 'gnu6')!;
+  const state = join(work, 'state-stale');
+  const layers = (await Store.open(f.store).snapshot()).layers.filter((l) => l.compressedDigest && l.compressedDigest !== l.diffDigest);
+  // what an older csreg without GNU gzip profiles would have recorded
+  const old = Object.fromEntries(layers.map((l) => [l.compressedDigest!, { profile: null, diffDigest: l.diffDigest, size: l.compressedSize, tried: ['pgzip-1.2.5/flate-1.15.12/default', 'go1.19-gzip/6'], at: '2026-01-01T00:00:00Z' }]));
+  mkdirSync(state, { recursive: true });
+  writeFileSync(join(state, 'recipes.json'), JSON.stringify(old));
+  const scan = JSON.parse(await run(process.execPath, [main, ...storeArgs(f.store), 'recipes', 'scan', '--state-dir', state, '--json'])) as { summary: { layers: number; reproduced: number } };
+  assert.equal(scan.summary.reproduced, scan.summary.layers);
+  for (const v of Object.values(verdicts(state)) as unknown as { profile: string; tried: string[] }[]) {
+    assert.equal(v.profile, 'gnu-gzip-1.12/6');
+    assert.ok(!v.tried.slice(2).includes('go1.19-gzip/6'), 'profiles tried before are not tried again');
+  }
 });

@@ -13,7 +13,7 @@ import { StateFile } from '../oci/state-file.js';
 import { BlobCache } from '../oci/blob-cache.js';
 import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { orderProfiles } from './profiles.js';
+import { orderProfiles, PROFILES } from './profiles.js';
 import type { Reproduction } from './produce.js';
 import type { Job, WorkerMessage } from './recipe-worker.js';
 
@@ -68,6 +68,13 @@ export class Recipes implements BlobProducer {
     return this.file.get()[digest];
   }
 
+  /** Profiles a layer has not been tried with: all without a verdict, the newer ones after "not reproducible". */
+  private untried(digest: string): string[] {
+    const v = this.verdict(digest);
+    if (v?.profile) return [];
+    return PROFILES.map((p) => p.id).filter((id) => !v?.tried.includes(id));
+  }
+
   /** BlobProducer: an original blob a known recipe reproduces from a layer of this snapshot. */
   find(digest: string, snap: Snapshot): ProducedBlob | undefined {
     const v = this.verdict(digest);
@@ -92,14 +99,14 @@ export class Recipes implements BlobProducer {
     const work: Promise<Verdict>[] = [];
     for (const d of digests) {
       const layer = layers.get(d);
-      if (layer && !this.verdict(d)) work.push(this.detect(d, layer, onProgress));
+      if (layer && this.untried(d).length) work.push(this.detect(d, layer, onProgress));
     }
     await Promise.all(work);
   }
 
   /** Find recipes for every recompressible layer of the snapshot that has no verdict yet, one after the other. */
   async scan(snap: Snapshot, on: { progress?: (bytes: number) => void; layer?: (i: number, n: number, digest: string, v: Verdict | undefined, ms: number) => void } = {}): Promise<void> {
-    const pending = [...recompressible(snap).keys()].filter((d) => !this.verdict(d));
+    const pending = [...recompressible(snap).keys()].filter((d) => this.untried(d).length);
     for (const [i, digest] of pending.entries()) {
       const started = Date.now();
       await this.ensure([digest], snap, on.progress);
@@ -120,7 +127,7 @@ export class Recipes implements BlobProducer {
     for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
     const job: Job = {
       kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0,
-      target: { digest, size: layer.compressedSize! }, candidates: orderProfiles(matches).map((x) => x.id),
+      target: { digest, size: layer.compressedSize! }, candidates: orderProfiles(matches).map((x) => x.id).filter((id) => this.untried(digest).includes(id)),
     };
     p = (this.queue = this.queue.catch(() => undefined).then(() => new Promise<Verdict>((resolve, reject) => {
       let settled = false;
@@ -128,7 +135,8 @@ export class Recipes implements BlobProducer {
         if ('progress' in m) onProgress?.(m.progress);
         else if ('result' in m) {
           settled = true;
-          resolve({ ...m.result, diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() });
+          const before = this.verdict(digest)?.tried ?? [];
+          resolve({ ...m.result, tried: [...before, ...m.result.tried], diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() });
         } else if ('error' in m) {
           settled = true;
           reject(new Error(`recipe detection for ${digest} (layer ${layer.id}): ${m.error}`));

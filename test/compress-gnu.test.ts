@@ -7,7 +7,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,44 +14,11 @@ import { gunzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { GnuGzipEncoder, createGnuGzipStream } from '../src/compress/gnu-gzip.js';
+import { encodeChunked, randomBytes, rng, sha, text } from './compress-support.js';
 
 const GZIP = '/bin/gzip';
 const inputs = new Map<string, Buffer>();
 let tmp = '';
-
-/** Deterministic PRNG (xorshift32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
-
-function randomBytes(n: number, seed: number): Buffer {
-  const r = rng(seed);
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = r() & 0xff;
-  return b;
-}
-
-const WORDS = ('the quick brown fox jumps over lazy dog registry layer digest manifest blob tar gzip ' +
-  'deflate huffman window match literal offset length block stored dynamic fixed container image ' +
-  'storage overlay config index annotation platform linux amd64 arm64 sha256 content').split(' ');
-
-function text(n: number, seed: number): Buffer {
-  const r = rng(seed);
-  const parts: string[] = [];
-  let len = 0;
-  while (len < n) {
-    const w = WORDS[r() % WORDS.length] + (r() % 11 === 0 ? '.\n' : ' ');
-    parts.push(w);
-    len += w.length;
-  }
-  return Buffer.from(parts.join('')).subarray(0, n);
-}
 
 /** Bytes from a small alphabet: many short, near matches, lots of literals (skewed trees). */
 function skewed(n: number, seed: number, alphabet: number): Buffer {
@@ -65,20 +31,8 @@ function skewed(n: number, seed: number, alphabet: number): Buffer {
   return b;
 }
 
-function sha(b: Uint8Array): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
 function ours(data: Uint8Array, level: number, chunk = 0): Buffer {
-  const enc = new GnuGzipEncoder({ level });
-  const parts: Uint8Array[] = [];
-  if (chunk <= 0) {
-    parts.push(...enc.push(data));
-  } else {
-    for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
-  }
-  parts.push(...enc.finish());
-  return Buffer.concat(parts);
+  return encodeChunked(new GnuGzipEncoder({ level }), data, chunk);
 }
 
 function gnu(data: Uint8Array, level: number): Buffer {

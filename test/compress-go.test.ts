@@ -4,7 +4,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -14,6 +13,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32 } from '../src/compress/crc32.js';
+import { encodeChunked, randomBytes, sha, text } from './compress-support.js';
 
 // dist/test/x.js -> repo root
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -23,54 +23,8 @@ let tmp = '';
 let oracle = '';
 const inputs = new Map<string, Buffer>();
 
-/** Deterministic PRNG (xorshift32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
-
-function randomBytes(n: number, seed: number): Buffer {
-  const r = rng(seed);
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = r() & 0xff;
-  return b;
-}
-
-const WORDS = ('the quick brown fox jumps over lazy dog registry layer digest manifest blob tar gzip ' +
-  'deflate huffman window match literal offset length block stored dynamic fixed container image ' +
-  'storage overlay config index annotation platform linux amd64 arm64 sha256 content').split(' ');
-
-function text(n: number, seed: number): Buffer {
-  const r = rng(seed);
-  const parts: string[] = [];
-  let len = 0;
-  while (len < n) {
-    const w = WORDS[r() % WORDS.length] + (r() % 11 === 0 ? '.\n' : ' ');
-    parts.push(w);
-    len += w.length;
-  }
-  return Buffer.from(parts.join('')).subarray(0, n);
-}
-
-function sha(b: Uint8Array): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
 function ours(data: Uint8Array, level: number, chunk = 0): Buffer {
-  const enc = new GoGzipEncoder({ level });
-  const parts: Uint8Array[] = [];
-  if (chunk <= 0) {
-    parts.push(...enc.push(data));
-  } else {
-    for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
-  }
-  parts.push(...enc.finish());
-  return Buffer.concat(parts);
+  return encodeChunked(new GoGzipEncoder({ level }), data, chunk);
 }
 
 function golang(data: Uint8Array, level: number): Buffer {

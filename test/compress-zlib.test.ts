@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { gunzipSync, inflateRawSync } from 'node:zlib';
 import { ZlibDeflateEncoder } from '../src/compress/zlib-deflate.js';
 import { ZlibGzipEncoder, zlibGzipHeader, type ZlibGzipHeader } from '../src/compress/zlib-gzip.js';
+import { encodeChunked, randomBytes, rng, text } from './compress-support.js';
 
 const ALL_LEVELS = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 const BIG_LEVELS = [1, 6, 9];
@@ -18,40 +19,6 @@ const BIG_LEVELS = [1, 6, 9];
 let tmp = '';
 let pythonGzipHeader: ZlibGzipHeader = 'python';
 const inputs = new Map<string, { data: Buffer; levels: number[] }>();
-
-/** Deterministic PRNG (xorshift32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
-
-function randomBytes(n: number, seed: number): Buffer {
-  const r = rng(seed);
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = r() & 0xff;
-  return b;
-}
-
-const WORDS = ('the quick brown fox jumps over lazy dog registry layer digest manifest blob tar gzip ' +
-  'deflate huffman window match literal offset length block stored dynamic fixed container image ' +
-  'storage overlay config index annotation platform linux amd64 arm64 sha256 content').split(' ');
-
-function text(n: number, seed: number): Buffer {
-  const r = rng(seed);
-  const parts: string[] = [];
-  let len = 0;
-  while (len < n) {
-    const w = WORDS[r() % WORDS.length] + (r() % 11 === 0 ? '.\n' : ' ');
-    parts.push(w);
-    len += w.length;
-  }
-  return Buffer.from(parts.join('')).subarray(0, n);
-}
 
 /** Text and binary runs of varied sizes, with some far repeats (distances near 32 KiB). */
 function mixed(n: number, seed: number): Buffer {
@@ -205,21 +172,11 @@ function generated(n: number, r: () => number): Buffer {
 }
 
 function deflateOurs(data: Uint8Array, level: number, chunk = 0): Buffer {
-  const enc = new ZlibDeflateEncoder(level);
-  const parts: Uint8Array[] = [];
-  if (chunk <= 0) parts.push(...enc.push(data));
-  else for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
-  parts.push(...enc.finish());
-  return Buffer.concat(parts);
+  return encodeChunked(new ZlibDeflateEncoder(level), data, chunk);
 }
 
 function gzipOurs(data: Uint8Array, level: number, header: ZlibGzipHeader, chunk = 0): Buffer {
-  const enc = new ZlibGzipEncoder({ level, header });
-  const parts: Uint8Array[] = [];
-  if (chunk <= 0) parts.push(...enc.push(data));
-  else for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
-  parts.push(...enc.finish());
-  return Buffer.concat(parts);
+  return encodeChunked(new ZlibGzipEncoder({ level, header }), data, chunk);
 }
 
 function firstDiff(a: Uint8Array, b: Uint8Array): number {

@@ -5,9 +5,9 @@
 // produce, so a layer's original compressed digest can be rebuilt from its uncompressed tar.
 
 import type { Transform } from 'node:stream';
-import { crc32 } from './crc32.js';
 import { encoderStream } from './encoder-stream.js';
 import { GoDeflateEncoder } from './go-flate.js';
+import { GzipFrame, gzipHeader, levelXfl } from './gzip-frame.js';
 
 export interface GoGzipOptions {
   /** 1..9 (6 = Go's DefaultCompression, 1 = BestSpeed) */
@@ -19,46 +19,9 @@ export interface GoGzipOptions {
  * (final block + trailer). Output does not depend on how the input is chunked. Memory is
  * bounded (window + one block), never the whole input.
  */
-export class GoGzipEncoder {
-  private readonly deflate: GoDeflateEncoder;
-  private readonly level: number;
-  private headerDone = false;
-  private finished = false;
-  private crc = 0;
-  private size = 0;
-
+export class GoGzipEncoder extends GzipFrame {
   constructor(o: GoGzipOptions) {
-    this.deflate = new GoDeflateEncoder(o.level);
-    this.level = o.level;
-  }
-
-  push(chunk: Uint8Array): Uint8Array[] {
-    if (this.finished) throw new Error('go-gzip: push after finish');
-    if (chunk.length > 0) {
-      this.crc = crc32(chunk, this.crc);
-      this.size += chunk.length;
-    }
-    return this.withHeader(this.deflate.push(chunk));
-  }
-
-  finish(): Uint8Array[] {
-    if (this.finished) return [];
-    this.finished = true;
-    const out = this.withHeader(this.deflate.finish());
-    const trailer = new Uint8Array(8);
-    const dv = new DataView(trailer.buffer);
-    dv.setUint32(0, this.crc, true);
-    dv.setUint32(4, this.size % 0x100000000, true); // ISIZE: length mod 2^32
-    out.push(trailer);
-    return out;
-  }
-
-  private withHeader(parts: Uint8Array[]): Uint8Array[] {
-    if (this.headerDone) return parts;
-    this.headerDone = true;
-    const xfl = this.level === 9 ? 2 : this.level === 1 ? 4 : 0;
-    const header = Uint8Array.of(0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255);
-    return [header, ...parts];
+    super(new GoDeflateEncoder(o.level), gzipHeader(levelXfl(o.level), 255), 'go-gzip');
   }
 }
 

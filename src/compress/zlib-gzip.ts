@@ -13,8 +13,8 @@
 // Then the deflate stream, CRC-32 and ISIZE (length mod 2^32), little-endian.
 
 import type { Transform } from 'node:stream';
-import { crc32 } from './crc32.js';
 import { encoderStream } from './encoder-stream.js';
+import { GzipFrame, gzipHeader, levelXfl } from './gzip-frame.js';
 import { ZlibDeflateEncoder } from './zlib-deflate.js';
 
 export type ZlibGzipHeader = 'python' | 'zlib' | 'java' | 'java-legacy';
@@ -31,7 +31,7 @@ export function zlibGzipHeader(header: ZlibGzipHeader, level: number): Uint8Arra
   let os: number;
   switch (header) {
     case 'python':
-      xfl = level === 9 ? 2 : level === 1 ? 4 : 0;
+      xfl = levelXfl(level);
       os = 255;
       break;
     case 'zlib':
@@ -49,7 +49,7 @@ export function zlibGzipHeader(header: ZlibGzipHeader, level: number): Uint8Arra
     default:
       throw new Error(`zlib-gzip: unknown header ${String(header)}`);
   }
-  return Uint8Array.of(0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, os);
+  return gzipHeader(xfl, os);
 }
 
 /**
@@ -57,44 +57,10 @@ export function zlibGzipHeader(header: ZlibGzipHeader, level: number): Uint8Arra
  * (final block + trailer). Output does not depend on how the input is chunked; memory is
  * bounded (window + one block).
  */
-export class ZlibGzipEncoder {
-  private readonly deflate: ZlibDeflateEncoder;
-  private header: Uint8Array | null;
-  private finished = false;
-  private crc = 0;
-  private size = 0;
-
+export class ZlibGzipEncoder extends GzipFrame {
   constructor(o: ZlibGzipOptions) {
-    this.header = zlibGzipHeader(o.header, o.level);
-    this.deflate = new ZlibDeflateEncoder(o.level);
-  }
-
-  push(chunk: Uint8Array): Uint8Array[] {
-    if (this.finished) throw new Error('zlib-gzip: push after finish');
-    if (chunk.length > 0) {
-      this.crc = crc32(chunk, this.crc);
-      this.size += chunk.length;
-    }
-    return this.withHeader(this.deflate.push(chunk));
-  }
-
-  finish(): Uint8Array[] {
-    if (this.finished) return [];
-    this.finished = true;
-    const out = this.withHeader(this.deflate.finish());
-    const trailer = new Uint8Array(8);
-    const dv = new DataView(trailer.buffer);
-    dv.setUint32(0, this.crc, true);
-    dv.setUint32(4, this.size % 0x100000000, true);
-    out.push(trailer);
-    return out;
-  }
-
-  private withHeader(parts: Uint8Array[]): Uint8Array[] {
-    if (this.header === null) return parts;
-    const h = this.header;
-    this.header = null;
-    return [h, ...parts];
+    const header = zlibGzipHeader(o.header, o.level); // (an unknown header fails before the level)
+    super(new ZlibDeflateEncoder(o.level), header, 'zlib-gzip');
   }
 }
 

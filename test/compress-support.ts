@@ -1,0 +1,52 @@
+// What the compressor tests share: deterministic inputs and feeding an encoder in chunks. Each
+// test file keeps its own oracle and assertions.
+import { createHash } from 'node:crypto';
+import type { ChunkEncoder } from '../src/compress/encoder-stream.js';
+
+/** Deterministic PRNG (xorshift32) so failures reproduce. */
+export function rng(seed: number): () => number {
+  let x = seed | 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+}
+
+export function randomBytes(n: number, seed: number): Buffer {
+  const r = rng(seed);
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = r() & 0xff;
+  return b;
+}
+
+const WORDS = ('the quick brown fox jumps over lazy dog registry layer digest manifest blob tar gzip ' +
+  'deflate huffman window match literal offset length block stored dynamic fixed container image ' +
+  'storage overlay config index annotation platform linux amd64 arm64 sha256 content').split(' ');
+
+/** n bytes of word salad with the odd line break: many matches of all lengths. */
+export function text(n: number, seed: number): Buffer {
+  const r = rng(seed);
+  const parts: string[] = [];
+  let len = 0;
+  while (len < n) {
+    const w = WORDS[r() % WORDS.length] + (r() % 11 === 0 ? '.\n' : ' ');
+    parts.push(w);
+    len += w.length;
+  }
+  return Buffer.from(parts.join('')).subarray(0, n);
+}
+
+export function sha(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** All of `enc`'s output for `data`, pushed whole (chunk <= 0) or in chunks of `chunk` bytes. */
+export function encodeChunked(enc: ChunkEncoder, data: Uint8Array, chunk = 0): Buffer {
+  const parts: Uint8Array[] = [];
+  if (chunk <= 0) parts.push(...enc.push(data));
+  else for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
+  parts.push(...enc.finish());
+  return Buffer.concat(parts);
+}

@@ -22,6 +22,8 @@ import {
 } from '../src/compress/pgzip.js';
 import { klauspostDeflate } from '../src/compress/klauspost-flate.js';
 import { crc32 as pgzipCrc32 } from '../src/compress/crc32.js';
+import { poolFor, produce, tryProfile } from '../src/compress/produce.js';
+import { PROFILES } from '../src/compress/profiles.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 // Compiled to dist/test/, sources in test/: find the repository root either way.
@@ -264,4 +266,31 @@ test('pgzipBlock only uses the last 16 KiB of the dictionary', () => {
   const a = pgzipBlock(block, data.subarray(PGZIP_BLOCK_SIZE - 16384, PGZIP_BLOCK_SIZE));
   const b = pgzipBlock(block, data.subarray(0, PGZIP_BLOCK_SIZE));
   assert.equal(sha(a), sha(b));
+});
+
+test('recompression on a thread pool (tars over 32 MiB): detection, whole blob and a range from a later block equal Go’s pgzip', async () => {
+  // 40 MiB: past poolFor's threshold, so the BlockPool and its worker threads do the work
+  const data = Buffer.concat([words(16 << 20, 11), prng(8 << 20, 12), words(16 << 20, 13)]);
+  const go = goPgzip(data);
+  const target = { digest: 'sha256:' + sha(go), size: go.length };
+  const p = PROFILES.find((x) => x.blockSize)!;
+  const pool = poolFor(p, data.length);
+  assert.ok(pool, 'a pool is used for a tar this large');
+  const chunks = async function* (from = 0) {
+    for (let i = from; i < data.length; i += 1 << 16) yield data.subarray(i, Math.min(i + (1 << 16), data.length));
+  };
+  try {
+    const rep = await tryProfile(chunks(), p, target, pool);
+    assert.ok(rep, 'the pool-compressed output has the Go digest');
+    const parts: Uint8Array[] = [];
+    for await (const b of produce(async (o) => chunks(o), p, target, rep, undefined, pool)) parts.push(b);
+    assert.equal(sha(Buffer.concat(parts)), sha(go));
+    const start = rep.blockOffsets![20] + 5;
+    const range = { start, end: start + 3_000_000 };
+    const got: Uint8Array[] = [];
+    for await (const b of produce(async (o) => chunks(o), p, target, rep, range, pool)) got.push(b);
+    assert.ok(Buffer.concat(got).equals(go.subarray(range.start, range.end)), 'a range from block 20 on');
+  } finally {
+    await pool!.close();
+  }
 });

@@ -109,3 +109,26 @@ test('hostile layers are refused and leave nothing in the store', async (t) => {
   assert.deepEqual(dirs, [], 'no layer directory left');
   assert.deepEqual(readdirSync(join(s.root, 'overlay', 'l')), [], 'no link left');
 });
+
+test('a layer another process created meanwhile is reused, not recreated; a parent that vanished says so (commits retry on it)', async (t) => {
+  const s = freshStore('overlay');
+  t.after(() => removeStore(s));
+  execFileSync('mkdir', ['-p', s.root]);
+  const w = new StoreWriter(Store.open(s));
+  const tar = Buffer.concat([tarEntry('hello', '0', Buffer.from('hi\n')), Buffer.alloc(1024)]);
+  const id = chainLayerId(undefined, sha(tar));
+  await w.createLayer(Readable.from([tar]), { id });
+  const before = readFileSync(join(s.root, 'overlay-layers', 'layers.json'), 'utf8');
+  let read = false;
+  const again = Readable.from((function* () { read = true; yield tar; })());
+  const reused = await w.createLayer(again, { id, reuse: true });
+  assert.equal(reused.id, id);
+  assert.equal(reused.diffDigest, sha(tar));
+  assert.ok(!read, 'the blob is not read again');
+  assert.equal(readFileSync(join(s.root, 'overlay-layers', 'layers.json'), 'utf8'), before, 'layers.json is untouched');
+  await assert.rejects(w.createLayer(Readable.from([tar]), { id }), /already exists/);
+  await assert.rejects(w.createLayer(Readable.from([tar]), { parent: 'f'.repeat(64) }), (e: Error & { vanished?: boolean }) => e.vanished === true && /not in the store/.test(e.message));
+  await assert.rejects(w.createImage({ id: 'e'.repeat(64), topLayer: 'f'.repeat(64) }), (e: Error & { vanished?: boolean }) => e.vanished === true);
+  // podman reads what we wrote
+  assert.match(execFileSync('containers-storage', ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'overlay', 'layers'], { encoding: 'utf8' }), new RegExp(id));
+});

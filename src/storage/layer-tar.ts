@@ -1,7 +1,8 @@
 // Rebuilding a layer's exact uncompressed tar from its tar-split and the layer's files, as
-// c/storage's Diff does, but checked harder: every file is read to exactly its recorded size
-// and CRC-64, and a full stream is hashed while produced; any mismatch destroys the stream
-// with an error, so a consumer can never take wrong bytes for a clean end.
+// c/storage's Diff does, but checked harder: every file is read to exactly its recorded size,
+// a full stream is hashed while produced (its last batch held back until the digest matches),
+// and ranges (or layers without a recorded digest) check each file's CRC-64; any mismatch
+// destroys the stream with an error, so a consumer can never take wrong bytes for a clean end.
 import { createHash } from 'node:crypto';
 import { close, closeSync, constants, openSync, read, readSync, realpathSync } from 'node:fs';
 import { Readable } from 'node:stream';

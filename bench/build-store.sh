@@ -5,6 +5,7 @@
 # this recipe needs to run at all (stamp = sha256 of this file + make-many.ts + scale).
 #
 #   $W/store/{root,run}   overlay store: localhost/bench/{small,large,layered}:1
+#   $W/mirror/{root,run}  overlay store: the three images pulled back from docker-registry
 #   $W/many/{root,run}    overlay store: the layered image + COUNT images sharing its layers
 #   $W/plain/            files for the plain-read ceiling (made by the harness)
 #   registry $REG         bench/{small,large,layered}:1, pushed by skopeo (gzip, OCI)
@@ -86,6 +87,14 @@ src() { echo "containers-storage:[overlay@$S/root+$S/run]$1"; }
 for img in small large layered; do
   log "pushing bench/$img:1 to docker-registry $REG (skopeo, gzip)"
   skopeo copy -q --dest-tls-verify=false "$(src "localhost/bench/$img:1")" "docker://$REG/bench/$img:1"
+done
+
+# The mirror store: the same images pulled back from docker-registry, as a store of pulled images
+# holds them (layers keep their compressed digests; csreg serves the original manifests and
+# blobs through recompression recipes, the very bytes docker-registry serves).
+for img in small large layered; do
+  log "pulling bench/$img:1 back from docker-registry into the mirror store (skopeo)"
+  skopeo copy -q --src-tls-verify=false "docker://$REG/bench/$img:1" "containers-storage:[overlay@$W/mirror/root+$W/mirror/run]$REG/bench/$img:1"
 done
 
 log "store of $MANY images sharing the layered image's layers"

@@ -44,6 +44,8 @@ const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const CLI = join(REPO, 'dist/src/cli/main.js');
 const STORE = { root: join(W, 'store/root'), runroot: join(W, 'store/run') };
 const MANY = { root: join(W, 'many/root'), runroot: join(W, 'many/run') };
+/** the same images pulled back from docker-registry: csreg serves their original blobs (recipes) */
+const MIRROR = { root: join(W, 'mirror/root'), runroot: join(W, 'mirror/run') };
 const IMAGES = ['small', 'large', 'layered'] as const;
 type ImageKey = (typeof IMAGES)[number];
 const DESCR: Record<ImageKey, string> = {
@@ -158,10 +160,10 @@ async function httpStatus(url: string, timeoutMs = 5000): Promise<number> {
 
 interface Csreg { pid: number; base: string; proc: ChildProcess; startMs: number; firstMs: number }
 /** Start csreg serve on a store and wait (≤ 60 s) until `probe` answers 200. */
-async function startCsreg(store: { root: string; runroot: string }, port: number, probe: string): Promise<Csreg> {
+async function startCsreg(store: { root: string; runroot: string }, port: number, probe: string, extra: string[] = [], state = join(W, 'state')): Promise<Csreg> {
   const t0 = now();
   const proc = spawn(process.execPath, [...PROF_ARGS, CLI, 'serve', '--root', store.root, '--runroot', store.runroot, '--storage-driver', 'overlay',
-    '--addr', `127.0.0.1:${port}`, '--state-dir', join(W, 'state'), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--addr', `127.0.0.1:${port}`, '--state-dir', state, '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   track(proc);
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => { if (err.length < 4000) err += d.toString(); });
@@ -251,44 +253,59 @@ async function wireBytes(base: string, img: string): Promise<number> {
 }
 
 // ---------------------------------------------------------------- 1. pulls with skopeo
-async function benchPull(csreg: Csreg, info: Record<ImageKey, ImageInfo>): Promise<void> {
+/** host:port of the csreg servers of each store in the pull section; "csreg" is the one the target is about. */
+type PullServers = Record<'store' | 'mirror', Record<string, string>>;
+async function benchPull(srv: PullServers): Promise<void> {
   log(`pull: skopeo copy, ${REPS} reps`);
   const rows: Record<string, unknown>[] = [];
-  const servers = [['csreg', csreg.base.slice(7)], ['docker-registry', REG]] as const;
-  for (const img of IMAGES) {
-    for (const fmt of ['dir', 'oci'] as const) {
-      const times: Record<string, number[]> = { csreg: [], 'docker-registry': [] };
-      const bytes: Record<string, number> = {};
-      // rep 0 warms the page cache and is not counted
-      const tStart = now();
-      for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
-        for (const [name, addr] of rep % 2 ? [...servers].reverse() : servers) {
-          const d = join(SCRATCH, `pull-${name}-${rep}`);
-          const dest = fmt === 'dir' ? `dir:${d}` : `oci:${d}:latest`;
-          const ms = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${addr}/bench/${img}:1`, dest]);
-          if (rep > 0) times[name].push(ms);
-          bytes[name] = duBytes(d);
-          rmSync(d, { recursive: true, force: true });
+  // "store": the buildah images (csreg: synthesized manifest, uncompressed layers); "mirror": the
+  // same images pulled back from docker-registry (csreg: the original manifest and gzip blobs)
+  for (const kind of ['store', 'mirror'] as const) {
+    const others = Object.keys(srv[kind]).filter((n) => n !== 'csreg');
+    if (!srv[kind].csreg) continue;
+    for (const img of IMAGES) {
+      for (const fmt of ['dir', 'oci'] as const) {
+        const servers = [['csreg', srv[kind].csreg], ['docker-registry', REG], ...others.map((n) => [n, srv[kind][n]])] as [string, string][];
+        const times: Record<string, number[]> = Object.fromEntries(servers.map(([n]) => [n, []]));
+        const bytes: Record<string, number> = {};
+        // rep 0 warms the page cache (and csreg's served-blob cache) and is not counted
+        const tStart = now();
+        for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
+          for (const [name, addr] of rep % 2 ? [...servers].reverse() : servers) {
+            const d = join(SCRATCH, `pull-${rep}`);
+            const dest = fmt === 'dir' ? `dir:${d}` : `oci:${d}:latest`;
+            const ms = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${addr}/bench/${img}:1`, dest]);
+            if (rep > 0) times[name].push(ms);
+            bytes[name] = duBytes(d);
+            rmSync(d, { recursive: true, force: true });
+          }
         }
+        const c = median(times.csreg);
+        const g = median(times['docker-registry']);
+        const alt = Object.fromEntries(others.map((n) => [n, median(times[n])]));
+        const wire = { csreg: await wireBytes(`http://${srv[kind].csreg}`, img), 'docker-registry': await wireBytes(`http://${REG}`, img) };
+        rows.push({ kind, image: img, format: fmt, csregMs: c, registryMs: g, others: alt, ratio: c / g, csregWireBytes: wire.csreg, registryWireBytes: wire['docker-registry'], csregWrittenBytes: bytes.csreg, registryWrittenBytes: bytes['docker-registry'], runs: times });
+        targets.push({ section: 'pull', what: `pull ${img} (${kind}) → ${fmt}: time csreg / docker-registry`, measured: `${r2(c / g)}×`, target: '≤ 1.0×', pass: c / g <= 1.0 });
+        log(`  ${kind} ${img} ${fmt}: csreg ${fmtMs(c)} (${fmtB(wire.csreg)}), docker-registry ${fmtMs(g)} (${fmtB(wire['docker-registry'])})${others.map((n) => `, ${n} ${fmtMs(alt[n])}`).join('')}`);
       }
-      const c = median(times.csreg);
-      const g = median(times['docker-registry']);
-      const wire = { csreg: await wireBytes(csreg.base, img), 'docker-registry': await wireBytes(`http://${REG}`, img) };
-      rows.push({ image: img, format: fmt, csregMs: c, registryMs: g, ratio: c / g, csregWireBytes: wire.csreg, registryWireBytes: wire['docker-registry'], csregWrittenBytes: bytes.csreg, registryWrittenBytes: bytes['docker-registry'], csregRuns: times.csreg, registryRuns: times['docker-registry'] });
-      targets.push({ section: 'pull', what: `pull ${img} → ${fmt}: time csreg / docker-registry`, measured: `${r2(c / g)}×`, target: '≤ 1.0×', pass: c / g <= 1.0 });
-      log(`  ${img} ${fmt}: csreg ${fmtMs(c)} (${fmtB(wire.csreg)}), docker-registry ${fmtMs(g)} (${fmtB(wire['docker-registry'])})`);
     }
   }
   results.pull = rows;
   md.push('## Pull: `skopeo copy docker://… dir:|oci:` (loopback)', '',
-    'csreg serves the buildah-committed images through the synthesized manifest: uncompressed layers. docker-registry serves the gzip blobs skopeo pushed. ' +
-    'Wire = manifest + config + layers as served (csreg --wire-gzip off); written = what skopeo wrote: `dir:` keeps the blobs as fetched, `oci:` makes skopeo gzip uncompressed layers itself (client CPU, counted in the time). ' +
-    'Median of n (after one unmeasured warm-up each).', '');
-  table(['image', 'dest', 'n', 'csreg time', 'wire', 'written', 'docker-registry time', 'wire', 'written', 'time csreg/registry', 'wire csreg/registry'],
-    rows.map((r) => [r.image as string, r.format as string, (r.csregRuns as number[]).length, fmtMs(r.csregMs as number), fmtB(r.csregWireBytes as number), fmtB(r.csregWrittenBytes as number),
-      fmtMs(r.registryMs as number), fmtB(r.registryWireBytes as number), fmtB(r.registryWrittenBytes as number),
-      `${r2(r.ratio as number)}×`, `${r2((r.csregWireBytes as number) / (r.registryWireBytes as number))}×`]));
-  void info;
+    '**store**: the buildah-committed images. csreg runs with `--synthesize gzip`: it serves them with their layers compressed as a push by skopeo/podman compresses them (pgzip), the very blobs skopeo pushed to docker-registry (same digests); ' +
+    '"tar layers" = the default `--synthesize tar` (buildah\'s own manifest of uncompressed layers: 1.35–2.1× the bytes, and `oci:` makes skopeo gzip them itself). ' +
+    '**mirror**: the same images pulled back from docker-registry into a second store (what a store of pulled images holds); csreg serves their original manifests and blobs, reproduced by recompression recipes (`csreg recipes scan` ran first). ' +
+    'csreg runs with its default served-blob cache (`--serve-cache-max 1G`): the unmeasured first pull makes each blob once, later pulls read the kept file. ' +
+    '"cache off" = `--serve-cache-max 0`: every pull makes every blob from the store again (rebuild + pgzip on 2 cores): what any first pull costs. ' +
+    'Wire = manifest + config + layers as served; written = what skopeo wrote. Median of n (after one unmeasured warm-up each).', '');
+  const otherNames = [...new Set(rows.flatMap((r) => Object.keys(r.others as Record<string, number>)))];
+  table(['store', 'image', 'dest', 'n', 'csreg time', 'wire', 'docker-registry time', 'wire', 'time csreg/registry', ...otherNames.flatMap((n) => [`csreg ${n}`, `${n}/registry`])],
+    rows.map((r) => {
+      const o = r.others as Record<string, number>;
+      return [r.kind as string, r.image as string, r.format as string, ((r.runs as Record<string, number[]>).csreg).length, fmtMs(r.csregMs as number), fmtB(r.csregWireBytes as number),
+        fmtMs(r.registryMs as number), fmtB(r.registryWireBytes as number), `${r2(r.ratio as number)}×`,
+        ...otherNames.flatMap((n) => (o[n] === undefined ? ['–', '–'] : [fmtMs(o[n]), `${r2(o[n] / (r.registryMs as number))}×`]))];
+    }));
 }
 
 // ---------------------------------------------------------------- 2. layer rebuild
@@ -423,7 +440,7 @@ async function benchConcurrency(csreg: Csreg): Promise<void> {
   }
   results.concurrency = rows;
   md.push('## Concurrent pulls (Node HTTP client in its own process: manifest, then config and layers one at a time per client)', '',
-    `"same": every client pulls bench/layered:1; "different": client i pulls small, large, layered in turn. Aggregate = all pulls done; MB/s counts the bytes each server sent (csreg: uncompressed, docker-registry: gzip). TTFB = request → first body byte of each blob, over all reps. Peak RSS = VmHWM, reset before each run (clear_refs 5), max over the n runs. Median of n.`, '');
+    `"same": every client pulls bench/layered:1; "different": client i pulls small, large, layered in turn. Aggregate = all pulls done; MB/s counts the bytes each server sent (the same gzip blobs: csreg runs with --synthesize gzip and its served-blob cache, warm from the pull section when it ran). TTFB = request → first body byte of each blob, over all reps. Peak RSS = VmHWM, reset before each run (clear_refs 5), max over the n runs. Median of n.`, '');
   table(['images', 'clients', 'server', 'n', 'wall', 'pulls/s', 'MB/s', 'TTFB p50', 'TTFB p99', 'peak RSS', 'errors'],
     rows.flatMap((r) => ['csreg', 'docker-registry'].map((s) => {
       const x = r[s] as Record<string, number> & { errors: string[] };
@@ -445,7 +462,7 @@ async function benchMany(): Promise<void> {
   let repoCount = 0;
   const tStart = now();
   for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
-    const c = await startCsreg(MANY, CSREG_PORT + 1, probe);
+    const c = await startCsreg(MANY, CSREG_PORT + 1, probe, [], join(W, 'state-many')); // (ports +2.. : the pull section's other csregs)
     try {
       if (rep > 0) starts.push(c.firstMs);
       if (rep === 1) {
@@ -585,8 +602,38 @@ async function main(): Promise<void> {
   let csreg: Csreg | undefined;
   const t0 = now();
   try {
-    if (want('pull') || want('concurrency')) csreg = await startCsreg(STORE, CSREG_PORT, '/v2/bench/layered/manifests/1');
-    if (want('pull')) await benchPull(csreg!, info);
+    // each csreg starts with an empty state directory: no recipes, nothing kept
+    const fresh = (name: string) => {
+      const d = join(W, `state-${name}`);
+      rmSync(d, { recursive: true, force: true });
+      return d;
+    };
+    const probe = '/v2/bench/layered/manifests/1';
+    if (want('pull') || want('concurrency')) csreg = await startCsreg(STORE, CSREG_PORT, probe, ['--synthesize', 'gzip'], fresh('store'));
+    if (want('pull')) {
+      const extra: Csreg[] = [];
+      try {
+        const start = async (store: typeof STORE, args: string[], state: string) => {
+          const c = await startCsreg(store, CSREG_PORT + 2 + extra.length, probe, args, state);
+          extra.push(c);
+          return c.base.slice(7);
+        };
+        const srv: PullServers = { store: { csreg: csreg!.base.slice(7) }, mirror: {} };
+        srv.store['tar layers'] = await start(STORE, [], fresh('store-tar'));
+        srv.store['cache off'] = await start(STORE, ['--synthesize', 'gzip', '--serve-cache-max', '0'], fresh('store-uncached'));
+        if (existsSync(MIRROR.root)) {
+          const state = fresh('mirror');
+          log('mirror store: csreg recipes scan');
+          await run(process.execPath, [CLI, '--root', MIRROR.root, '--runroot', MIRROR.runroot, '--storage-driver', 'overlay', 'recipes', 'scan', '--state-dir', state]);
+          execFileSync('cp', ['-a', state, fresh('mirror-uncached')]);
+          srv.mirror.csreg = await start(MIRROR, [], state);
+          srv.mirror['cache off'] = await start(MIRROR, ['--serve-cache-max', '0'], join(W, 'state-mirror-uncached'));
+        }
+        await benchPull(srv);
+      } finally {
+        for (const c of extra) await stopCsreg(c);
+      }
+    }
     if (want('rebuild')) await benchRebuild(store, info);
     if (want('concurrency')) await benchConcurrency(csreg!);
     if (want('recompress')) await benchRecompress(store, info);

@@ -135,7 +135,7 @@ test('range reads of a reproduced pgzip blob (start, block boundary, middle, end
 test('--scan-recipes finds recipes in the background; the produced-blob cache serves repeat pulls, and a tampered copy is never served', async () => {
   const f = fx.recipes.find((r) => r.variant === 'go6')!;
   const state = join(work, 'state-cached');
-  const reg = await startRegistry({ store: Store.open(f.store), log: createLogger({ out: new Writable({ write(_c, _e, cb) { cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, recipeCacheMaxBytes: 1 << 30, scanRecipes: true });
+  const reg = await startRegistry({ store: Store.open(f.store), log: createLogger({ out: new Writable({ write(_c, _e, cb) { cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, servedCacheMaxBytes: 1 << 30, scanRecipes: true });
   servers.push(reg);
   const layers = (await Store.open(f.store).snapshot()).layers.filter((l) => l.compressedDigest && l.compressedDigest !== l.diffDigest);
   const scanned = () => { try { return layers.every((l) => verdicts(state)[l.compressedDigest!]?.profile); } catch { return false; } };
@@ -146,7 +146,7 @@ test('--scan-recipes finds recipes in the background; the produced-blob cache se
   const big = m.layers[0].digest;
   const url = `${reg.url}/v2/${repo}/blobs/${big}`;
   assert.equal(sha((await bytes(url)).body), big);
-  const cached = join(state, 'produced', 'blobs', 'sha256', big.slice(7));
+  const cached = join(state, 'served', 'blobs', 'sha256', big.slice(7));
   for (let i = 0; i < 100 && !existsSync(cached); i++) await new Promise((r) => setTimeout(r, 50));
   assert.ok(existsSync(cached), 'the produced blob was kept');
   assert.equal(sha((await bytes(url)).body), big, 'the repeat pull from the cache');
@@ -170,5 +170,37 @@ test('a "not reproducible" verdict from before a profile existed is tried again 
   for (const v of Object.values(verdicts(state)) as unknown as { profile: string; tried: string[] }[]) {
     assert.equal(v.profile, 'gnu-gzip-1.12/6');
     assert.ok(!v.tried.slice(2).includes('go1.19-gzip/6'), 'profiles tried before are not tried again');
+  }
+});
+
+test('--synthesize gzip: a buildah image is served with the layer digests a push by skopeo gives, and podman pulls it', async () => {
+  const s = fx.stores.overlay;
+  const ref = 'localhost/csreg/base:1';
+  const state = join(work, 'state-synth');
+  const reg = await startRegistry({ store: Store.open(s), log: createLogger({ out: new Writable({ write(_c, _e, cb) { cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, synthesize: 'gzip', servedCacheMaxBytes: 1 << 30 });
+  servers.push(reg);
+  const host = reg.url.slice('http://'.length);
+  // what a push compresses: skopeo writes an OCI layout with the layers compressed as it pushes them
+  const pushed = join(work, 'synth-pushed');
+  await run('skopeo', ['copy', '-q', `containers-storage:[${s.driver}@${s.root}+${s.runroot}]${ref}`, `oci:${pushed}:x`]);
+  const index = JSON.parse(readFileSync(join(pushed, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  const want = JSON.parse(readFileSync(join(pushed, 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8')) as { layers: { digest: string; size: number; mediaType: string }[] };
+  assert.ok(want.layers.every((l) => l.mediaType.endsWith('+gzip')), 'skopeo compressed the layers');
+  const dir = join(work, 'synth-pulled');
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${host}/localhost/csreg/base:1`, `dir:${dir}`]);
+  const got = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { layers: { digest: string; size: number; mediaType: string }[] };
+  assert.deepEqual(got.layers.map((l) => [l.digest, l.size]), want.layers.map((l) => [l.digest, l.size]), 'the digests and sizes of a push');
+  assert.ok(got.layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+gzip'));
+  for (const l of got.layers) assert.equal(sha(readFileSync(join(dir, l.digest.slice(7)))), l.digest, 'skopeo verified and kept the blob');
+  const verdict = verdicts(state) as Record<string, { made?: boolean }>;
+  assert.ok(got.layers.every((l) => verdict[l.digest]?.made), 'recorded as forms csreg made');
+  const into = freshStore('overlay');
+  try {
+    await run('podman', [...storeArgs(into), 'pull', '-q', '--tls-verify=false', `${host}/localhost/csreg/base:1`]);
+    const images = await run('podman', [...storeArgs(into), 'images', '--format', '{{.ID}}', '--no-trunc']);
+    const id = (await Store.open(s).snapshot()).image(ref)!.id;
+    assert.equal(images.replace(/^sha256:/, ''), id, 'podman has the same image (same config)');
+  } finally {
+    removeStore(into);
   }
 });

@@ -31,8 +31,15 @@ const USAGE = `usage: csreg serve [options]
                             blobs go first, and their images are then served synthesized
   --scan-recipes            find in the background which compressor reproduces each layer's
                             original blob (config: recipes.scan: true; else found on first use)
-  --recipe-cache-max SIZE   keep recompressed original blobs for repeat pulls, up to SIZE
-                            (config: recipes.cache_maxsize; default off; docs/recompression.md)
+  --serve-cache-max SIZE    blobs made from the store (rebuilt layer tars, recompressed original
+                            blobs) are made once for all concurrent requests and kept for later
+                            ones, up to SIZE, least recently used first (config:
+                            servecache.maxsize; default 1G; 0 = make them for every request;
+                            --recipe-cache-max is an old name of it; docs/serve-cache.md)
+  --synthesize tar|gzip     what the synthesized manifest (images without a servable original)
+                            lists as layers: the uncompressed tars (default), or the tars
+                            compressed as podman/skopeo push them, the digests a push of the
+                            image would upload (config: synthesize; docs/synthesized-manifest.md)
   --wire-gzip off|on|auto   gzip layer downloads for clients that accept it: off (default),
                             on, or auto = all but loopback clients (docs/wire-gzip.md)
 
@@ -81,6 +88,8 @@ interface ServeConfig {
   indexes?: string;
   push?: boolean;
   blobcache?: { maxsize?: string | number };
+  servecache?: { maxsize?: string | number };
+  synthesize?: string;
   recipes?: { scan?: boolean; cache_maxsize?: string | number };
 }
 
@@ -173,6 +182,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
       'wire-gzip': { type: 'string' },
       'allow-push': { type: 'boolean' },
       'blob-cache-max': { type: 'string' },
+      'serve-cache-max': { type: 'string' },
+      synthesize: { type: 'string' },
       'recipe-cache-max': { type: 'string' },
       'scan-recipes': { type: 'boolean' },
       'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'insecure-listen': { type: 'boolean' },
@@ -204,13 +215,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }, process.env, push);
   const cacheMax = values['blob-cache-max'] ?? conf.blobcache?.maxsize;
   const blobCacheMaxBytes = cacheMax === undefined ? undefined : parseSize(String(cacheMax));
-  const recipeMax = values['recipe-cache-max'] ?? conf.recipes?.cache_maxsize;
-  const recipeCacheMaxBytes = recipeMax === undefined ? undefined : parseSize(String(recipeMax));
+  const servedMax = values['serve-cache-max'] ?? values['recipe-cache-max'] ?? conf.servecache?.maxsize ?? conf.recipes?.cache_maxsize ?? '1G';
+  const servedCacheMaxBytes = parseSize(String(servedMax));
+  const synthesize = values.synthesize ?? conf.synthesize ?? 'tar';
+  if (synthesize !== 'tar' && synthesize !== 'gzip') throw new UsageError('--synthesize takes tar or gzip');
   const scanRecipes = values['scan-recipes'] ?? conf.recipes?.scan === true;
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
   const security = securityOptions(values, conf);
-  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, recipeCacheMaxBytes, scanRecipes, ...security });
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, servedCacheMaxBytes, synthesize, scanRecipes, ...security });
   const host = reg.url.replace(/^https?:\/\//, '');
   const tlsFlag = security.tls ? '' : '--tls-verify=false ';
   const repos = repositoryIndex(snap, preferredHosts);

@@ -1,12 +1,12 @@
 // `csreg storage ...`: inspect a store like the Go `containers-storage` tool does.
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { Transform } from 'node:stream';
+import { closeSync, createReadStream, createWriteStream, openSync, writeSync } from 'node:fs';
+import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { COMPRESSION_NAMES, type Container, type Image, type Layer } from '../storage/records.js';
 import type { Snapshot } from '../storage/snapshot.js';
+import type { StoreWriter } from '../storage/writer.js';
 import { Store } from '../storage/store.js';
-import { StoreWriter } from '../storage/writer.js';
 import { humanBytes, printJson, printTable, Progress } from './output.js';
 
 export class UsageError extends Error {
@@ -95,8 +95,56 @@ function findImage(snap: Snapshot, ref: string): Image {
   return img;
 }
 
+/** A file written with plain write(2) calls: the CLI has nothing else to do meanwhile, and a thread-pool round trip per chunk cost more than the write. */
+function fileSink(path: string): Writable {
+  const fd = openSync(path, 'w', 0o666);
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      try {
+        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
+        cb();
+      } catch (e) {
+        cb(e as Error);
+      }
+    },
+    destroy(err, cb) {
+      try {
+        closeSync(fd);
+      } catch { /* already failing or closed */ }
+      cb(err);
+    },
+  });
+}
+
+/** `csreg storage diff`: only the layer stores are read, not images or containers. */
+async function diffCommand(store: Store, args: string[], flags: StorageFlags): Promise<void> {
+  need(args, 1, 'diff LAYER [-o FILE] [--offset N]');
+  const l = await store.layer(args[0]);
+  if (!l) throw new UsageError(`layer not known: ${args[0]}`);
+  if (!flags.output && process.stdout.isTTY) throw new UsageError('refusing to write a tar to a terminal: use -o FILE or a pipe');
+  const src = await store.layerTar(l.id, { start: flags.offset });
+  const total = l.diffSize === undefined ? undefined : l.diffSize - (flags.offset ?? 0);
+  const progress = new Progress(`layer ${short(l.id)}`, total, flags.progress);
+  const out = flags.output ? fileSink(flags.output) : process.stdout;
+  if (!progress.enabled) return pipeline(src, out);
+  let done = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      done += chunk.length;
+      progress.update(done);
+      cb(null, chunk);
+    },
+  });
+  await pipeline(src, count, out);
+  if (flags.output) progress.finish(done);
+}
+
 export async function storageCommand(store: Store, verb: string | undefined, args: string[], flags: StorageFlags): Promise<void> {
+  if (verb === 'diff') return diffCommand(store, args, flags);
   const snap = await store.snapshot();
+  // loaded only by the commands that write: its imports (decompressors, extraction) are large
+  const writer = async (): Promise<StoreWriter> => new (await import('../storage/writer.js')).StoreWriter(store);
   switch (verb) {
     case 'images': {
       if (flags.json) return printJson(snap.images.map((i) => imageView(i, snap)));
@@ -154,28 +202,8 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
       else process.stdout.write(data);
       return;
     }
-    case 'diff': {
-      need(args, 1, 'diff LAYER [-o FILE] [--offset N]');
-      const l = snap.layer(args[0]);
-      if (!l) throw new UsageError(`layer not known: ${args[0]}`);
-      if (!flags.output && process.stdout.isTTY) throw new UsageError('refusing to write a tar to a terminal: use -o FILE or a pipe');
-      const src = await store.layerTar(l.id, { start: flags.offset });
-      const total = l.diffSize === undefined ? undefined : l.diffSize - (flags.offset ?? 0);
-      const progress = new Progress(`layer ${short(l.id)}`, total, flags.progress);
-      let done = 0;
-      const count = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          done += chunk.length;
-          progress.update(done);
-          cb(null, chunk);
-        },
-      });
-      await pipeline(src, count, flags.output ? createWriteStream(flags.output) : process.stdout);
-      if (flags.output) progress.finish(done);
-      return;
-    }
     case 'create-layer': {
-      const w = new StoreWriter(store);
+      const w = await writer();
       const parent = args[0] ? snap.layer(args[0])?.id ?? args[0] : undefined;
       const blob = flags.file ? input(flags.file) : undefined;
       const l = await w.createLayer(blob, { id: flags.id, parent, names: flags.names });
@@ -183,47 +211,47 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
     }
     case 'apply-diff': {
       need(args, 1, 'apply-diff -f BLOB LAYER');
-      const l = await new StoreWriter(store).applyDiff(snap.layer(args[0])?.id ?? args[0], input(flags.file ?? '-'));
+      const l = await (await writer()).applyDiff(snap.layer(args[0])?.id ?? args[0], input(flags.file ?? '-'));
       return flags.json ? printJson(layerView(l)) : void process.stdout.write(`${l.id} ${l.diffDigest} ${l.diffSize}\n`);
     }
     case 'create-image': {
       const id = flags.id ?? randomBytes(32).toString('hex');
       const top = args[0] ? snap.layer(args[0])?.id ?? args[0] : undefined;
-      const img = await new StoreWriter(store).createImage({ id, topLayer: top, names: flags.names, metadata: flags.metadata });
+      const img = await (await writer()).createImage({ id, topLayer: top, names: flags.names, metadata: flags.metadata });
       return flags.json ? printJson(imageView(img, await store.snapshot())) : void process.stdout.write(img.id + '\n');
     }
     case 'set-image-data': {
       need(args, 2, 'set-image-data -f FILE IMAGE KEY');
       const data = await readAll(input(flags.file ?? '-'));
-      await new StoreWriter(store).setImageBigData(findImage(snap, args[0]).id, [{ key: args[1], data }]);
+      await (await writer()).setImageBigData(findImage(snap, args[0]).id, [{ key: args[1], data }]);
       return;
     }
     case 'add-names':
     case 'set-names': {
       need(args, 1, `${verb} -n NAME IMAGE`);
-      const w = new StoreWriter(store);
+      const w = await writer();
       const id = findImage(snap, args[0]).id;
       const img = verb === 'add-names' ? await w.addImageNames(id, flags.names) : await w.setImageNames(id, flags.names);
       return flags.json ? printJson(img.names) : void process.stdout.write(img.names.join('\n') + (img.names.length ? '\n' : ''));
     }
     case 'delete-image': {
       need(args, 1, 'delete-image IMAGE');
-      const r = await new StoreWriter(store).deleteImage(findImage(snap, args[0]).id);
+      const r = await (await writer()).deleteImage(findImage(snap, args[0]).id);
       return flags.json ? printJson(r) : void process.stdout.write(`deleted image ${r.image}${r.layers.length ? ` and layers ${r.layers.join(' ')}` : ''}\n`);
     }
     case 'delete-layer': {
       need(args, 1, 'delete-layer LAYER');
-      await new StoreWriter(store).deleteLayer(snap.layer(args[0])?.id ?? args[0]);
+      await (await writer()).deleteLayer(snap.layer(args[0])?.id ?? args[0]);
       return;
     }
     case 'create-container': {
       need(args, 1, 'create-container [-n NAME] IMAGE');
-      const c = await new StoreWriter(store).createContainer({ image: findImage(snap, args[0]).id, id: flags.id, names: flags.names, metadata: flags.metadata });
+      const c = await (await writer()).createContainer({ image: findImage(snap, args[0]).id, id: flags.id, names: flags.names, metadata: flags.metadata });
       return flags.json ? printJson(containerView(c)) : void process.stdout.write(c.id + '\n');
     }
     case 'delete-container': {
       need(args, 1, 'delete-container CONTAINER');
-      await new StoreWriter(store).deleteContainer(snap.container(args[0])?.id ?? args[0]);
+      await (await writer()).deleteContainer(snap.container(args[0])?.id ?? args[0]);
       return;
     }
     default:

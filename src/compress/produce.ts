@@ -102,11 +102,17 @@ export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
   return p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1 ? new BlockPool() : undefined;
 }
 
+/** What compressing a tar with a profile gave: the blob's digest and size, and how to make any range of it again. */
+export interface Measured extends Reproduction {
+  digest: string;
+  size: number;
+}
+
 /**
- * Compress the tar with the profile, hashing as it goes; give up as soon as the output is
- * longer than the original. The reproduction when the sha256 matches, else undefined.
+ * Compress the tar with the profile, hashing as it goes; give up (undefined) as soon as the
+ * output is longer than `limit`.
  */
-export async function tryProfile(tar: Tar, p: Profile, target: Target, pool?: BlockPool, onBytes?: (n: number) => void): Promise<Reproduction | undefined> {
+export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: (n: number) => void, limit = Infinity): Promise<Measured | undefined> {
   const counted = (async function* () {
     for await (const c of tar) {
       onBytes?.(c.length);
@@ -119,15 +125,21 @@ export async function tryProfile(tar: Tar, p: Profile, target: Target, pool?: Bl
   let last = Buffer.alloc(0);
   for await (const b of e.chunks) {
     n += b.length;
-    if (n > target.size) {
+    if (n > limit) {
       await e.chunks.return(undefined);
       return undefined;
     }
     h.update(b);
     last = Buffer.concat([last, b]).subarray(-10);
   }
-  if (n !== target.size || 'sha256:' + h.digest('hex') !== target.digest) return undefined;
-  return { blockOffsets: e.blockOffsets?.slice(), trailer: last.toString('hex') };
+  return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: last.toString('hex') };
+}
+
+/** The reproduction when the profile gives exactly the target blob, else undefined. */
+export async function tryProfile(tar: Tar, p: Profile, target: Target, pool?: BlockPool, onBytes?: (n: number) => void): Promise<Reproduction | undefined> {
+  const m = await measure(tar, p, pool, onBytes, target.size);
+  if (!m || m.size !== target.size || m.digest !== target.digest) return undefined;
+  return { blockOffsets: m.blockOffsets, trailer: m.trailer };
 }
 
 /** The bytes [start, end) of a stream of chunks that begins at offset `at`. */

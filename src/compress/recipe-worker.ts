@@ -5,15 +5,18 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Store } from '../storage/store.js';
 import type { StoreLocation } from '../storage/config.js';
 import { profileById } from './profiles.js';
-import { poolFor, produce, tryProfile, type Reproduction, type Target } from './produce.js';
+import { measure, poolFor, produce, tryProfile, type Measured, type Reproduction, type Target } from './produce.js';
 
 export type Job =
   | { kind: 'detect'; location: StoreLocation; layerId: string; tarSize: number; target: Target; candidates: string[] }
-  | { kind: 'produce'; location: StoreLocation; layerId: string; tarSize: number; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } };
+  | { kind: 'produce'; location: StoreLocation; layerId: string; tarSize: number; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } }
+  /** compress the tar with a profile and say what that gives (a form csreg makes, not an original) */
+  | { kind: 'measure'; location: StoreLocation; layerId: string; tarSize: number; profile: string };
 
 export type WorkerMessage =
   | { progress: number }
   | { result: { profile: string | null; tried: string[] } & Partial<Reproduction> }
+  | { measured: Measured }
   | { chunk: Uint8Array }
   | { done: true }
   | { error: string };
@@ -54,6 +57,14 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
   port.postMessage({ result: { profile: null, tried } } satisfies WorkerMessage);
 }
 
+async function measureJob(j: Extract<Job, { kind: 'measure' }>): Promise<void> {
+  const p = profileById(j.profile);
+  if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
+  const pool = poolFor(p, j.tarSize);
+  const m = await measure(await tarFrom(0), p, pool).finally(() => pool?.close());
+  port.postMessage({ measured: m! } satisfies WorkerMessage);
+}
+
 async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
@@ -71,7 +82,7 @@ async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
   port.postMessage({ done: true } satisfies WorkerMessage);
 }
 
-(job.kind === 'detect' ? detect(job) : send(job)).then(
+(job.kind === 'detect' ? detect(job) : job.kind === 'measure' ? measureJob(job) : send(job)).then(
   () => port.close(),
   (e: Error) => {
     port.postMessage({ error: e.message } satisfies WorkerMessage);

@@ -2,17 +2,13 @@
 // scan, kept in csreg's state directory (recipes.json, keyed by the original compressed
 // digest), and the producer that serves those blobs from the rebuilt tar on worker threads.
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import type { Store } from '../storage/store.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import type { Image, Layer } from '../storage/records.js';
 import type { BlobProducer, ProducedBlob } from '../oci/resolver.js';
 import { StateFile } from '../oci/state-file.js';
-import { BlobCache } from '../oci/blob-cache.js';
-import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { orderProfiles, PROFILES } from './profiles.js';
 import type { Reproduction } from './produce.js';
 import type { Job, WorkerMessage } from './recipe-worker.js';
@@ -20,6 +16,8 @@ import type { Job, WorkerMessage } from './recipe-worker.js';
 export interface Verdict extends Partial<Reproduction> {
   /** the profile that reproduces the blob, or null: none of those tried does */
   profile: string | null;
+  /** a compressed form csreg made itself for synthesized manifests (`--synthesize gzip`), not an original */
+  made?: true;
   diffDigest: string;
   size: number;
   tried: string[];
@@ -27,7 +25,24 @@ export interface Verdict extends Partial<Reproduction> {
 }
 
 const GZIP = 2;
+/** How synthesized manifests compress layers with `--synthesize gzip`: as containers/image pushes them. */
+export const SYNTHESIZE_PROFILE = PROFILES[0].id;
+
+/** What synthesized manifests list as layers: the tars, or the tars compressed as a push would. */
+export type SynthesizeForm = 'tar' | 'gzip';
 const WORKER = new URL('./recipe-worker.js', import.meta.url);
+
+/** Complete layers by diff digest. */
+const diffMaps = new WeakMap<Snapshot, Map<string, Layer>>();
+function byDiff(snap: Snapshot): Map<string, Layer> {
+  let m = diffMaps.get(snap);
+  if (!m) {
+    m = new Map();
+    for (const l of snap.layers) if (!l.incomplete && l.diffDigest && !m.has(l.diffDigest)) m.set(l.diffDigest, l);
+    diffMaps.set(snap, m);
+  }
+  return m;
+}
 
 /** Layers whose original blob only a recipe can give: gzip, with a compressed digest other than the tar's, rebuildable. */
 const candidateMaps = new WeakMap<Snapshot, Map<string, Layer>>();
@@ -56,12 +71,30 @@ export class Recipes implements BlobProducer {
   /** detections run one at a time: each keeps a core busy */
   private queue: Promise<unknown> = Promise.resolve();
 
-  /** produced blobs kept for repeat pulls (optional, size-limited, least recently used first) */
-  private readonly produced?: BlobCache;
+  /** diff digest → the SYNTHESIZE_PROFILE form of that tar (from any verdict, original or made) */
+  private synthesizedForms?: Map<string, { digest: string; size: number }>;
 
-  constructor(stateDir: string, private readonly store: Store, opts: { cacheMaxBytes?: number } = {}) {
+  constructor(stateDir: string, private readonly store: Store, readonly synthesize: SynthesizeForm = 'tar') {
     this.file = new StateFile(join(stateDir, 'recipes.json'), () => ({}));
-    if (opts.cacheMaxBytes) this.produced = new BlobCache(join(stateDir, 'produced'), { maxBytes: opts.cacheMaxBytes, graceMs: 0 });
+  }
+
+  /** The compressed form of a tar that synthesized manifests list with `--synthesize gzip`, once known. */
+  synthesizedLayer(diffDigest: string): { digest: string; size: number } | undefined {
+    if (this.synthesize !== 'gzip') return undefined;
+    if (!this.synthesizedForms) {
+      this.synthesizedForms = new Map();
+      for (const [digest, v] of Object.entries(this.file.get())) {
+        if (v.profile === SYNTHESIZE_PROFILE && v.trailer !== undefined) this.synthesizedForms.set(v.diffDigest, { digest, size: v.size });
+      }
+    }
+    return this.synthesizedForms.get(diffDigest);
+  }
+
+  private async record(digest: string, v: Verdict): Promise<void> {
+    await this.file.update((doc) => {
+      doc[digest] = v;
+    });
+    this.synthesizedForms = undefined;
   }
 
   verdict(digest: string): Verdict | undefined {
@@ -78,18 +111,14 @@ export class Recipes implements BlobProducer {
   /** BlobProducer: an original blob a known recipe reproduces from a layer of this snapshot. */
   find(digest: string, snap: Snapshot): ProducedBlob | undefined {
     const v = this.verdict(digest);
-    const layer = v?.profile ? recompressible(snap).get(digest) : undefined;
+    // an original blob: the layer that records it; a form csreg made: any layer with that tar
+    const layer = v?.profile ? (v.made ? byDiff(snap).get(v.diffDigest) : recompressible(snap).get(digest)) : undefined;
     if (!v?.profile || !layer || layer.diffDigest !== v.diffDigest || v.trailer === undefined) return undefined;
     const rep: Reproduction = { blockOffsets: v.blockOffsets, trailer: v.trailer };
     const target = { digest, size: v.size };
-    const cached = this.produced?.size(digest) === v.size;
     return {
       size: v.size,
-      open: async (range) => {
-        if (cached) return this.produced!.open(digest, range);
-        const out = this.stream({ kind: 'produce', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target, profile: v.profile!, rep, range });
-        return this.produced && !range ? this.keep(out, digest) : out;
-      },
+      open: async (range) => this.stream({ kind: 'produce', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target, profile: v.profile!, rep, range }),
     };
   }
 
@@ -114,10 +143,31 @@ export class Recipes implements BlobProducer {
     }
   }
 
-  /** The same for every layer of these images (their original manifests need all of them). */
-  ensureImages(images: Image[], snap: Snapshot): Promise<void> {
-    const digests = images.flatMap((i) => snap.layerChain(i.topLayer).layers.map((l) => l.compressedDigest ?? ''));
-    return this.ensure(digests, snap);
+  /**
+   * The same for every layer of these images (their original manifests need all of them); then,
+   * with `--synthesize gzip`, the compressed form of every layer whose original is not servable.
+   */
+  async ensureImages(images: Image[], snap: Snapshot): Promise<void> {
+    const layers = images.flatMap((i) => snap.layerChain(i.topLayer).layers);
+    await this.ensure(layers.map((l) => l.compressedDigest ?? ''), snap);
+    if (this.synthesize !== 'gzip') return;
+    const original = (l: Layer) => l.compressedDigest !== undefined && l.compressedDigest !== l.diffDigest && !!this.verdict(l.compressedDigest)?.profile;
+    await Promise.all(layers.filter((l) => l.diffDigest && !original(l) && !this.synthesizedLayer(l.diffDigest)).map((l) => this.make(l)));
+  }
+
+  /** Compress a layer's tar as synthesized manifests list it, and record what that gives. */
+  private make(layer: Layer): Promise<Verdict> {
+    const key = `made:${layer.diffDigest}`;
+    let p = this.running.get(key);
+    if (p) return p;
+    const job: Job = { kind: 'measure', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, profile: SYNTHESIZE_PROFILE };
+    p = this.enqueue(job, (m) => ('measured' in m ? m.measured : undefined)).then(async (m) => {
+      const v: Verdict = { profile: SYNTHESIZE_PROFILE, made: true, diffDigest: layer.diffDigest!, size: m.size, blockOffsets: m.blockOffsets, trailer: m.trailer, tried: [SYNTHESIZE_PROFILE], at: new Date().toISOString() };
+      await this.record(m.digest, v);
+      return v;
+    }).finally(() => this.running.delete(key));
+    this.running.set(key, p);
+    return p;
   }
 
   private detect(digest: string, layer: Layer, onProgress?: (bytes: number) => void): Promise<Verdict> {
@@ -129,56 +179,36 @@ export class Recipes implements BlobProducer {
       kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0,
       target: { digest, size: layer.compressedSize! }, candidates: orderProfiles(matches).map((x) => x.id).filter((id) => this.untried(digest).includes(id)),
     };
-    p = (this.queue = this.queue.catch(() => undefined).then(() => new Promise<Verdict>((resolve, reject) => {
-      let settled = false;
-      const w = runWorker(job, (m) => {
-        if ('progress' in m) onProgress?.(m.progress);
-        else if ('result' in m) {
-          settled = true;
-          const before = this.verdict(digest)?.tried ?? [];
-          resolve({ ...m.result, tried: [...before, ...m.result.tried], diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() });
-        } else if ('error' in m) {
-          settled = true;
-          reject(new Error(`recipe detection for ${digest} (layer ${layer.id}): ${m.error}`));
-        }
-      });
-      w.on('error', reject);
-      w.on('exit', () => settled || reject(new Error(`recipe worker for ${digest} exited early`)));
-    }))) as Promise<Verdict>;
-    p = p.then(async (v) => {
-      await this.file.update((doc) => {
-        doc[digest] = v;
-      });
+    p = this.enqueue(job, (m) => ('result' in m ? m.result : undefined), onProgress).then(async (r) => {
+      const before = this.verdict(digest)?.tried ?? [];
+      const v: Verdict = { ...r, tried: [...before, ...r.tried], diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() };
+      await this.record(digest, v);
       return v;
     }).finally(() => this.running.delete(digest));
     this.running.set(digest, p);
     return p;
   }
 
-  /** A whole produced blob passes through, copied into the cache, which adopts it only once verified. */
-  private async keep(out: Readable, digest: string): Promise<Readable> {
-    const cache = this.produced!;
-    const file = await cache.scratch();
-    const copy = createWriteStream(file, { mode: 0o600 });
-    const tee = new Transform({
-      transform(c: Buffer, _e, cb) {
-        copy.write(c);
-        cb(null, c);
-      },
-    });
-    pipeline(out, tee).then(
-      () => copy.end(async () => {
-        try {
-          if (await cache.adopt(file, digest)) await cache.enforceLimit();
-          else await rm(file, { force: true });
-        } catch { /* the cache is best effort */ }
-      }),
-      () => {
-        copy.destroy();
-        void rm(file, { force: true });
-      },
-    );
-    return tee;
+  /** Run a detect or measure job after those queued before it (each keeps a core busy); its answer. */
+  private enqueue<T>(job: Job, answer: (m: WorkerMessage) => T | undefined, onProgress?: (bytes: number) => void): Promise<T> {
+    const p = this.queue.catch(() => undefined).then(() => new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const w = runWorker(job, (m) => {
+        const a = answer(m);
+        if ('progress' in m) onProgress?.(m.progress);
+        else if (a !== undefined) {
+          settled = true;
+          resolve(a);
+        } else if ('error' in m) {
+          settled = true;
+          reject(new Error(`${job.kind} job for layer ${job.layerId}: ${m.error}`));
+        }
+      });
+      w.on('error', reject);
+      w.on('exit', () => settled || reject(new Error(`${job.kind} worker for layer ${job.layerId} exited early`)));
+    }));
+    this.queue = p;
+    return p;
   }
 
   /** A produce job as a Readable: the worker sends chunks as the reader takes them (credit-based). */

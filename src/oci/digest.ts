@@ -22,6 +22,10 @@ export function sha256(data: Uint8Array | string): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
 }
 
+export class DigestMismatchError extends Error {
+  override name = 'DigestMismatchError';
+}
+
 /**
  * Pass bytes through, hashing them; the last chunk is held back until the whole content is
  * known to have the digest, so a client never receives a complete wrong blob (the transfer
@@ -39,7 +43,7 @@ export function verifying(digest: string): Transform {
     },
     flush(cb) {
       const got = 'sha256:' + h.digest('hex');
-      if (got !== digest) return cb(new Error(`content is ${got}, not ${digest}`));
+      if (got !== digest) return cb(new DigestMismatchError(`content is ${got}, not ${digest}`));
       cb(null, held);
     },
   });

@@ -98,16 +98,17 @@ export function parseManifest(bytes: Buffer, declaredType?: string): ParsedManif
 
 /**
  * The synthesized manifest: config = the stored config blob, layers = the uncompressed tars
- * (diff digests). Written by hand in a fixed key order with no whitespace, so its bytes do not
- * depend on any JSON library.
+ * (diff digests), or with `gzip`, the tars compressed as containers/image pushes them (the
+ * digests a push of the image would upload). Written by hand in a fixed key order with no
+ * whitespace, so its bytes do not depend on any JSON library.
  */
-export function synthesizeManifest(config: { digest: string; size: number }, layers: Layer[], form: 'oci' | 'docker'): { bytes: Buffer; mediaType: string } {
+export function synthesizeManifest(config: { digest: string; size: number }, layers: { digest: string; size: number }[], form: 'oci' | 'docker', gzip = false): { bytes: Buffer; mediaType: string } {
   const oci = form === 'oci';
   const mediaType = oci ? MT.ociManifest : MT.dockerManifest;
   const desc = (mt: string, digest: string, size: number) => `{"mediaType":"${mt}","digest":"${digest}","size":${size}}`;
-  const layerType = oci ? MT.ociLayerTar : MT.dockerLayerTar;
+  const layerType = oci ? (gzip ? MT.ociLayerGzip : MT.ociLayerTar) : gzip ? MT.dockerLayerGzip : MT.dockerLayerTar;
   const json = `{"schemaVersion":2,"mediaType":"${mediaType}","config":${desc(oci ? MT.ociConfig : MT.dockerConfig, config.digest, config.size)},`
-    + `"layers":[${layers.map((l) => desc(layerType, l.diffDigest!, l.diffSize!)).join(',')}]}`;
+    + `"layers":[${layers.map((l) => desc(layerType, l.digest, l.size)).join(',')}]}`;
   return { bytes: Buffer.from(json, 'utf8'), mediaType };
 }
 

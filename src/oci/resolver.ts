@@ -29,6 +29,8 @@ export interface ProducedBlob {
 /** Blobs a higher layer can make (compress/: recompression recipes). */
 export interface BlobProducer {
   find(digest: string, snap: Snapshot): ProducedBlob | undefined;
+  /** the compressed form of a layer tar that synthesized manifests list, when they list compressed layers and it is known */
+  synthesizedLayer?(diffDigest: string): { digest: string; size: number } | undefined;
 }
 
 export interface ServedManifest {
@@ -162,22 +164,34 @@ export class Resolver {
     return { bytes, mediaType: parsed.mediaType, digest: sha256(bytes) };
   }
 
-  /** The synthesized manifest of an image, when its config and every layer can be produced. */
-  synthesized(image: Image, form: 'oci' | 'docker'): ServedManifest | undefined {
+  /**
+   * The synthesized manifest of an image, when its config and every layer can be produced:
+   * with `gzip`, the layers compressed as a push would (only when the producer knows every
+   * one's compressed form: `--synthesize gzip`), else the tars.
+   */
+  synthesized(image: Image, form: 'oci' | 'docker', layers: 'tar' | 'gzip' = 'tar'): ServedManifest | undefined {
     const key = configKey(image);
     if (!key || !image.topLayer) return undefined;
     const config = { digest: image.bigDataDigests[key], size: image.bigDataSizes[key] };
     if (!config.digest || config.size === undefined) return undefined;
     const chain = this.snap.layerChain(image.topLayer);
     if (chain.problem || !chain.layers.every((l) => l.diffDigest && this.maps.layers.get(l.diffDigest))) return undefined;
-    const { bytes, mediaType } = synthesizeManifest(config, chain.layers, form);
+    const descs = layers === 'gzip'
+      ? chain.layers.map((l) => this.producer?.synthesizedLayer?.(l.diffDigest!))
+      : chain.layers.map((l) => ({ digest: l.diffDigest!, size: l.diffSize! }));
+    if (!descs.every((d) => d !== undefined)) return undefined;
+    const { bytes, mediaType } = synthesizeManifest(config, descs as { digest: string; size: number }[], form, layers === 'gzip');
     return { bytes, mediaType, digest: sha256(bytes) };
   }
 
-  /** The synthesized form the client takes: OCI, or the Docker schema2 twin for clients without OCI. */
-  private synthesizedFor(image: Image, accept: string | undefined): ServedManifest | undefined {
+  /** The synthesized form the client takes: OCI, or the Docker schema2 twin for clients without OCI; compressed layers when known. */
+  private synthesizedFor(image: Image, accept: string | undefined, layers: ('tar' | 'gzip')[] = ['gzip', 'tar']): ServedManifest | undefined {
     const form = accepts(accept, MT.ociManifest) || !accepts(accept, MT.dockerManifest) ? 'oci' : 'docker';
-    return this.synthesized(image, form);
+    for (const l of layers) {
+      const s = this.synthesized(image, form, l);
+      if (s) return s;
+    }
+    return undefined;
   }
 
   /** By tag: the original manifest when servable and acceptable, else the synthesized one. */
@@ -191,7 +205,12 @@ export class Resolver {
     }
     if (image.bigDataNames.includes('manifest')) {
       const stored = await this.loadStored(image, 'manifest');
-      if (stored && accepts(accept, stored.mediaType)) return stored;
+      if (stored && accepts(accept, stored.mediaType)) {
+        // a local manifest of uncompressed layers (buildah commit's) is what a push would
+        // compress: with --synthesize gzip, the tag serves that pushed form instead
+        const tars = parseManifest(stored.bytes).layers.every((d) => d.mediaType === MT.ociLayerTar || d.mediaType === MT.dockerLayerTar);
+        return (tars && this.synthesizedFor(image, accept, ['gzip'])) || stored;
+      }
     }
     return this.synthesizedFor(image, accept);
   }
@@ -209,8 +228,10 @@ export class Resolver {
     if (stored) return stored;
     for (const image of candidates) {
       for (const form of ['oci', 'docker'] as const) {
-        const s = this.synthesized(image, form);
-        if (s?.digest === digest) return s;
+        for (const layers of ['gzip', 'tar'] as const) {
+          const s = this.synthesized(image, form, layers);
+          if (s?.digest === digest) return s;
+        }
       }
     }
     return undefined;
@@ -227,7 +248,8 @@ export class Resolver {
     for (const img of images) {
       const key = configKey(img);
       if (key && img.bigDataDigests[key] === digest) return true;
-      if (this.snap.layerChain(img.topLayer).layers.some((l) => l.diffDigest === digest || l.compressedDigest === digest)) return true;
+      const made = (l: Layer) => !!l.diffDigest && this.producer?.synthesizedLayer?.(l.diffDigest)?.digest === digest;
+      if (this.snap.layerChain(img.topLayer).layers.some((l) => l.diffDigest === digest || l.compressedDigest === digest || made(l))) return true;
     }
     return false;
   }

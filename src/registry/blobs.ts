@@ -1,4 +1,5 @@
-// GET/HEAD /v2/<name>/blobs/<digest>: configs from big data, layers rebuilt on the fly. A layer
+// GET/HEAD /v2/<name>/blobs/<digest>: configs from big data, layers rebuilt on the fly (or
+// read from the served-blob cache, oci/served.ts). A layer
 // stream that fails verification destroys the connection, never ends it cleanly, so no
 // client takes wrong bytes for a whole blob.
 import { pipeline } from 'node:stream/promises';
@@ -78,16 +79,12 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
     await pipeline(ctx.cache!.open(digest, range), ctx.res).catch(() => ctx.res.destroy());
     return;
   }
-  if (src.kind === 'produced') {
-    ctx.res.writeHead(status, headers);
-    await pipeline(await src.blob.open(range), ctx.res).catch((e: Error) => {
-      ctx.res.destroy();
-      ctx.log.error('recompressed blob failed: connection aborted', { digest, error: e.message });
-    });
-    return;
-  }
-  const stream = await ctx.store.layerTar(src.layer.id, range ?? {});
-  const gzip = !range && wantsWireGzip(ctx);
+  // made from the store: a rebuilt layer tar, or an original blob a recipe reproduces
+  const made = src.kind === 'produced' ? src : undefined;
+  const layer = src.kind === 'layer' ? src.layer : undefined;
+  const make = (r?: { start: number; end: number }) => (made ? made.blob.open(r) : ctx.store.layerTar(layer!.id, r ?? {}));
+  const stream = ctx.served ? await ctx.served.open(digest, src.size, make, range) : await make(range);
+  const gzip = !range && !made && wantsWireGzip(ctx);
   if (gzip) {
     // Transport compression only: the digest is still that of the uncompressed tar, which
     // clients (Go's transport in containers/image) decompress transparently before hashing.
@@ -102,7 +99,9 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
   } catch (e) {
     // The client must see a broken transfer, not a short or wrong blob.
     ctx.res.destroy();
-    if (e instanceof LayerVerifyError) ctx.log.error('layer did not verify: connection aborted', { layer: src.layer.id, digest, error: e.message });
-    else ctx.log.debug('blob transfer ended early', { layer: src.layer.id, digest, error: (e as Error).message });
+    const about = { ...(layer ? { layer: layer.id } : {}), digest, error: (e as Error).message };
+    if (e instanceof LayerVerifyError) ctx.log.error('layer did not verify: connection aborted', about);
+    else if (made) ctx.log.error('recompressed blob failed: connection aborted', about);
+    else ctx.log.debug('blob transfer ended early', about);
   }
 }

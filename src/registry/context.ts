@@ -12,6 +12,7 @@ import type { Uploads } from './uploads.js';
 import type { TagManifests } from '../oci/tag-manifests.js';
 import type { Artifacts } from '../oci/artifacts.js';
 import type { Recipes } from '../compress/recipes.js';
+import type { ServedBlobs } from '../oci/served.js';
 
 export interface Context {
   req: IncomingMessage;
@@ -32,6 +33,8 @@ export interface Context {
   artifacts?: Artifacts;
   /** recompression recipes: original compressed layers served from the store */
   recipes?: Recipes;
+  /** blobs made from the store, made once for concurrent requests and kept for later ones */
+  served?: ServedBlobs;
   /** the authenticated identity (undefined: anonymous, or auth is off) */
   identity?: string;
   /** whether this client may pull a repository (the catalog lists only those) */

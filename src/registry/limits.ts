@@ -34,24 +34,33 @@ export function parseDuration(v: unknown, key: string): number {
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
 }
 
-/** Per-client counters of running downloads. */
+/**
+ * Per-client counters of running downloads. A connection carries one download at a time: a
+ * client sends its next request on it only once it has read the last response whole, maybe
+ * before that response's end is seen here, so a new request on the connection ends the old one.
+ */
 export class DownloadSlots {
   private readonly running = new Map<string, number>();
+  private readonly held = new WeakMap<object, () => void>();
   constructor(readonly perClient: number) {}
 
   /** A release function, or undefined when the client already runs its maximum. */
-  acquire(client: string): (() => void) | undefined {
+  acquire(client: string, connection: object = {}): (() => void) | undefined {
+    this.held.get(connection)?.();
     const n = this.running.get(client) ?? 0;
     if (this.perClient > 0 && n >= this.perClient) return undefined;
     this.running.set(client, n + 1);
     let done = false;
-    return () => {
+    const release = () => {
       if (done) return;
       done = true;
+      if (this.held.get(connection) === release) this.held.delete(connection);
       const left = (this.running.get(client) ?? 1) - 1;
       if (left <= 0) this.running.delete(client);
       else this.running.set(client, left);
     };
+    this.held.set(connection, release);
+    return release;
   }
 }
 

@@ -2,6 +2,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Store } from '../storage/store.js';
 import { StoreWriter } from '../storage/writer.js';
@@ -14,7 +15,8 @@ import { handleUpload, Uploads } from './uploads.js';
 import { BlobCache, referencedBlobs } from '../oci/blob-cache.js';
 import { TagManifests } from '../oci/tag-manifests.js';
 import { Artifacts } from '../oci/artifacts.js';
-import { Recipes } from '../compress/recipes.js';
+import { Recipes, type SynthesizeForm } from '../compress/recipes.js';
+import { ServedBlobs } from '../oci/served.js';
 import { getBlob } from './blobs.js';
 import { catalog, tagsList } from './listing.js';
 import { referrers } from './referrers.js';
@@ -37,8 +39,10 @@ export interface RegistryOptions {
   push?: boolean;
   /** size limit of the blob cache (pushed compressed blobs), in bytes; none by default */
   blobCacheMaxBytes?: number;
-  /** keep produced (recompressed) blobs for repeat pulls, up to this many bytes */
-  recipeCacheMaxBytes?: number;
+  /** keep blobs made from the store (rebuilt layers, recompressed originals) for concurrent and repeat pulls, up to this many bytes (default 0: made for every request) */
+  servedCacheMaxBytes?: number;
+  /** what synthesized manifests list as layers: the tars (default), or the tars compressed as a push by containers/image would */
+  synthesize?: SynthesizeForm;
   /** find recompression recipes for the whole store in the background after start */
   scanRecipes?: boolean;
   /** serve HTTPS with this certificate chain and key (PEM files: distribution's http.tls.certificate/key) */
@@ -98,7 +102,7 @@ async function route(ctx: Context, path: string, hooks: Hooks): Promise<void> {
     if (max > 0 && ctx.uploads.count >= max) throw new RegistryError('TOOMANYREQUESTS', `too many upload sessions open (${max}): try again later`);
   }
   if (need.kind === 'repo' && need.action === 'pull' && method === 'GET' && ROUTE.exec(path)?.[2] === 'blobs') {
-    const release = hooks.downloads.acquire(req.socket.remoteAddress ?? '');
+    const release = hooks.downloads.acquire(req.socket.remoteAddress ?? '', req.socket);
     if (!release) throw new RegistryError('TOOMANYREQUESTS', `too many downloads from ${req.socket.remoteAddress} at once (${hooks.downloads.perClient}): try again later`);
     ctx.res.once('close', release);
     watchSendIdle(ctx.res, hooks.limits.bodyIdleTimeoutMs, hooks.limits.minBodyRate);
@@ -172,11 +176,15 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
   if (!authenticator && opts.push && !isLoopbackHost(host)) log.warn('push is enabled without authentication on a non-loopback address: anyone who can reach it can write to the store');
   const cache = opts.stateDir ? new BlobCache(opts.stateDir, { maxBytes: opts.blobCacheMaxBytes }) : undefined;
   if (opts.push && !cache) throw new Error('push needs a state directory');
+  if (opts.synthesize === 'gzip' && !opts.stateDir) throw new Error('--synthesize gzip needs a state directory');
   const uploads = opts.push && cache ? new Uploads(cache) : undefined;
   if (uploads) uploads.stagingMaxBytes = limits.stagingMaxBytes;
   const tagManifests = opts.stateDir ? new TagManifests(opts.stateDir) : undefined;
   const artifacts = opts.stateDir && cache ? new Artifacts(opts.stateDir, cache) : undefined;
-  const recipes = opts.stateDir ? new Recipes(opts.stateDir, store, { cacheMaxBytes: opts.recipeCacheMaxBytes }) : undefined;
+  const recipes = opts.stateDir ? new Recipes(opts.stateDir, store, opts.synthesize) : undefined;
+  const served = opts.stateDir && opts.servedCacheMaxBytes
+    ? new ServedBlobs(join(opts.stateDir, 'served'), { maxBytes: opts.servedCacheMaxBytes, onError: (msg, fields) => log.error(msg, fields) })
+    : undefined;
   if (opts.scanRecipes && recipes) {
     void store.snapshot().then((snap) => recipes.scan(snap, {
       layer: (i, n, digest, v, ms) => log.info('recipe scan', { layer: `${i}/${n}`, digest, recipe: v?.profile ?? null, ms }),
@@ -230,6 +238,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
         tagManifests,
         artifacts,
         recipes,
+        served,
         head: req.method === 'HEAD',
         wireGzip: opts.wireGzip ?? 'off',
       };

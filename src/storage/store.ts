@@ -69,6 +69,7 @@ export class Store {
   private containersSeen?: string;
   private containers: Container[] = [];
   private current?: Snapshot;
+  private layersOnly?: Snapshot;
   private refreshing?: Promise<Snapshot>;
 
   private constructor(location: StoreLocation) {
@@ -151,25 +152,44 @@ export class Store {
       && this.containersState(true) === this.containersSeen;
   }
 
-  /** Reload whatever changed since the last load; must hold the read locks. */
-  private reloadLocked(): Snapshot {
-    let changed = !this.current;
+  /** Reload the layer records that changed since the last load; must hold the layers read locks. */
+  private reloadLayersLocked(): boolean {
+    let changed = false;
     for (const s of this.subs) {
       const lstate = this.layersState(s);
-      if (lstate !== s.layersSeen) {
-        const seen = new Set<string>();
-        s.layers = [];
-        for (const f of s.layerFiles) {
-          for (const r of readRecords(f)) {
-            // A duplicate ID in a later file is skipped, as c/storage does.
-            if (seen.has(r.id as string)) continue;
-            seen.add(r.id as string);
-            s.layers.push(parseLayer(r, s.root, s.readOnly));
-          }
+      if (lstate === s.layersSeen) continue;
+      const seen = new Set<string>();
+      s.layers = [];
+      for (const f of s.layerFiles) {
+        for (const r of readRecords(f)) {
+          // A duplicate ID in a later file is skipped, as c/storage does.
+          if (seen.has(r.id as string)) continue;
+          seen.add(r.id as string);
+          s.layers.push(parseLayer(r, s.root, s.readOnly));
         }
-        s.layersSeen = lstate;
-        changed = true;
       }
+      s.layersSeen = lstate;
+      changed = true;
+    }
+    if (changed) {
+      // the full snapshot was built from the old records: the next snapshot() rebuilds it
+      this.current = undefined;
+      this.layersOnly = undefined;
+    }
+    return changed;
+  }
+
+  /** Lookups over the layers alone (no images or containers read), under the layers read locks. */
+  private layersLocked(): Snapshot {
+    this.reloadLayersLocked();
+    this.layersOnly ??= new Snapshot(this.subs.flatMap((s) => s.layers), [], []);
+    return this.layersOnly;
+  }
+
+  /** Reload whatever changed since the last load; must hold the read locks. */
+  private reloadLocked(): Snapshot {
+    let changed = this.reloadLayersLocked() || !this.current;
+    for (const s of this.subs) {
       const istate = this.imagesState(s);
       if (istate !== s.imagesSeen) {
         s.images = s.imageFiles.flatMap((f) => readRecords(f).map((r) => parseImage(f, r, s.root, s.readOnly)));
@@ -207,6 +227,14 @@ export class Store {
       });
     }
     return this.refreshing;
+  }
+
+  /**
+   * One layer by ID, name or unique ID prefix, reading only the layer stores (what `diff` needs:
+   * a store's images.json can be far larger than its layers.json).
+   */
+  layer(ref: string): Promise<Layer | undefined> {
+    return this.withReadLocks(this.subs.map((s) => s.layersLock), () => this.layersLocked().layer(ref));
   }
 
   /** The primary store's lock files, for the writer (which takes them for writing). */
@@ -287,8 +315,9 @@ export class Store {
       primary.layersLock.unlockRead();
     };
     try {
-      // Re-read the record under the lock: the snapshot the caller used may be stale.
-      const snap = await this.withReadLocks(this.lockOrder(primary.layersLock), () => this.reloadLocked());
+      // Re-read the record under the lock: the snapshot the caller used may be stale. Only the
+      // layer stores are read, as c/storage's Diff locks only the layer store.
+      const snap = await this.withReadLocks(this.subs.slice(1).map((s) => s.layersLock), () => this.layersLocked());
       const layer = snap.layer(layerId);
       if (!layer) throw new StoreError(`layer ${layerId} is not in the store`);
       if (layer.incomplete) throw new StoreError(`layer ${layer.id} is incomplete (being created or deleted)`);

@@ -1,0 +1,141 @@
+// The served-blob cache (oci/served.ts): a layer rebuilt from the store is made once for all
+// concurrent requests, kept for later ones, and never served when it misses its digest.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { Store } from '../src/storage/store.js';
+import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
+import { createLogger } from '../src/log.js';
+import { ServedBlobs } from '../src/oci/served.js';
+import { loadFixtures, run, sha, type FixtureStore } from './fixtures.js';
+
+const fx = loadFixtures();
+const work = mkdtempSync(join(tmpdir(), 'csreg-served-'));
+const servers: RunningRegistry[] = [];
+after(async () => {
+  for (const s of servers) await s.close(100);
+  rmSync(work, { recursive: true, force: true });
+});
+
+/** A private copy of the vfs fixture store (tests change its files). */
+function copyStore(name: string): FixtureStore {
+  const d = join(work, name);
+  execFileSync('mkdir', ['-p', d]);
+  execFileSync('cp', ['-a', fx.stores.vfs.root, join(d, 'root')]);
+  rmSync(join(d, 'root', 'libpod'), { recursive: true, force: true });
+  return { root: join(d, 'root'), runroot: join(d, 'run'), driver: 'vfs' };
+}
+
+/** csreg on a store with the served cache on; counts how often a layer tar is made from the store. */
+async function serve(s: FixtureStore, maxBytes = 1 << 30) {
+  const logs: string[] = [];
+  const store = Store.open(s);
+  const made = { count: 0 };
+  const layerTar = store.layerTar.bind(store);
+  store.layerTar = (id, opts) => {
+    made.count++;
+    return layerTar(id, opts);
+  };
+  const state = join(work, `state-${servers.length}`);
+  const out = new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } });
+  const reg = await startRegistry({ store, log: createLogger({ out, level: 'debug' }), addr: '127.0.0.1:0', stateDir: state, servedCacheMaxBytes: maxBytes });
+  servers.push(reg);
+  const snap = await store.snapshot();
+  const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0];
+  const url = `${reg.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`;
+  const kept = join(state, 'served', 'blobs', 'sha256', layer.diffDigest!.slice(7));
+  const scratch = join(state, 'served', 'blobs', 'tmp');
+  return { reg, store, made, logs, layer, url, kept, scratch };
+}
+
+async function body(url: string, headers: Record<string, string> = {}): Promise<Buffer> {
+  const r = await fetch(url, { headers });
+  assert.ok(r.ok, `${url}: ${r.status}`);
+  return Buffer.from(await r.arrayBuffer());
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 100));
+const empty = (dir: string) => !existsSync(dir) || readdirSync(dir).length === 0;
+
+test('concurrent pulls of a layer make it once; later pulls, ranges and skopeo read the kept file', async () => {
+  const s = await serve(fx.stores.vfs);
+  const bodies = await Promise.all(Array.from({ length: 8 }, () => body(s.url)));
+  for (const b of bodies) assert.equal(sha(b), s.layer.diffDigest);
+  assert.equal(s.made.count, 1, 'one rebuild for 8 concurrent requests');
+  await settle();
+  assert.ok(existsSync(s.kept), 'the rebuilt tar is kept');
+  assert.ok(empty(s.scratch), 'no file left half-made');
+  assert.equal(sha(await body(s.url)), s.layer.diffDigest);
+  const mid = Math.floor(bodies[0].length / 2);
+  assert.ok((await body(s.url, { Range: `bytes=${mid}-${mid + 99_999}` })).equals(bodies[0].subarray(mid, mid + 100_000)));
+  assert.equal(s.made.count, 1, 'repeat and range pulls come from the kept file');
+  const host = s.reg.url.slice('http://'.length);
+  const dest = join(work, 'pulled');
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${host}/localhost/csreg/base:1`, `dir:${dest}`]);
+  assert.equal(sha(readFileSync(join(dest, s.layer.diffDigest!.slice(7)))), s.layer.diffDigest, 'skopeo verified and wrote the layer');
+});
+
+test('a layer that fails verification while being made: every transfer breaks, nothing is kept, the next request makes it again', async () => {
+  const st = copyStore('bad-layer');
+  const s = await serve(st);
+  const victim = join(s.store.contentRoots(s.layer)[0], 'data', 'large.bin');
+  const good = readFileSync(victim);
+  const bad = Buffer.from(good);
+  bad[bad.length - 5] ^= 1;
+  writeFileSync(victim, bad);
+  const results = await Promise.allSettled(Array.from({ length: 4 }, () => body(s.url)));
+  assert.ok(results.every((r) => r.status === 'rejected'), 'no reader gets a clean end');
+  await settle();
+  assert.ok(!existsSync(s.kept) && empty(s.scratch), 'nothing kept, nothing left behind');
+  assert.ok(s.logs.some((l) => l.includes('did not verify') && l.includes(s.layer.id)), 'the log names the layer');
+  writeFileSync(victim, good);
+  assert.equal(sha(await body(s.url)), s.layer.diffDigest);
+  await settle();
+  assert.ok(existsSync(s.kept));
+});
+
+test('a kept file changed on disk is never served; it is made again from the store', async () => {
+  const s = await serve(fx.stores.vfs);
+  assert.equal(sha(await body(s.url)), s.layer.diffDigest);
+  await settle();
+  assert.equal(sha(await body(s.url)), s.layer.diffDigest, 'read (and trusted) from the kept file');
+  assert.equal(s.made.count, 1);
+  const fd = openSync(s.kept, 'r+');
+  writeSync(fd, Buffer.from('tampered'), 0, 8, 4096);
+  closeSync(fd);
+  await assert.rejects(body(s.url), 'a broken transfer, not wrong bytes');
+  await settle();
+  assert.equal(sha(await body(s.url)), s.layer.diffDigest, 'made again');
+  assert.equal(s.made.count, 2);
+});
+
+test('a blob larger than the cache limit is made for each request and not kept', async () => {
+  const s = await serve(fx.stores.vfs, 1 << 20);
+  assert.ok(s.layer.diffSize! > 1 << 20);
+  const bodies = await Promise.all([body(s.url), body(s.url)]);
+  for (const b of bodies) assert.equal(sha(b), s.layer.diffDigest);
+  assert.equal(s.made.count, 2);
+  await settle();
+  assert.ok(!existsSync(s.kept));
+});
+
+test('a reader of a blob being made gets its last byte only once the maker has ended cleanly', async () => {
+  const served = new ServedBlobs(join(work, 'unit'), { maxBytes: 1 << 30 });
+  const data = randomBytes(1 << 20);
+  const maker = new Readable({ read() {} });
+  const reader = await served.open(sha(data), data.length, async () => maker);
+  let received = 0;
+  reader.on('data', (c: Buffer) => (received += c.length));
+  const ended = new Promise<void>((resolve, reject) => reader.on('end', resolve).on('error', reject));
+  maker.push(data); // every byte, but the maker has not said it is done
+  await settle();
+  assert.equal(received, data.length - 1, 'all but the last byte');
+  maker.destroy(new Error('failed after its last byte'));
+  await assert.rejects(ended, /failed after its last byte/);
+  assert.equal(received, data.length - 1);
+});

@@ -13,6 +13,7 @@ import type { AuthConfig } from '../registry/auth.js';
 import { parseAccessRules } from '../registry/access.js';
 import { parseDuration, type Limits } from '../registry/limits.js';
 import { Store } from '../storage/store.js';
+import { returnFreedBuffers } from '../storage/syscalls.js';
 import { UsageError } from './storage.js';
 
 const USAGE = `usage: csreg serve [options]
@@ -223,6 +224,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
   const security = securityOptions(values, conf);
+  returnFreedBuffers(); // a long-running server: memory freed after a burst of pulls goes back to the OS
   const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, servedCacheMaxBytes, synthesize, scanRecipes, ...security });
   const host = reg.url.replace(/^https?:\/\//, '');
   const tlsFlag = security.tls ? '' : '--tls-verify=false ';

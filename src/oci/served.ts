@@ -21,7 +21,10 @@ export type Range = { start: number; end: number };
 export type Make = (range?: Range) => Promise<Readable>;
 
 /** read size: per-chunk costs dominate below this (loopback: 1.4 GB/s at 1 MiB, 0.8 at 256 KiB), memory above it (32 pulls) */
-const CHUNK = 512 << 10;
+const CHUNK = 256 << 10;
+const BIG_CHUNK = 1 << 20;
+/** up to this many kept files being read at once, each reads BIG_CHUNKs */
+const FEW_READERS = 8;
 /** leave at least this much of the state directory's filesystem free */
 const MIN_FREE = 1 << 30;
 /** after a failed write (disk full?), make blobs directly for this long */
@@ -41,6 +44,8 @@ export class ServedBlobs {
   /** stat of each kept file as it was when last verified (or written) by this process */
   private readonly trusted = new Map<string, { ino: number; size: number; ctimeMs: number }>();
   private pausedUntil = 0;
+  /** kept files being read now */
+  private reading = 0;
 
   constructor(dir: string, private readonly opts: ServedBlobsOptions) {
     this.cache = new BlobCache(dir, { maxBytes: opts.maxBytes, graceMs: 0 });
@@ -78,9 +83,12 @@ export class ServedBlobs {
       }
     }
     if (range) return createReadStream(file!, { start: range.start, end: range.end - 1 });
-    if (ok) return createReadStream(file!, { highWaterMark: CHUNK });
+    const src = createReadStream(file!, { highWaterMark: this.reading < FEW_READERS ? BIG_CHUNK : CHUNK });
+    this.reading++;
+    src.once('close', () => this.reading--);
+    if (ok) return src;
     const check = verifying(digest);
-    createReadStream(file!, { highWaterMark: CHUNK }).on('error', (e) => check.destroy(e)).pipe(check);
+    src.on('error', (e) => check.destroy(e)).pipe(check);
     check.on('end', () => this.trust(digest, file!));
     check.on('error', (e) => {
       if (!(e instanceof DigestMismatchError)) return;

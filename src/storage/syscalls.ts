@@ -1,5 +1,5 @@
 // The few Linux calls Node's fs module lacks, through the koffi FFI package (see lockfile.ts
-// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices) and xattrs.
+// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices), xattrs, and mallopt.
 import koffi from 'koffi';
 
 export class SyscallError extends Error {
@@ -20,6 +20,7 @@ function libc(): Record<string, Fn> {
       mknod: c.func('int mknod(const char *path, uint32_t mode, uint64_t dev)') as Fn,
       lsetxattr: c.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)') as Fn,
       lgetxattr: c.func('long lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)') as Fn,
+      mallopt: c.func('int mallopt(int param, int value)') as Fn,
     };
   }
   return lib;
@@ -68,4 +69,21 @@ export function lgetxattr(path: string | Buffer, name: string): Buffer | undefin
     throw new SyscallError('lgetxattr', e, path.toString());
   }
   return buf.subarray(0, n);
+}
+
+const M_MMAP_THRESHOLD = -3;
+
+/**
+ * Make glibc give freed large buffers back to the OS. By default it raises its mmap threshold
+ * each time such a buffer is freed (up to 32 MiB), after which 256 KiB–1 MiB stream buffers come
+ * from heaps it keeps: a server that streamed and recompressed a few hundred MB kept ~200 MB of
+ * freed memory resident (measured: 199 MB after three cold pulls, 86 MB with a fixed threshold).
+ * Not glibc (musl): nothing to do.
+ */
+export function returnFreedBuffers(threshold = 128 << 10): boolean {
+  try {
+    return libc().mallopt(M_MMAP_THRESHOLD, threshold) === 1;
+  } catch {
+    return false;
+  }
 }

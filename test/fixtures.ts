@@ -1,7 +1,7 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
 import { createHash } from 'node:crypto';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
@@ -121,3 +121,11 @@ export function tarEntry(name: string, type: string, body = Buffer.alloc(0), lin
   return Buffer.concat([h, body, pad]);
 }
 
+
+/** Why the served-blob cache would keep nothing under dir (it leaves 1 GiB or 5 % of a file system free: src/oci/served.ts), or undefined. */
+export function roomToKeep(dir: string): string | undefined {
+  const fs = statfsSync(dir);
+  const free = fs.bavail * fs.bsize;
+  const need = Math.max(1 << 30, fs.blocks * fs.bsize * 0.05) + (64 << 20);
+  return free > need ? undefined : `only ${Math.round(free / 2 ** 20)} MiB free under ${dir}: the served-blob cache keeps nothing below ${Math.round(need / 2 ** 20)} MiB`;
+}

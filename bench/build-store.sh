@@ -32,16 +32,15 @@ fi
 
 S=$W/store
 B() { buildah --root "$S/root" --runroot "$S/run" --storage-driver overlay "$@"; }
+# commit the mounted working container $c as image $1 with history comment $2
+commit_as() { B umount "$c" >/dev/null; B config --created-by "$2" "$c"; B commit -q "$c" "$1" >/dev/null; B rm "$c" >/dev/null; }
 
 log "image 1/3: many small files (/usr/share/{${SMALL_DIRS[*]}})"
 c=$(B from scratch)
 mnt=$(B mount "$c")
 mkdir -p "$mnt/usr/share"
 for d in "${SMALL_DIRS[@]}"; do cp -a "/usr/share/$d" "$mnt/usr/share/$d"; done
-B umount "$c" >/dev/null
-B config --created-by "csreg bench: many small files" "$c"
-B commit -q "$c" localhost/bench/small:1 >/dev/null
-B rm "$c" >/dev/null
+commit_as localhost/bench/small:1 "csreg bench: many small files"
 
 log "image 2/3: three large files of $LARGE_MB MB (random, base64 text, log text)"
 c=$(B from scratch)
@@ -56,10 +55,7 @@ awk 'BEGIN { srand(7); for (i = 0; ; i++) printf "2026-11-%02d %02d:%02d:%02d.%0
 for f in random.bin base64.txt requests.log; do
   [ "$(stat -c %s "$mnt/data/$f")" -eq $((LARGE_MB * 1048576)) ] || { echo "bench: $f has the wrong size" >&2; exit 1; }
 done
-B umount "$c" >/dev/null
-B config --created-by "csreg bench: large files" "$c"
-B commit -q "$c" localhost/bench/large:1 >/dev/null
-B rm "$c" >/dev/null
+commit_as localhost/bench/large:1 "csreg bench: large files"
 
 log "image 3/3: five layers (busybox + $BASE_EXTRA, then 4 x ($STEP_FILES files + $STEP_MB MB))"
 c=$(B from scratch)

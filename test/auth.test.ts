@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
+import { DownloadSlots } from '../src/registry/limits.js';
 import { startRegistry, type RegistryOptions, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, csRef, run, sha, freshStore, removeStore, type FixtureStore } from './fixtures.js';
@@ -433,4 +434,19 @@ test('200 connections sending headers one byte per second do not stop a skopeo p
     for (const t of timers) clearInterval(t);
     for (const s of socks) s.destroy();
   }
+});
+
+test('download slots: a new request on a connection ends that connection\'s last download, another connection still waits', () => {
+  const slots = new DownloadSlots(1);
+  const conn = {};
+  const first = slots.acquire('10.0.0.1', conn);
+  assert.ok(first);
+  assert.equal(slots.acquire('10.0.0.1', {}), undefined, 'a second connection of the client is refused while the first downloads');
+  // keep-alive: the client read the last response whole and asks again before its end is seen here
+  const next = slots.acquire('10.0.0.1', conn);
+  assert.ok(next, 'the same connection gets a slot: its last download is over');
+  first();
+  assert.equal(slots.acquire('10.0.0.1', {}), undefined, 'releasing the old download late does not free the new one\'s slot');
+  next!();
+  assert.ok(slots.acquire('10.0.0.1', {}));
 });

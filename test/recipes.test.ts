@@ -192,6 +192,10 @@ test('--synthesize gzip: a buildah image is served with the layer digests a push
   assert.deepEqual(got.layers.map((l) => [l.digest, l.size]), want.layers.map((l) => [l.digest, l.size]), 'the digests and sizes of a push');
   assert.ok(got.layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+gzip'));
   for (const l of got.layers) assert.equal(sha(readFileSync(join(dir, l.digest.slice(7)))), l.digest, 'skopeo verified and kept the blob');
+  const byDigest = join(work, 'synth-by-digest');
+  const digest = sha(readFileSync(join(dir, 'manifest.json')));
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${host}/localhost/csreg/base@${digest}`, `dir:${byDigest}`]);
+  assert.equal(sha(readFileSync(join(byDigest, 'manifest.json'))), digest, 'the compressed form is served by its digest too');
   const verdict = verdicts(state) as Record<string, { made?: boolean }>;
   assert.ok(got.layers.every((l) => verdict[l.digest]?.made), 'recorded as forms csreg made');
   const into = freshStore('overlay');

@@ -12,7 +12,8 @@ import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
 import { ServedBlobs } from '../src/oci/served.js';
-import { loadFixtures, roomToKeep, run, sha, type FixtureStore } from './fixtures.js';
+import { loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
+import { returnFreedBuffers } from '../src/storage/syscalls.js';
 
 const fx = loadFixtures();
 const work = mkdtempSync(join(tmpdir(), 'csreg-served-'));
@@ -50,7 +51,7 @@ async function serve(s: FixtureStore, maxBytes = 1 << 30) {
   const url = `${reg.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`;
   const kept = join(state, 'served', 'blobs', 'sha256', layer.diffDigest!.slice(7));
   const scratch = join(state, 'served', 'blobs', 'tmp');
-  return { reg, store, made, logs, layer, url, kept, scratch };
+  return { reg, store, made, logs, layer, url, kept, scratch, state };
 }
 
 async function body(url: string, headers: Record<string, string> = {}): Promise<Buffer> {
@@ -70,6 +71,8 @@ test('concurrent pulls of a layer make it once; later pulls, ranges and skopeo r
   await settle();
   assert.ok(existsSync(s.kept), 'the rebuilt tar is kept');
   assert.ok(empty(s.scratch), 'no file left half-made');
+  const shown = JSON.parse(await run(process.execPath, [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...storeArgs(fx.stores.vfs), 'cache', '--state-dir', s.state, '--json'])) as { served: { blobs: number; items: { digest: string; size: number }[] } };
+  assert.deepEqual(shown.served.items.map((b) => [b.digest, b.size]), [[s.layer.diffDigest, s.layer.diffSize]], 'csreg cache shows what is kept');
   assert.equal(sha(await body(s.url)), s.layer.diffDigest);
   const mid = Math.floor(bodies[0].length / 2);
   assert.ok((await body(s.url, { Range: `bytes=${mid}-${mid + 99_999}` })).equals(bodies[0].subarray(mid, mid + 100_000)));
@@ -138,4 +141,8 @@ test('a reader of a blob being made gets its last byte only once the maker has e
   maker.destroy(new Error('failed after its last byte'));
   await assert.rejects(ended, /failed after its last byte/);
   assert.equal(received, data.length - 1);
+});
+
+test('csreg serve can tell glibc to return freed buffers (the mallopt binding works)', () => {
+  assert.equal(returnFreedBuffers(), true);
 });

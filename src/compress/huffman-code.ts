@@ -341,7 +341,11 @@ export function writeStoredHeader(bw: BitWriter, length: number, eof: boolean): 
   bw.writeBits(~length & 0xffff, 16);
 }
 
-/** Tokens [0, n) (no end of block) with the given codes. */
+/**
+ * Tokens [0, n) (no end of block) with the given codes. The bit accumulator lives in locals and
+ * its 16-bit flush is written out at each use (here and in writeLiterals) rather than called:
+ * this loop runs once per symbol of every block, the encoders' hottest path.
+ */
 export function writeTokens(bw: BitWriter, tokens: Int32Array, n: number, lit: HuffmanCode, off: HuffmanCode): void {
   bw.ensure(6 * n + 8);
   const buf = bw.buf;

@@ -14,6 +14,10 @@ import { createLogger } from '../src/log.js';
 import { ServedBlobs } from '../src/oci/served.js';
 import { loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
 import { returnFreedBuffers } from '../src/storage/syscalls.js';
+import { KeptFile } from '../src/oci/blob-cache.js';
+import { sendFile } from '../src/registry/send-file.js';
+import { createServer, get as httpGet } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 const fx = loadFixtures();
 const work = mkdtempSync(join(tmpdir(), 'csreg-served-'));
@@ -131,7 +135,7 @@ test('a reader of a blob being made gets its last byte only once the maker has e
   const served = new ServedBlobs(join(work, 'unit'), { maxBytes: 1 << 30 });
   const data = randomBytes(1 << 20);
   const maker = new Readable({ read() {} });
-  const reader = await served.open(sha(data), data.length, async () => maker);
+  const reader = (await served.open(sha(data), data.length, async () => maker)) as Readable;
   let received = 0;
   reader.on('data', (c: Buffer) => (received += c.length));
   const ended = new Promise<void>((resolve, reject) => reader.on('end', resolve).on('error', reject));
@@ -145,4 +149,64 @@ test('a reader of a blob being made gets its last byte only once the maker has e
 
 test('csreg serve can tell glibc to return freed buffers (the mallopt binding works)', () => {
   assert.equal(returnFreedBuffers(), true);
+});
+
+test('kept files sent with reused buffers: concurrent transfers, ranges and clients that leave all get exactly their bytes', async () => {
+  const files = [randomBytes(12 << 20), randomBytes((1 << 20) + 123), randomBytes(5000)].map((data, i) => {
+    const path = join(work, `send-${i}`);
+    writeFileSync(path, data);
+    return { path, data };
+  });
+  const server = createServer((req, res) => {
+    const f = files[Number(req.url!.slice(1, 2))];
+    const [start, end] = req.url!.slice(3).split('-').map(Number);
+    res.writeHead(200, { 'Content-Length': end - start });
+    void sendFile(res, new KeptFile(f.path, start, end)).catch(() => res.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const get = (i: number, start: number, end: number) => fetch(`http://127.0.0.1:${port}/${i}/${start}-${end}`);
+    // clients that leave mid-transfer: their buffers must not come back while in use
+    for (let k = 0; k < 6; k++) {
+      const r = await get(0, 0, files[0].data.length);
+      const reader = r.body!.getReader();
+      await reader.read();
+      await reader.cancel();
+    }
+    const jobs: Promise<void>[] = [];
+    for (let k = 0; k < 24; k++) {
+      const i = k % 3;
+      const size = files[i].data.length;
+      const start = k < 12 ? 0 : (k * 7919) % size;
+      const end = k < 12 ? size : Math.min(size, start + 1 + ((k * 104729) % size));
+      jobs.push(get(i, start, end).then(async (r) => {
+        const got = Buffer.from(await r.arrayBuffer());
+        assert.equal(sha(got), sha(files[i].data.subarray(start, end)), `file ${i} [${start}, ${end})`);
+      }));
+    }
+    // a slow client: the socket takes a write only later, and its buffer must wait for that
+    jobs.push(new Promise<void>((resolve, reject) => {
+      httpGet(`http://127.0.0.1:${port}/0/0-${files[0].data.length}`, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => {
+          chunks.push(c);
+          r.pause();
+          setTimeout(() => r.resume(), 2);
+        });
+        r.on('end', () => {
+          try {
+            assert.equal(sha(Buffer.concat(chunks)), sha(files[0].data), 'slow client');
+            resolve();
+          } catch (e) {
+            reject(e as Error);
+          }
+        });
+      }).on('error', reject);
+    }));
+    await Promise.all(jobs);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
 });

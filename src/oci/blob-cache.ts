@@ -5,13 +5,13 @@
 // is its last use: the size limit evicts the least recently used first, but never a blob
 // younger than the grace period (a push in flight still needs it).
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, promises as fsp, statSync } from 'node:fs';
+import { createReadStream, promises as fsp, statSync, utimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Store } from '../storage/store.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import { parseManifest } from './manifest.js';
-import { verifying } from './digest.js';
+import { DigestMismatchError, verifying } from './digest.js';
 import { StateFile } from './state-file.js';
 
 export interface BlobCacheOptions {
@@ -19,7 +19,17 @@ export interface BlobCacheOptions {
   maxBytes?: number;
   /** blobs used more recently than this are never evicted or pruned */
   graceMs?: number;
+  /** a whole read found the file does not match its digest */
+  onMismatch?: (digest: string, file: string) => void;
 }
+
+/** A blob file verified by this process, to send as it is: its bytes [start, end). */
+export class KeptFile {
+  constructor(readonly path: string, readonly start: number, readonly end: number) {}
+}
+
+/** a file's last use is recorded at most this often */
+const TOUCH_MS = 60_000;
 
 export interface CachedBlob {
   digest: string;
@@ -34,8 +44,10 @@ export class BlobCache {
   readonly graceMs: number;
   /** which repositories each blob was pushed (or mounted) to: as distribution links blobs per repository */
   private readonly links: StateFile<Record<string, string[]>>;
+  /** stat of each file as it was when this process last verified (or wrote) it */
+  private readonly trusted = new Map<string, { ino: number; size: number; ctimeMs: number }>();
 
-  constructor(stateDir: string, opts: BlobCacheOptions = {}) {
+  constructor(stateDir: string, private readonly opts: BlobCacheOptions = {}) {
     this.dir = join(stateDir, 'blobs', 'sha256');
     this.tmp = join(stateDir, 'blobs', 'tmp');
     this.maxBytes = opts.maxBytes;
@@ -70,16 +82,52 @@ export class BlobCache {
     }
   }
 
-  /** Read a blob (or a range of it); marks it used. A whole blob is verified as it is read (it fails at the end otherwise). */
-  open(digest: string, range?: { start: number; end: number }): Readable {
+  /**
+   * Read a blob (or a range of it) and mark it used (at most once a minute: the LRU order needs
+   * no more). A file this process has verified, and whose inode, size and ctime have not changed
+   * since, comes back as a KeptFile to send as it is; otherwise a stream that verifies a whole
+   * blob as it is read (and fails at its end if it does not match). Undefined: gone meanwhile.
+   */
+  open(digest: string, range?: { start: number; end: number }): KeptFile | Readable | undefined {
     const p = this.path(digest);
     if (!p) throw new Error(`not a cacheable digest: ${digest}`);
-    const now = new Date();
-    fsp.utimes(p, now, now).catch(() => undefined);
+    let st: Stats;
+    try {
+      st = statSync(p);
+    } catch {
+      return undefined;
+    }
+    const t = this.trusted.get(digest);
+    const ok = !!t && t.ino === st.ino && t.size === st.size && t.ctimeMs === st.ctimeMs;
+    if (Date.now() - st.mtimeMs > TOUCH_MS) {
+      try {
+        utimesSync(p, new Date(), new Date()); // changes ctime: trust the file again after it
+        if (ok) this.trust(digest);
+      } catch {
+        return undefined;
+      }
+    }
+    if (ok) return new KeptFile(p, range?.start ?? 0, range?.end ?? st.size);
     if (range) return createReadStream(p, { start: range.start, end: range.end - 1 });
     const check = verifying(digest);
     createReadStream(p).on('error', (e) => check.destroy(e)).pipe(check);
+    check.on('end', () => this.trust(digest));
+    check.on('error', (e) => {
+      if (!(e instanceof DigestMismatchError)) return;
+      this.trusted.delete(digest);
+      this.opts.onMismatch?.(digest, p);
+    });
     return check;
+  }
+
+  /** Remember the file as verified (a file written from verified bytes is). */
+  trust(digest: string): void {
+    try {
+      const st = statSync(this.path(digest)!);
+      this.trusted.set(digest, { ino: st.ino, size: st.size, ctimeMs: st.ctimeMs });
+    } catch {
+      this.trusted.delete(digest);
+    }
   }
 
   file(digest: string): string | undefined {
@@ -95,6 +143,7 @@ export class BlobCache {
     if ('sha256:' + h.digest('hex') !== digest) return false;
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     await fsp.rename(file, p);
+    this.trust(digest);
     return true;
   }
 

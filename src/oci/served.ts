@@ -9,28 +9,22 @@
 // Never a wrong whole blob: producers fail rather than end with bytes that miss the digest,
 // readers of a file being made get its last byte only once it is complete, and a kept file is
 // hashed on its first read by this process and again whenever its inode, size or ctime change.
-import { close, closeSync, createReadStream, mkdirSync, openSync, promises as fsp, read, readdirSync, renameSync, rmSync, statfsSync, statSync, utimesSync, type Stats } from 'node:fs';
+import { close, closeSync, mkdirSync, openSync, promises as fsp, read, readdirSync, renameSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { BlobCache } from './blob-cache.js';
-import { DigestMismatchError, verifying } from './digest.js';
+import { BlobCache, type KeptFile } from './blob-cache.js';
 
 export type Range = { start: number; end: number };
 /** Makes the blob (or a range of it) from the store. */
 export type Make = (range?: Range) => Promise<Readable>;
 
-/** read size: per-chunk costs dominate below this (loopback: 1.4 GB/s at 1 MiB, 0.8 at 256 KiB), memory above it (32 pulls) */
+/** read size of a file being made */
 const CHUNK = 256 << 10;
-const BIG_CHUNK = 1 << 20;
-/** up to this many kept files being read at once, each reads BIG_CHUNKs */
-const FEW_READERS = 8;
 /** leave at least this much of the state directory's filesystem free */
 const MIN_FREE = 1 << 30;
 /** after a failed write (disk full?), make blobs directly for this long */
 const PAUSE_MS = 60_000;
-/** a kept file's last use is recorded at most this often (the LRU order needs no more) */
-const TOUCH_MS = 60_000;
 
 export interface ServedBlobsOptions {
   /** keep at most this many bytes; 0 turns the cache (and single flight) off */
@@ -41,71 +35,30 @@ export interface ServedBlobsOptions {
 export class ServedBlobs {
   readonly cache: BlobCache;
   private readonly making = new Map<string, Spool>();
-  /** stat of each kept file as it was when last verified (or written) by this process */
-  private readonly trusted = new Map<string, { ino: number; size: number; ctimeMs: number }>();
   private pausedUntil = 0;
-  /** kept files being read now */
-  private reading = 0;
 
   constructor(dir: string, private readonly opts: ServedBlobsOptions) {
-    this.cache = new BlobCache(dir, { maxBytes: opts.maxBytes, graceMs: 0 });
+    this.cache = new BlobCache(dir, {
+      maxBytes: opts.maxBytes,
+      graceMs: 0,
+      onMismatch: (digest, file) => {
+        rmSync(file, { force: true }); // the next request makes it again
+        opts.onError?.('a kept blob did not match its digest: removed', { digest });
+      },
+    });
     removeStale(this.cache.tmp);
   }
 
-  /** The blob's bytes (or a range): from the kept file, from the file being made, or made now. */
-  async open(digest: string, size: number, make: Make, range?: Range): Promise<Readable> {
+  /** The blob's bytes (or a range): the kept file, the file being made, or made now. */
+  async open(digest: string, size: number, make: Make, range?: Range): Promise<Readable | KeptFile> {
     if (this.cache.size(digest) === size) {
-      const kept = this.openKept(digest, range);
+      const kept = this.cache.open(digest, range);
       if (kept) return kept;
     }
     if (range) return make(range); // the store seeks to a range far cheaper than making the whole
     if (!/^sha256:[a-f0-9]{64}$/.test(digest)) return make(); // kept files are named by sha256
     const spool = this.making.get(digest) ?? this.start(digest, size, make);
     return spool ? spool.reader() : make();
-  }
-
-  private openKept(digest: string, range?: Range): Readable | undefined {
-    const file = this.cache.file(digest);
-    let st: Stats;
-    try {
-      st = statSync(file!);
-    } catch {
-      return undefined; // evicted meanwhile
-    }
-    const t = this.trusted.get(digest);
-    let ok = !!t && t.ino === st.ino && t.size === st.size && t.ctimeMs === st.ctimeMs;
-    if (Date.now() - st.mtimeMs > TOUCH_MS) {
-      try {
-        utimesSync(file!, new Date(), new Date());
-        if (ok) this.trust(digest, file!);
-      } catch {
-        return undefined;
-      }
-    }
-    if (range) return createReadStream(file!, { start: range.start, end: range.end - 1 });
-    const src = createReadStream(file!, { highWaterMark: this.reading < FEW_READERS ? BIG_CHUNK : CHUNK });
-    this.reading++;
-    src.once('close', () => this.reading--);
-    if (ok) return src;
-    const check = verifying(digest);
-    src.on('error', (e) => check.destroy(e)).pipe(check);
-    check.on('end', () => this.trust(digest, file!));
-    check.on('error', (e) => {
-      if (!(e instanceof DigestMismatchError)) return;
-      this.trusted.delete(digest);
-      rmSync(file!, { force: true }); // the next request makes it again
-      this.opts.onError?.('a kept blob did not match its digest: removed', { digest });
-    });
-    return check;
-  }
-
-  private trust(digest: string, file: string): void {
-    try {
-      const st = statSync(file);
-      this.trusted.set(digest, { ino: st.ino, size: st.size, ctimeMs: st.ctimeMs });
-    } catch {
-      this.trusted.delete(digest);
-    }
   }
 
   private worthKeeping(size: number): boolean {
@@ -131,7 +84,7 @@ export class ServedBlobs {
         const kept = join(this.cache.dir, digest.slice(digest.indexOf(':') + 1));
         renameSync(spool.file, kept);
         this.making.delete(digest); // from now on requests find the kept file
-        this.trust(digest, kept);
+        this.cache.trust(digest);
         spool.finish();
         await this.cache.enforceLimit();
       } catch (e) {

@@ -2,11 +2,14 @@
 // read from the served-blob cache, oci/served.ts). A layer
 // stream that fails verification destroys the connection, never ends it cleanly, so no
 // client takes wrong bytes for a whole blob.
+import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
+import { KeptFile } from '../oci/blob-cache.js';
 import { isValidDigest } from '../oci/digest.js';
 import { LayerVerifyError } from '../storage/layer-tar.js';
 import { RegistryError } from './errors.js';
+import { sendFile } from './send-file.js';
 import { API_HEADERS, repository, type Context } from './context.js';
 
 /** One `bytes=` range of a blob of `size` bytes: [start, end) or 'unsatisfiable'; undefined = whole blob. */
@@ -74,17 +77,13 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
     ctx.res.end();
     return;
   }
-  if (src.kind === 'cache') {
-    ctx.res.writeHead(status, headers);
-    await pipeline(ctx.cache!.open(digest, range), ctx.res).catch(() => ctx.res.destroy());
-    return;
-  }
   // made from the store: a rebuilt layer tar, or an original blob a recipe reproduces
   const made = src.kind === 'produced' ? src : undefined;
   const layer = src.kind === 'layer' ? src.layer : undefined;
   const make = (r?: { start: number; end: number }) => (made ? made.blob.open(r) : ctx.store.layerTar(layer!.id, r ?? {}));
-  const stream = ctx.served ? await ctx.served.open(digest, src.size, make, range) : await make(range);
-  const gzip = !range && !made && wantsWireGzip(ctx);
+  const stream = src.kind === 'cache' ? ctx.cache!.open(digest, range) : ctx.served ? await ctx.served.open(digest, src.size, make, range) : await make(range);
+  if (!stream) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known in ${name}`, { digest });
+  const gzip = !range && !!layer && wantsWireGzip(ctx);
   if (gzip) {
     // Transport compression only: the digest is still that of the uncompressed tar, which
     // clients (Go's transport in containers/image) decompress transparently before hashing.
@@ -94,14 +93,17 @@ export async function getBlob(ctx: Context, name: string, digest: string): Promi
   }
   ctx.res.writeHead(status, headers);
   try {
-    if (gzip) await pipeline(stream, createGzip({ level: 1 }), ctx.res);
-    else await pipeline(stream, ctx.res);
+    if (stream instanceof KeptFile && !gzip) await sendFile(ctx.res, stream);
+    else {
+      const body = stream instanceof KeptFile ? createReadStream(stream.path, { start: stream.start, end: stream.end - 1 }) : stream;
+      await (gzip ? pipeline(body, createGzip({ level: 1 }), ctx.res) : pipeline(body, ctx.res));
+    }
   } catch (e) {
     // The client must see a broken transfer, not a short or wrong blob.
     ctx.res.destroy();
     const about = { ...(layer ? { layer: layer.id } : {}), digest, error: (e as Error).message };
     if (e instanceof LayerVerifyError) ctx.log.error('layer did not verify: connection aborted', about);
-    else if (made) ctx.log.error('recompressed blob failed: connection aborted', about);
+    else if (made && !(stream instanceof KeptFile)) ctx.log.error('recompressed blob failed: connection aborted', about);
     else ctx.log.debug('blob transfer ended early', about);
   }
 }

@@ -50,6 +50,8 @@ interface BlobMaps {
 }
 
 const blobMaps = new WeakMap<Snapshot, BlobMaps>();
+/** what the stored indexes of an image record list (see Resolver.childrenOf) */
+const listedChildren = new WeakMap<Image, Promise<string[]>>();
 
 function mapsFor(store: Store, snap: Snapshot): BlobMaps {
   let m = blobMaps.get(snap);
@@ -243,12 +245,19 @@ export class Resolver {
    * index of it lists. Access rules per repository would mean nothing otherwise.
    */
   async belongsTo(digest: string, repo: Repository): Promise<boolean> {
-    const images = new Set(repo.images);
-    for (const child of await this.indexChildren(repo.images)) for (const img of this.snap.imagesWithDigest(child)) images.add(img);
+    if (this.usedBy(digest, repo.images)) return true;
+    // (only then the images its indexes list: reading those costs a file per manifest)
+    const listed: Image[] = [];
+    for (const child of await this.indexChildren(repo.images)) listed.push(...this.snap.imagesWithDigest(child));
+    return this.usedBy(digest, listed);
+  }
+
+  /** Whether the blob is the config or a layer (by diff, compressed or synthesized digest) of one of the images. */
+  private usedBy(digest: string, images: Iterable<Image>): boolean {
+    const made = (l: Layer) => !!l.diffDigest && this.producer?.synthesizedLayer?.(l.diffDigest)?.digest === digest;
     for (const img of images) {
       const key = configKey(img);
       if (key && img.bigDataDigests[key] === digest) return true;
-      const made = (l: Layer) => !!l.diffDigest && this.producer?.synthesizedLayer?.(l.diffDigest)?.digest === digest;
       if (this.snap.layerChain(img.topLayer).layers.some((l) => l.diffDigest === digest || l.compressedDigest === digest || made(l))) return true;
     }
     return false;
@@ -257,18 +266,32 @@ export class Resolver {
   /** Digests listed as children by the stored indexes of these images. */
   private async indexChildren(images: Iterable<Image>): Promise<Set<string>> {
     const out = new Set<string>();
-    for (const image of images) {
-      for (const key of image.bigDataNames) {
-        if (!key.startsWith('manifest')) continue;
-        try {
-          const m = parseManifest(await this.store.imageBigData(image, key));
-          for (const c of m.manifests) out.add(c.digest);
-        } catch {
-          continue; // unreadable or removed: no children from it
-        }
-      }
-    }
+    for (const image of images) for (const c of await this.childrenOf(image)) out.add(c);
     return out;
+  }
+
+  /**
+   * The children its stored indexes list, once per image record: a record is replaced when
+   * images.json changes, and its big data cannot change without that.
+   */
+  private childrenOf(image: Image): Promise<string[]> {
+    let p = listedChildren.get(image);
+    if (!p) {
+      p = (async () => {
+        const out: string[] = [];
+        for (const key of image.bigDataNames) {
+          if (!key.startsWith('manifest')) continue;
+          try {
+            out.push(...parseManifest(await this.store.imageBigData(image, key)).manifests.map((c) => c.digest));
+          } catch {
+            continue; // unreadable or removed: no children from it
+          }
+        }
+        return out;
+      })();
+      listedChildren.set(image, p);
+    }
+    return p;
   }
 
   /** Stored manifests whose subject is this digest (the referrers API), within the given images. */

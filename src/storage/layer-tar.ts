@@ -112,19 +112,19 @@ class Resolver {
 type FileEntry = Extract<TarSplitEntry, { kind: 'file' }>;
 
 /**
- * Read a whole (small) file into buf[at, at + size) and check its size: one read(2) into the
- * place and a spare byte, which must stay empty (a regular file reads short only at its end).
+ * Read a whole (small) file into buf[at, at + size) and check its size: one readv(2) into the
+ * place and a spare byte; getting exactly `size` bytes of the size + 1 asked is the end of the
+ * file (a regular file reads short only at its end).
  */
 function readWhole(res: Resolver, name: Buffer, size: number, buf: Buffer, at: number, spare: Buffer): void {
   const fd = res.open(name);
   try {
     let n = readvSync(fd, [buf.subarray(at, at + size), spare], 0);
-    while (n < size) {
-      const more = readSync(fd, buf, at + n, size - n, n);
-      if (!more) break;
-      n += more;
+    if (n < size) {
+      // short: the end, or a filesystem (FUSE, network) that returns less than asked; read on
+      for (let more = 1; n < size && more; n += more) more = readSync(fd, buf, at + n, size - n, n);
+      if (n === size && readSync(fd, spare, 0, 1, size)) n++;
     }
-    if (n === size && readSync(fd, spare, 0, 1, size)) n++;
     if (n !== size) throw new LayerVerifyError(`layer ${res.layerId}: file ${JSON.stringify(name.toString())} has ${n > size ? 'more than ' : ''}${n > size ? size : n} bytes, expected ${size}`);
   } finally {
     closeSync(fd);
@@ -140,26 +140,34 @@ const READER = 'csreg-layer-reader';
 interface ReadJob { id: number; layerId: string; roots: string[]; buf: SharedArrayBuffer; names: string[]; sizes: number[]; ats: number[] }
 interface ReadDone { id: number; error?: { message: string; code?: string; verify: boolean } }
 
+/** Read a job's small files into its shared buffer; the error, if any, as it crosses threads. */
+function readJob(job: Omit<ReadJob, 'id'>, resolvers: Map<string, Resolver>, spare: Buffer): ReadDone['error'] {
+  try {
+    const key = `${job.layerId}\0${job.roots.join('\0')}`;
+    let res = resolvers.get(key);
+    if (!res) {
+      if (resolvers.size >= 64) resolvers.clear(); // only a cache of directory checks
+      resolvers.set(key, (res = new Resolver(job.roots, job.layerId)));
+    }
+    const buf = Buffer.from(job.buf);
+    for (let i = 0; i < job.names.length; i++) {
+      readWhole(res, Buffer.from(job.names[i], 'latin1'), job.sizes[i], buf, job.ats[i], spare);
+    }
+    return undefined;
+  } catch (e) {
+    return { message: (e as Error).message, code: (e as NodeJS.ErrnoException).code, verify: e instanceof LayerVerifyError };
+  }
+}
+
+function readError(error: NonNullable<ReadDone['error']>): Error {
+  return error.verify ? new LayerVerifyError(error.message) : Object.assign(new Error(error.message), { code: error.code });
+}
+
 if (!isMainThread && workerData === READER) {
   const resolvers = new Map<string, Resolver>();
   const spare = Buffer.alloc(1);
   parentPort!.on('message', (job: ReadJob) => {
-    let error: ReadDone['error'];
-    try {
-      const key = `${job.layerId}\0${job.roots.join('\0')}`;
-      let res = resolvers.get(key);
-      if (!res) {
-        if (resolvers.size >= 64) resolvers.clear(); // only a cache of directory checks
-        resolvers.set(key, (res = new Resolver(job.roots, job.layerId)));
-      }
-      const buf = Buffer.from(job.buf);
-      for (let i = 0; i < job.names.length; i++) {
-        readWhole(res, Buffer.from(job.names[i], 'latin1'), job.sizes[i], buf, job.ats[i], spare);
-      }
-    } catch (e) {
-      error = { message: (e as Error).message, code: (e as NodeJS.ErrnoException).code, verify: e instanceof LayerVerifyError };
-    }
-    parentPort!.postMessage({ id: job.id, error } satisfies ReadDone);
+    parentPort!.postMessage({ id: job.id, error: readJob(job, resolvers, spare) } satisfies ReadDone);
   });
 }
 
@@ -168,19 +176,22 @@ class Reader {
   private readonly worker = new Worker(new URL(import.meta.url), { workerData: READER });
   private readonly waiting = new Map<number, { ok: () => void; fail: (e: Error) => void }>();
   private nextId = 1;
+  private online = false;
+  private readonly inline = new Map<string, Resolver>();
+  private readonly spare = Buffer.alloc(1);
 
   static get(): Reader {
     return (Reader.shared ??= new Reader());
   }
 
   private constructor() {
+    this.worker.once('online', () => (this.online = true));
     this.worker.on('message', ({ id, error }: ReadDone) => {
       const w = this.waiting.get(id);
       this.waiting.delete(id);
       if (!this.waiting.size) this.worker.unref();
       if (!error) return w?.ok();
-      const e = error.verify ? new LayerVerifyError(error.message) : Object.assign(new Error(error.message), { code: error.code });
-      w?.fail(e);
+      w?.fail(readError(error));
     });
     const die = (e: Error) => {
       if (Reader.shared === this) Reader.shared = undefined;
@@ -195,6 +206,14 @@ class Reader {
   }
 
   read(job: Omit<ReadJob, 'id'>): Promise<void> {
+    // until the thread has started (some 25 ms), jobs are done here: a short layer is done by then
+    if (!this.online) {
+      const error = readJob(job, this.inline, this.spare);
+      if (!error) return Promise.resolve();
+      const p = Promise.reject(readError(error));
+      p.catch(() => undefined); // as below
+      return p;
+    }
     const id = this.nextId++;
     const p = new Promise<void>((ok, fail) => this.waiting.set(id, { ok, fail }));
     p.catch(() => undefined); // a stream that stopped early never awaits its last job

@@ -186,6 +186,12 @@ test('--synthesize gzip: a buildah image is served with the layer digests a push
   const index = JSON.parse(readFileSync(join(pushed, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
   const want = JSON.parse(readFileSync(join(pushed, 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8')) as { layers: { digest: string; size: number; mediaType: string }[] };
   assert.ok(want.layers.every((l) => l.mediaType.endsWith('+gzip')), 'skopeo compressed the layers');
+  // the manifest's first request compresses each layer once to learn its digest, and keeps what
+  // it wrote: the first pull reads those files instead of compressing again
+  assert.equal((await bytes(`${reg.url}/v2/localhost/csreg/base/manifests/1`, { Accept: 'application/vnd.oci.image.manifest.v1+json' })).status, 200);
+  for (const l of want.layers) {
+    if (!roomToKeep(work)) assert.equal(sha(readFileSync(join(state, 'served', 'blobs', 'sha256', l.digest.slice(7)))), l.digest, 'kept, before any blob request');
+  }
   const dir = join(work, 'synth-pulled');
   await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${host}/localhost/csreg/base:1`, `dir:${dir}`]);
   const got = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { layers: { digest: string; size: number; mediaType: string }[] };

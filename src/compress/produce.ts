@@ -109,10 +109,10 @@ export interface Measured extends Reproduction {
 }
 
 /**
- * Compress the tar with the profile, hashing as it goes; give up (undefined) as soon as the
- * output is longer than `limit`.
+ * Compress the tar with the profile, hashing as it goes (and giving each piece of output to
+ * `out`); give up (undefined) as soon as the output is longer than `limit`.
  */
-export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: (n: number) => void, limit = Infinity): Promise<Measured | undefined> {
+export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: (n: number) => void, limit = Infinity, out?: (b: Uint8Array) => Promise<void>): Promise<Measured | undefined> {
   const counted = (async function* () {
     for await (const c of tar) {
       onBytes?.(c.length);
@@ -130,6 +130,7 @@ export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: 
       return undefined;
     }
     h.update(b);
+    await out?.(b);
     last = Buffer.concat([last, b]).subarray(-10);
   }
   return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: last.toString('hex') };

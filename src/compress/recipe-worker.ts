@@ -1,6 +1,7 @@
 // Worker thread for recompression (CPU-heavy; the registry's event loop must stay free): it
 // opens the store itself, rebuilds the layer's tar, and either finds the profile that
 // reproduces the original blob, or produces the blob, sending chunks as the parent grants credit.
+import { open } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Store } from '../storage/store.js';
 import type { StoreLocation } from '../storage/config.js';
@@ -11,12 +12,13 @@ export type Job =
   | { kind: 'detect'; location: StoreLocation; layerId: string; tarSize: number; target: Target; candidates: string[] }
   | { kind: 'produce'; location: StoreLocation; layerId: string; tarSize: number; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } }
   /** compress the tar with a profile and say what that gives (a form csreg makes, not an original) */
-  | { kind: 'measure'; location: StoreLocation; layerId: string; tarSize: number; profile: string };
+  | { kind: 'measure'; location: StoreLocation; layerId: string; tarSize: number; profile: string; keepTo?: string };
 
 export type WorkerMessage =
   | { progress: number }
   | { result: { profile: string | null; tried: string[] } & Partial<Reproduction> }
-  | { measured: Measured }
+  /** kept: the blob was written whole to the job's keepTo */
+  | { measured: Measured & { kept: boolean } }
   | { chunk: Uint8Array }
   | { done: true }
   | { error: string };
@@ -61,8 +63,20 @@ async function measureJob(j: Extract<Job, { kind: 'measure' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
   const pool = poolFor(p, j.tarSize);
-  const m = await measure(await tarFrom(0), p, pool).finally(() => pool?.close());
-  port.postMessage({ measured: m! } satisfies WorkerMessage);
+  // the blob is also written to keepTo, so its first pull need not compress it again; a write
+  // that fails (a full disk) only stops the writing
+  const fh = j.keepTo ? await open(j.keepTo, 'wx', 0o600).catch(() => undefined) : undefined;
+  let kept = !!fh;
+  let pos = 0;
+  const out = async (b: Uint8Array) => {
+    if (!kept) return;
+    await fh!.write(b, 0, b.length, pos).then(() => (pos += b.length), () => (kept = false));
+  };
+  const m = await measure(await tarFrom(0), p, pool, undefined, Infinity, out).finally(async () => {
+    pool?.close();
+    await fh?.close();
+  });
+  port.postMessage({ measured: { ...m!, kept } } satisfies WorkerMessage);
 }
 
 async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {

@@ -1,6 +1,7 @@
 // Which compressor reproduces each layer's original blob (its "recipe"), found lazily or by a
 // scan, kept in csreg's state directory (recipes.json, keyed by the original compressed
 // digest), and the producer that serves those blobs from the rebuilt tar on worker threads.
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -27,6 +28,12 @@ export interface Verdict extends Partial<Reproduction> {
 const GZIP = 2;
 /** How synthesized manifests compress layers with `--synthesize gzip`: as containers/image pushes them. */
 export const SYNTHESIZE_PROFILE = PROFILES[0].id;
+
+/** Keeps blobs made while measuring: the served-blob cache (oci/served.ts). */
+export interface BlobKeeper {
+  reserve(size: number): string | undefined;
+  adopt(file: string, digest: string): Promise<void>;
+}
 
 /** What synthesized manifests list as layers: the tars, or the tars compressed as a push would. */
 export type SynthesizeForm = 'tar' | 'gzip';
@@ -74,7 +81,11 @@ export class Recipes implements BlobProducer {
   /** diff digest → the SYNTHESIZE_PROFILE form of that tar (from any verdict, original or made) */
   private synthesizedForms?: Map<string, { digest: string; size: number }>;
 
-  constructor(stateDir: string, private readonly store: Store, readonly synthesize: SynthesizeForm = 'tar') {
+  /**
+   * @param keeper where a blob compressed for `--synthesize gzip` is kept as it is measured
+   * (the served-blob cache), so that its first pull reads it instead of compressing it again
+   */
+  constructor(stateDir: string, private readonly store: Store, readonly synthesize: SynthesizeForm = 'tar', private readonly keeper?: BlobKeeper) {
     this.file = new StateFile(join(stateDir, 'recipes.json'), () => ({}));
   }
 
@@ -160,12 +171,17 @@ export class Recipes implements BlobProducer {
     const key = `made:${layer.diffDigest}`;
     let p = this.running.get(key);
     if (p) return p;
-    const job: Job = { kind: 'measure', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, profile: SYNTHESIZE_PROFILE };
+    const keepTo = this.keeper?.reserve(layer.diffSize ?? 0); // (gzip output is rarely larger than the tar)
+    const job: Job = { kind: 'measure', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, profile: SYNTHESIZE_PROFILE, keepTo };
     p = this.enqueue(job, (m) => ('measured' in m ? m.measured : undefined)).then(async (m) => {
       const v: Verdict = { profile: SYNTHESIZE_PROFILE, made: true, diffDigest: layer.diffDigest!, size: m.size, blockOffsets: m.blockOffsets, trailer: m.trailer, tried: [SYNTHESIZE_PROFILE], at: new Date().toISOString() };
+      if (keepTo && m.kept) await this.keeper!.adopt(keepTo, m.digest);
       await this.record(m.digest, v);
       return v;
-    }).finally(() => this.running.delete(key));
+    }).finally(() => {
+      this.running.delete(key);
+      if (keepTo) rmSync(keepTo, { force: true }); // (not kept: gone already if adopted)
+    });
     this.running.set(key, p);
     return p;
   }

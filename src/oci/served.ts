@@ -73,6 +73,33 @@ export class ServedBlobs {
     }
   }
 
+  /** Move a finished file whose bytes have the digest into the kept files. */
+  private keepFile(file: string, digest: string): void {
+    mkdirSync(this.cache.dir, { recursive: true, mode: 0o700 });
+    renameSync(file, join(this.cache.dir, digest.slice(digest.indexOf(':') + 1)));
+    this.cache.trust(digest);
+  }
+
+  /**
+   * A file to write a blob of about `size` bytes into while it is made elsewhere (a recipe
+   * worker compressing a layer for `--synthesize gzip`), when one is worth keeping now; then
+   * adopt() it, or remove it.
+   */
+  reserve(size: number): string | undefined {
+    return this.worthKeeping(size) ? join(this.cache.tmp, randomUUID()) : undefined;
+  }
+
+  /** Keep a reserved file, written whole, whose bytes have the digest (the maker hashed them as it wrote). */
+  async adopt(file: string, digest: string): Promise<void> {
+    try {
+      this.keepFile(file, digest);
+      await this.cache.enforceLimit();
+    } catch (e) {
+      rmSync(file, { force: true });
+      this.opts.onError?.('keeping a blob failed', { digest, error: (e as Error).message });
+    }
+  }
+
   private start(digest: string, size: number, make: Make): Spool | undefined {
     if (!this.worthKeeping(size)) return undefined;
     const spool = new Spool(join(this.cache.tmp, randomUUID()), size);
@@ -80,11 +107,8 @@ export class ServedBlobs {
     void (async () => {
       try {
         await spool.fill(await make());
-        mkdirSync(this.cache.dir, { recursive: true, mode: 0o700 });
-        const kept = join(this.cache.dir, digest.slice(digest.indexOf(':') + 1));
-        renameSync(spool.file, kept);
+        this.keepFile(spool.file, digest);
         this.making.delete(digest); // from now on requests find the kept file
-        this.cache.trust(digest);
         spool.finish();
         await this.cache.enforceLimit();
       } catch (e) {

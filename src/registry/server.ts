@@ -181,10 +181,10 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
   if (uploads) uploads.stagingMaxBytes = limits.stagingMaxBytes;
   const tagManifests = opts.stateDir ? new TagManifests(opts.stateDir) : undefined;
   const artifacts = opts.stateDir && cache ? new Artifacts(opts.stateDir, cache) : undefined;
-  const recipes = opts.stateDir ? new Recipes(opts.stateDir, store, opts.synthesize) : undefined;
   const served = opts.stateDir && opts.servedCacheMaxBytes
     ? new ServedBlobs(join(opts.stateDir, 'served'), { maxBytes: opts.servedCacheMaxBytes, onError: (msg, fields) => log.error(msg, fields) })
     : undefined;
+  const recipes = opts.stateDir ? new Recipes(opts.stateDir, store, opts.synthesize, served) : undefined;
   if (opts.scanRecipes && recipes) {
     void store.snapshot().then((snap) => recipes.scan(snap, {
       layer: (i, n, digest, v, ms) => log.info('recipe scan', { layer: `${i}/${n}`, digest, recipe: v?.profile ?? null, ms }),

@@ -64,12 +64,14 @@ const P7_LO_L = 0xa563;
 // ---------------------------------------------------------------------------------------
 // Hashes (functions of the bytes at a position, so no 64-bit "current value" is carried)
 
-function load32(b: Uint8Array, i: number): number {
-  return b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24);
+// The history is read through a DataView: one little-endian 32-bit load where four byte loads
+// and shifts were (V8 does not combine those), a fifth of the matcher's time.
+function load32(v: DataView, i: number): number {
+  return v.getInt32(i, true);
 }
 
-function hash4(b: Uint8Array, i: number): number {
-  return Math.imul(b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24), PRIME4) >>> HASH_SHIFT;
+function hash4(v: DataView, i: number): number {
+  return Math.imul(v.getInt32(i, true), PRIME4) >>> HASH_SHIFT;
 }
 
 /**
@@ -77,14 +79,14 @@ function hash4(b: Uint8Array, i: number): number {
  * ((7 bytes at i) << 8) * prime7bytes mod 2^64 (computed without BigInt); the table
  * interleaves each hash's two entries (most recent, previous), so the slot is 2*hash.
  */
-function hash7(b: Uint8Array, i: number): number {
-  return hash7w(b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24), b, i);
+function hash7(v: DataView, i: number): number {
+  return hash7w(v.getInt32(i, true), v, i);
 }
 
 /** hash7 when the first 4 bytes at i are already loaded as `w`. */
-function hash7w(w: number, b: Uint8Array, i: number): number {
+function hash7w(w: number, v: DataView, i: number): number {
   const xlo = w << 8; // low word of u<<8
-  const xhi = (w >>> 24) | (b[i + 4] << 8) | (b[i + 5] << 16) | (b[i + 6] << 24);
+  const xhi = v.getInt32(i + 3, true); // bytes 3..6
   // High word of the 32x32 product xlo * P7_LO, from 16-bit halves (exact in doubles).
   const al = xlo & 0xffff;
   const ah = xlo >>> 16;
@@ -456,6 +458,7 @@ export class KlauspostDeflater {
   // history only moves `cur`; entries further back than the window simply fail the
   // distance check.
   private readonly hist = new Uint8Array(ALLOC_HISTORY);
+  private readonly view = new DataView(this.hist.buffer);
   private histLen = 0;
   private cur = MAX_STORE;
   private readonly table = new Int32Array(TABLE_SIZE);
@@ -592,6 +595,7 @@ export class KlauspostDeflater {
     if (input.length < MIN_NON_LITERAL_BLOCK) return; // left to the caller as literals
 
     const src = this.hist;
+    const v = this.view;
     const end = this.histLen;
     const cur = this.cur;
     const table = this.table;
@@ -605,14 +609,14 @@ export class KlauspostDeflater {
     let nextEmit = s0;
     let s = s0;
     // Hashes of the bytes at s, carried from one probe to the next.
-    let hS = hash4(src, s);
-    let hL = hash7(src, s);
+    let hS = hash4(v, s);
+    let hL = hash7(v, s);
 
     main: for (;;) {
       let nextS = s;
       let l = 0;
       let tp = 0; // match source position
-      let cv = load32(src, s);
+      let cv = load32(v, s);
       for (;;) {
         s = nextS;
         // Probe less densely the longer we go without a match.
@@ -621,24 +625,24 @@ export class KlauspostDeflater {
         const sCand = table[hS];
         const lCur = bt[hL];
         const lPrev = bt[hL + 1];
-        const next = load32(src, nextS);
+        const next = load32(v, nextS);
         table[hS] = s + cur;
         bt[hL + 1] = lCur;
         bt[hL] = s + cur;
         const nhS = Math.imul(next, PRIME4) >>> HASH_SHIFT;
-        const nhL = hash7w(next, src, nextS);
+        const nhL = hash7w(next, v, nextS);
 
         // Long (7-byte hash) candidates first, the most recent one, then the one before.
         tp = lCur - cur;
         if (s - tp < MAX_MATCH_OFFSET) {
-          if (cv === load32(src, tp)) {
+          if (cv === load32(v, tp)) {
             table[nhS] = nextS + cur;
             bt[nhL + 1] = bt[nhL];
             bt[nhL] = nextS + cur;
             const t2 = lPrev - cur;
-            if (s - t2 < MAX_MATCH_OFFSET && cv === load32(src, t2)) {
-              l = matchLen(src, s + 4, tp + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
-              const ml = matchLen(src, s + 4, t2 + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
+            if (s - t2 < MAX_MATCH_OFFSET && cv === load32(v, t2)) {
+              l = matchLen(v, s + 4, tp + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
+              const ml = matchLen(v, s + 4, t2 + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
               if (ml > l) {
                 tp = t2;
                 l = ml;
@@ -647,7 +651,7 @@ export class KlauspostDeflater {
             break;
           }
           tp = lPrev - cur;
-          if (s - tp < MAX_MATCH_OFFSET && cv === load32(src, tp)) {
+          if (s - tp < MAX_MATCH_OFFSET && cv === load32(v, tp)) {
             table[nhS] = nextS + cur;
             bt[nhL + 1] = bt[nhL];
             bt[nhL] = nextS + cur;
@@ -657,8 +661,8 @@ export class KlauspostDeflater {
 
         // Short (4-byte hash) candidate; if it hits, see whether a long match at nextS beats it.
         tp = sCand - cur;
-        if (s - tp < MAX_MATCH_OFFSET && cv === load32(src, tp)) {
-          l = matchLen(src, s + 4, tp + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
+        if (s - tp < MAX_MATCH_OFFSET && cv === load32(v, tp)) {
+          l = matchLen(v, s + 4, tp + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
           const c2 = bt[nhL];
           const p2 = bt[nhL + 1];
           table[nhS] = nextS + cur;
@@ -667,10 +671,10 @@ export class KlauspostDeflater {
           let t2 = c2 - cur;
           if (nextS - t2 < MAX_MATCH_OFFSET) {
             // the older entry is only tried when the newer one does not beat l
-            let ml = matchAt(src, nextS, t2, next, end);
+            let ml = matchAt(v, nextS, t2, next, end);
             if (ml <= l) {
               t2 = p2 - cur;
-              ml = matchAt(src, nextS, t2, next, end);
+              ml = matchAt(v, nextS, t2, next, end);
             }
             if (ml > l) {
               tp = t2;
@@ -686,18 +690,18 @@ export class KlauspostDeflater {
       }
 
       // Extend: lengths found above are capped at 258 unless measured without a cap.
-      if (l === 0) l = matchLen(src, s + 4, tp + 4, end) + 4;
-      else if (l === MAX_MATCH_LENGTH) l += matchLen(src, s + l, tp + l, end);
+      if (l === 0) l = matchLen(v, s + 4, tp + 4, end) + 4;
+      else if (l === MAX_MATCH_LENGTH) l += matchLen(v, s + l, tp + l, end);
 
       // A short match may be beaten by one that ends where this one ends (allowing the
       // first two bytes to differ; backward extension below recovers them if they match).
       const sAt = s + l;
       if (l < 30 && sAt < sLimit) {
-        const t2 = bt[hash7(src, sAt)] - cur - l + 2;
+        const t2 = bt[hash7(v, sAt)] - cur - l + 2;
         const s2 = s + 2;
         const off = s2 - t2;
         if (t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0) {
-          const l2 = matchLen(src, s2, t2, end);
+          const l2 = matchLen(v, s2, t2, end);
           if (l2 > l) {
             tp = t2;
             l = l2;
@@ -739,28 +743,28 @@ export class KlauspostDeflater {
       // Index some positions inside the match (every third one after the first few).
       let i = s - l + 1;
       if (i < s - 1) {
-        table[hash4(src, i)] = i + cur;
-        let h = hash7(src, i);
+        table[hash4(v, i)] = i + cur;
+        let h = hash7(v, i);
         bt[h + 1] = bt[h];
         bt[h] = i + cur;
-        h = hash7(src, i + 1);
+        h = hash7(v, i + 1);
         bt[h + 1] = bt[h];
         bt[h] = i + 1 + cur;
-        table[hash4(src, i + 2)] = i + 2 + cur;
+        table[hash4(v, i + 2)] = i + 2 + cur;
         for (i += 4; i < s - 1; i += 3) {
-          h = hash7(src, i);
+          h = hash7(v, i);
           bt[h + 1] = bt[h];
           bt[h] = i + cur;
-          table[hash4(src, i + 1)] = i + 1 + cur;
+          table[hash4(v, i + 1)] = i + 1 + cur;
         }
       }
       // And the two positions just before the next probe.
-      table[hash4(src, s - 1)] = s - 1 + cur;
-      const h = hash7(src, s - 1);
+      table[hash4(v, s - 1)] = s - 1 + cur;
+      const h = hash7(v, s - 1);
       bt[h + 1] = bt[h];
       bt[h] = s - 1 + cur;
-      hS = hash4(src, s);
-      hL = hash7(src, s);
+      hS = hash4(v, s);
+      hL = hash7(v, s);
     }
 
     // Trailing literals, unless no match was found at all (then the caller stores the window).
@@ -776,19 +780,19 @@ export class KlauspostDeflater {
 }
 
 /** Length (capped at 258) of the match at s against t, whose first 4 bytes are `first4`; 0 if out of reach or they differ. */
-function matchAt(src: Uint8Array, s: number, t: number, first4: number, end: number): number {
-  if (s - t >= MAX_MATCH_OFFSET || load32(src, t) !== first4) return 0;
-  return matchLen(src, s + 4, t + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
+function matchAt(v: DataView, s: number, t: number, first4: number, end: number): number {
+  if (s - t >= MAX_MATCH_OFFSET || load32(v, t) !== first4) return 0;
+  return matchLen(v, s + 4, t + 4, Math.min(s + MAX_MATCH_LENGTH, end)) + 4;
 }
 
 /** Number of equal bytes at a and b (a > b), not looking at or beyond `limit` (for a). */
-function matchLen(src: Uint8Array, a: number, b: number, limit: number): number {
+function matchLen(v: DataView, a: number, b: number, limit: number): number {
   const start = a;
-  while (a + 4 <= limit && load32(src, a) === load32(src, b)) {
+  while (a + 4 <= limit && v.getInt32(a, true) === v.getInt32(b, true)) {
     a += 4;
     b += 4;
   }
-  while (a < limit && src[a] === src[b]) {
+  while (a < limit && v.getUint8(a) === v.getUint8(b)) {
     a++;
     b++;
   }

@@ -61,6 +61,8 @@ fi
 mkdir -p "$W/registry/data"
 printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
   "$W/registry/data" "$REG" > "$W/registry/config.yml"
+# something already answering there would be measured in its place (and its RSS not found)
+if curl -s -o /dev/null "http://$REG/v2/"; then echo "bench: $REG is already in use (a docker-registry left running?)" >&2; exit 1; fi
 docker-registry serve "$W/registry/config.yml" > "$W/registry/log" 2>&1 &
 REG_PID=$!
 pids+=("$REG_PID")

@@ -156,6 +156,7 @@ export class BlobCache {
   async remove(digest: string): Promise<void> {
     const p = this.path(digest);
     if (p) await fsp.rm(p, { force: true });
+    this.trusted.delete(digest);
     if (this.links.get()[digest]) {
       await this.links.update((l) => {
         delete l[digest];

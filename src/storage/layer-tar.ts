@@ -236,7 +236,6 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
   const end = opts.end ?? Infinity;
   const whole = start === 0 && end === Infinity;
   const res = new Resolver(opts.contentRoots, opts.layerId);
-  const reader = Reader.get();
   const hash = whole ? createHash('sha256') : undefined;
   // A whole tar with a recorded digest is verified by its sha256 before its last bytes go
   // out; the per-file CRC-64s (a third of the CPU) are then redundant: only ranges need them.
@@ -322,7 +321,8 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
       }
       offset += n;
     }
-    const done = files.length ? reader.read({ layerId: opts.layerId, roots: opts.contentRoots, buf: buf.buffer as SharedArrayBuffer, names, sizes, ats: fileAts }) : Promise.resolve();
+    // (the reader thread starts with the first small file: a layer of large files never needs it)
+    const done = files.length ? Reader.get().read({ layerId: opts.layerId, roots: opts.contentRoots, buf: buf.buffer as SharedArrayBuffer, names, sizes, ats: fileAts }) : Promise.resolve();
     return { s: { buf, at, files, fileAts, done }, next: j };
   };
 

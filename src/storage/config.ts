@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse as parseToml } from 'smol-toml';
+import { createRequire } from 'node:module';
 
 export interface StoreLocation {
   graphRoot: string;
@@ -80,7 +80,9 @@ function expandPath(p: string, env: Env): string {
 
 function readConf(path: string): Record<string, any> {
   try {
-    return parseToml(readFileSync(path, 'utf8')) as Record<string, any>;
+    // loaded only when there is a storage.conf to read (every CLI run pays its loading otherwise)
+    const toml = createRequire(import.meta.url)('smol-toml') as typeof import('smol-toml');
+    return toml.parse(readFileSync(path, 'utf8')) as Record<string, any>;
   } catch (e) {
     throw new StorageConfigError(`${path}: ${(e as Error).message}`);
   }

@@ -173,7 +173,7 @@ test('a "not reproducible" verdict from before a profile existed is tried again 
   }
 });
 
-test('--synthesize gzip: a buildah image is served with the layer digests a push by skopeo gives, and podman pulls it', async () => {
+test('--synthesize gzip: a buildah image is served with the layer digests a push by skopeo gives, and podman pulls it', async (t) => {
   const s = fx.stores.overlay;
   const ref = 'localhost/csreg/base:1';
   const state = join(work, 'state-synth');
@@ -189,9 +189,9 @@ test('--synthesize gzip: a buildah image is served with the layer digests a push
   // the manifest's first request compresses each layer once to learn its digest, and keeps what
   // it wrote: the first pull reads those files instead of compressing again
   assert.equal((await bytes(`${reg.url}/v2/localhost/csreg/base/manifests/1`, { Accept: 'application/vnd.oci.image.manifest.v1+json' })).status, 200);
-  for (const l of want.layers) {
-    if (!roomToKeep(work)) assert.equal(sha(readFileSync(join(state, 'served', 'blobs', 'sha256', l.digest.slice(7)))), l.digest, 'kept, before any blob request');
-  }
+  const noRoom = roomToKeep(work);
+  if (noRoom) t.diagnostic(`kept files not checked: ${noRoom}`);
+  else for (const l of want.layers) assert.equal(sha(readFileSync(join(state, 'served', 'blobs', 'sha256', l.digest.slice(7)))), l.digest, 'kept, before any blob request');
   const dir = join(work, 'synth-pulled');
   await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${host}/localhost/csreg/base:1`, `dir:${dir}`]);
   const got = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { layers: { digest: string; size: number; mediaType: string }[] };

@@ -7,7 +7,7 @@ import { close, open, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { KeptFile } from '../oci/blob-cache.js';
 
-/** read size: per-chunk costs dominate below this (loopback: 1.4 GB/s at 1 MiB, 0.8 at 256 KiB), memory above it (32 pulls) */
+/** read size: per-chunk costs dominate below this (one stream over loopback: 4.7 GB/s at 1 MiB, 1.45 at 64 KiB), memory above it (32 pulls) */
 const BIG = 1 << 20;
 const SMALL = 256 << 10;
 /** up to this many files being sent at once, each reads BIG pieces */

@@ -44,7 +44,16 @@ const TMP = resolve(env.BENCH_TMP ?? '/dev/shm');
 const SECTIONS = (env.SECTIONS ?? 'all').split(',');
 const want = (s: string) => SECTIONS.includes('all') || SECTIONS.includes(s);
 const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const CLI = join(REPO, 'dist/src/cli/main.js');
+/**
+ * csreg as users run it: the launcher (bin/csreg), which starts Node without NODE_EXTRA_CA_CERTS;
+ * under BENCH_PROFILE, node with the profiler's flags (the launcher takes none, and NODE_OPTIONS
+ * refuses --cpu-prof) and the same environment.
+ */
+function csregCommand(args: string[]): [string, string[]] {
+  if (!PROFILE) return [join(REPO, 'bin/csreg'), args];
+  return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${join(W, 'profiles')}`, join(REPO, 'dist/src/cli/main.js'), ...args]];
+}
+const CSREG_ENV = { ...process.env, NODE_EXTRA_CA_CERTS: '' };
 const STORE = { root: join(W, 'store/root'), runroot: join(W, 'store/run') };
 const MANY = { root: join(W, 'many/root'), runroot: join(W, 'many/run') };
 /** the same images pulled back from docker-registry: csreg serves their original blobs (recipes) */
@@ -61,7 +70,7 @@ const log = (msg: string) => process.stderr.write(`bench: ${new Date().toISOStri
 const SCRATCH = join(TMP, `csreg-bench-${process.pid}`);
 /** BENCH_PROFILE=1: csreg (serve and storage diff) runs under --cpu-prof, profiles in $W/profiles (slows it down: diagnosis only) */
 const PROFILE = env.PROFILE === '1';
-const PROF_ARGS = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(W, 'profiles')}`] : [];
+
 
 // ---------------------------------------------------------------- helpers
 const now = () => Number(process.hrtime.bigint()) / 1e6;
@@ -98,11 +107,11 @@ process.on('exit', () => {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 /** Run a command to completion; stdout to a file (or /dev/null), stderr kept for errors. Returns ms. */
-function run(cmd: string, args: string[], opts: { stdout?: string; timeoutMs?: number } = {}): Promise<number> {
+function run(cmd: string, args: string[], opts: { stdout?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<number> {
   return new Promise((res, rej) => {
     const fd = openSync(opts.stdout ?? '/dev/null', 'w');
     const t0 = now();
-    const c = spawn(cmd, args, { stdio: ['ignore', fd, 'pipe'] });
+    const c = spawn(cmd, args, { stdio: ['ignore', fd, 'pipe'], env: opts.env ?? process.env });
     closeSync(fd);
     track(c);
     let err = '';
@@ -165,8 +174,8 @@ interface Csreg { pid: number; base: string; proc: ChildProcess; startMs: number
 /** Start csreg serve on a store and wait (≤ 60 s) until `probe` answers 200. */
 async function startCsreg(store: { root: string; runroot: string }, port: number, probe: string, extra: string[] = [], state = join(W, 'state')): Promise<Csreg> {
   const t0 = now();
-  const proc = spawn(process.execPath, [...PROF_ARGS, CLI, 'serve', '--root', store.root, '--runroot', store.runroot, '--storage-driver', 'overlay',
-    '--addr', `127.0.0.1:${port}`, '--state-dir', state, '--log-level', 'warn', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(...csregCommand(['serve', '--root', store.root, '--runroot', store.runroot, '--storage-driver', 'overlay',
+    '--addr', `127.0.0.1:${port}`, '--state-dir', state, '--log-level', 'warn', ...extra]), { stdio: ['ignore', 'ignore', 'pipe'], env: CSREG_ENV });
   track(proc);
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => { if (err.length < 4000) err += d.toString(); });
@@ -321,7 +330,7 @@ async function benchRebuild(store: Store, info: Record<ImageKey, ImageInfo>): Pr
     const { layers, size, entries } = info[img];
     const plain = await plainFile(size);
     const methods: [string, () => Promise<number>][] = [
-      ['csreg storage diff', async () => { let t = 0; for (const l of layers) t += await run(process.execPath, [...PROF_ARGS, CLI, ...cs, 'storage', 'diff', l.id, '-o', '/dev/null']); return t; }],
+      ['csreg storage diff', async () => { let t = 0; for (const l of layers) t += await run(...csregCommand([...cs, 'storage', 'diff', l.id, '-o', '/dev/null']), { env: CSREG_ENV }); return t; }],
       ['csreg in-process', async () => {
         const t0 = now();
         for (const l of layers) {
@@ -622,7 +631,7 @@ async function main(): Promise<void> {
         if (existsSync(MIRROR.root)) {
           const state = fresh('mirror');
           log('mirror store: csreg recipes scan');
-          await run(process.execPath, [CLI, '--root', MIRROR.root, '--runroot', MIRROR.runroot, '--storage-driver', 'overlay', 'recipes', 'scan', '--state-dir', state]);
+          await run(...csregCommand(['--root', MIRROR.root, '--runroot', MIRROR.runroot, '--storage-driver', 'overlay', 'recipes', 'scan', '--state-dir', state]));
           execFileSync('cp', ['-a', state, fresh('mirror-uncached')]);
           srv.mirror.csreg = await start(MIRROR, [], state);
           srv.mirror['cache off'] = await start(MIRROR, ['--serve-cache-max', '0'], join(W, 'state-mirror-uncached'));

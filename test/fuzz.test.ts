@@ -7,14 +7,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, linkSync, writeFileSync, lstatSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { readTar, TarError, parseNumeric, parsePax } from '../src/storage/tar.js';
 import { readTarSplit, TarSplitError, tarSplitLine } from '../src/storage/tarsplit.js';
-import { layerTarStream, LayerVerifyError } from '../src/storage/layer-tar.js';
+import { layerTarStream, LayerVerifyError, opensBeneath } from '../src/storage/layer-tar.js';
+import { Crc64 } from '../src/storage/crc64.js';
 import { applyDiff } from '../src/storage/apply-diff.js';
 import { ExtractError } from '../src/storage/extract.js';
 import { SyscallError } from '../src/storage/syscalls.js';
@@ -478,10 +479,10 @@ async function readAllTarSplit(path: string, what: string): Promise<'ok' | 'refu
 }
 
 /** Rebuild a layer from a tar-split over a content root: bytes, or an error on the stream. */
-async function rebuildOutcome(tarSplitPath: string, roots: string[], what: string): Promise<'ok' | 'refused'> {
+async function rebuildOutcome(tarSplitPath: string, roots: string[], what: string, checkedOpens = false): Promise<'ok' | 'refused'> {
   try {
     await within(10_000, what, new Promise<void>((resolve, reject) => {
-      const s = layerTarStream({ layerId: 'fuzz', tarSplitPath, contentRoots: roots });
+      const s = layerTarStream({ layerId: 'fuzz', tarSplitPath, contentRoots: roots, checkedOpens });
       s.on('error', reject);
       s.pipe(new Writable({ write(_c, _e, cb) { cb(); } })).on('finish', resolve);
     }));
@@ -543,9 +544,24 @@ test('tar-split: malformed files are refused with a TarSplitError; hostile names
     ['a size smaller than the file', [file('ok', 2)]],
     ['a wrong CRC', [file('ok', 5)]],
   ];
-  for (const [what, lines] of hostile) {
-    const p = writeTarSplit(dir, 'h.gz', [seg(Buffer.alloc(512)), ...lines, seg(Buffer.alloc(1024))]);
-    assert.equal(await rebuildOutcome(p, [root], what), 'refused', what);
+  // both ways of opening: openat2 beneath the root (where the kernel has it), and the realpath checks
+  const [major, minor] = release().split('.').map(Number);
+  const big = Buffer.alloc(300_000, 'big');
+  writeFileSync(join(root, 'big'), big);
+  for (const checked of [false, true]) {
+    for (const [what, lines] of hostile) {
+      const p = writeTarSplit(dir, 'h.gz', [seg(Buffer.alloc(512)), ...lines, seg(Buffer.alloc(1024))]);
+      assert.equal(await rebuildOutcome(p, [root], what, checked), 'refused', `${what} (${checked ? 'realpath checks' : 'openat2'})`);
+    }
+    // and the same files under plain and unusual names read back (a small one, read by the
+    // reader thread, and one large enough to be read by this thread)
+    for (const name of ['ok', './ok', '/ok', 'sub/../ok', 'sub//../ok', 'ok/', 'big', './big', 'sub/../big']) {
+      const data = name.endsWith('big') ? big : Buffer.from('hello');
+      const p = writeTarSplit(dir, 'n.gz', [seg(Buffer.alloc(512)), file(name, data.length, new Crc64().update(data).digest()), seg(Buffer.alloc(1024))]);
+      const want = name.split('/').includes('..') ? 'refused' : 'ok';
+      assert.equal(await rebuildOutcome(p, [root], name, checked), want, `${name} (${checked ? 'realpath checks' : 'openat2'})`);
+    }
+    if (!checked && (major > 5 || (major === 5 && minor >= 6))) assert.equal(opensBeneath(), true, `Linux ${release()} has openat2: the rebuild must use it`);
   }
   // a name that is valid UTF-8 spanning the gunzip output's chunk boundaries reads back exactly
   const names = Array.from({ length: 2000 }, (_, i) => `dir/é${'ü'.repeat(i % 50)}-${i}`);

@@ -4,10 +4,12 @@
 // and ranges (or layers without a recorded digest) check each file's CRC-64; any mismatch
 // destroys the stream with an error, so a consumer can never take wrong bytes for a clean end.
 import { createHash } from 'node:crypto';
-import { close, closeSync, constants, openSync, read, readSync, readvSync, realpathSync } from 'node:fs';
+import { closeSync, constants, openSync, read, readSync, readvSync, realpathSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { Readable } from 'node:stream';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { Crc64 } from './crc64.js';
+import { closeFd, openBeneath, pread } from './syscalls.js';
 import { readTarSplitBatches, type TarSplitEntry } from './tarsplit.js';
 
 export class LayerVerifyError extends Error {
@@ -26,6 +28,8 @@ export interface LayerTarOptions {
   end?: number;
   /** called exactly once when the stream ends, fails or is destroyed */
   onClose?: () => void;
+  /** open files with the realpath checks used where the kernel has no openat2, even where it does (tests) */
+  checkedOpens?: boolean;
 }
 
 /**
@@ -55,14 +59,45 @@ const SMALL_FILE = 256 << 10;
 // Plain file descriptors through the callback API: FileHandle objects cost more to create
 // and close than reading a small file does (measured: half the CPU of a small-file layer).
 const readFd = (fd: number, buf: Buffer, off: number, len: number, pos: number) => new Promise<number>((ok, fail) => read(fd, buf, off, len, pos, (e, n) => (e ? fail(e) : ok(n))));
-const closeFd = (fd: number) => new Promise<void>((ok) => close(fd, () => ok()));
 
-/** Resolves tar-split names inside the content roots, refusing ".." and symlinks that leave them. */
+/** Linux's O_CLOEXEC (x86, arm, riscv): Node's own opens add it, openat2 is told */
+const O_CLOEXEC = 0o2000000;
+const O_FILE = constants.O_RDONLY | constants.O_NOFOLLOW;
+const O_DIR = constants.O_RDONLY | constants.O_DIRECTORY;
+const ENOENT = -osConstants.errno.ENOENT;
+const ENOTDIR = -osConstants.errno.ENOTDIR;
+const ELOOP = -osConstants.errno.ELOOP;
+const EXDEV = -osConstants.errno.EXDEV;
+const errnoNames = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** Does this thread open through openat2 (Linux 5.6+, not refused by a seccomp filter)? Learned on first use. */
+let beneath: boolean | undefined;
+/** What this thread learned: true = openat2, false = realpath checks, undefined = nothing opened yet. */
+export const opensBeneath = (): boolean | undefined => beneath;
+const SLASH_DOT = Buffer.from('/.');
+
+/** A name made of its bytes and a NUL, as the open calls take it. */
+export function cName(name: Buffer): Buffer {
+  const z = Buffer.allocUnsafe(name.length + 1);
+  name.copy(z);
+  z[name.length] = 0;
+  return z;
+}
+
+/**
+ * Resolves tar-split names inside the content roots, refusing ".." and symlinks that leave
+ * them. With openat2 the kernel keeps each open below its root (RESOLVE_BENEATH), in one call
+ * per file and with no gap between a check and the open (through koffi: half the cost of
+ * Node's openSync on a layer of small files); without it, each directory is checked with
+ * realpath (cached) before an open that refuses a final symlink.
+ */
 class Resolver {
   private readonly realRoots: string[];
   private readonly dirOk = new Map<string, boolean>();
+  /** root directory descriptors for openat2, opened on first use (-errno: unusable), closed by release() */
+  private dirs: number[] = [];
 
-  constructor(readonly roots: string[], readonly layerId: string) {
+  /** checked: the realpath checks even where openat2 exists (tests run both ways) */
+  constructor(readonly roots: string[], readonly layerId: string, private readonly checked = false) {
     this.realRoots = roots.map((r) => {
       try {
         return realpathSync(r);
@@ -73,8 +108,6 @@ class Resolver {
   }
 
   private rel(name: Buffer): string {
-    // a NUL would reach open(2) as an invalid argument (a TypeError), not as a missing file
-    if (name.includes(0)) throw new LayerVerifyError(`layer ${this.layerId}: tar-split name ${JSON.stringify(name.toString())} contains a NUL byte`);
     const parts = name.toString('latin1').split('/').filter((p) => p !== '' && p !== '.');
     if (parts.includes('..')) throw new LayerVerifyError(`layer ${this.layerId}: tar-split name ${JSON.stringify(name.toString())} contains ".."`);
     return parts.join('/');
@@ -98,45 +131,133 @@ class Resolver {
     return ok;
   }
 
-  /** Opening is a path lookup, cheaper than a thread-pool round trip: done synchronously. */
-  open(name: Buffer): number {
+  private dir(i: number): number {
+    let d = this.dirs[i];
+    if (d === undefined) {
+      try {
+        d = openSync(this.roots[i], O_DIR);
+      } catch (e) {
+        d = -((e as NodeJS.ErrnoException).errno ?? 1);
+      }
+      this.dirs[i] = d;
+    }
+    return d;
+  }
+
+  /** Close the root directories openat2 used (a later open reopens them). */
+  release(): void {
+    for (const d of this.dirs) if (d >= 0) closeSync(d);
+    this.dirs = [];
+  }
+
+  /**
+   * Close a descriptor open() gave, as it was opened: Node tracks the descriptors its fs opens
+   * in a worker thread, and warns (slowly) when one comes back from elsewhere under a number it
+   * still holds.
+   */
+  close(fd: number): void {
+    if (this.viaKoffi()) closeFd(fd);
+    else closeSync(fd);
+  }
+
+  /** Are descriptors opened (and read) through koffi's openat2? Settled before the first open returns. */
+  private viaKoffi(): boolean {
+    return !this.checked && beneath === true;
+  }
+
+  private missing(name: Buffer): LayerVerifyError {
+    return new LayerVerifyError(`layer ${this.layerId}: file ${JSON.stringify(name.toString())} is missing from the layer`);
+  }
+
+  private outside(name: Buffer): LayerVerifyError {
+    return new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} resolves outside the layer`);
+  }
+
+  private symlink(name: Buffer): LayerVerifyError {
+    return new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} is a symlink, expected a regular file`);
+  }
+
+  /** Open the file a name (its bytes and a NUL: cName) stands for, read-only; synchronous (a path lookup costs less than a thread-pool round trip). */
+  open(z: Buffer): number {
+    const name = z.subarray(0, z.length - 1);
+    // a NUL would end the name early for the kernel (and is a TypeError for Node's open)
+    if (z.indexOf(0) !== name.length) throw new LayerVerifyError(`layer ${this.layerId}: tar-split name ${JSON.stringify(name.toString())} contains a NUL byte`);
+    if (!this.checked && beneath !== false) {
+      // names are mostly plain ("usr/bin/x"); "./x", "/x", "x/", "a//b", "a/./b", "a/../b" are normalized (and ".." refused) first
+      const plain = z[0] !== 0x2f && z[0] !== 0x2e && z[name.length - 1] !== 0x2f && z.indexOf(SLASH_DOT) < 0 && !name.includes('//');
+      const path = plain ? z : Buffer.from(`${this.rel(name)}\0`, 'latin1');
+      for (let i = 0; i < this.roots.length; i++) {
+        const d = this.dir(i);
+        if (d === ENOENT || d === ENOTDIR) continue;
+        if (d < 0) throw Object.assign(new Error(`open ${this.roots[i]}: ${errnoNames.get(-d) ?? d}`), { code: errnoNames.get(-d) });
+        let fd: number;
+        try {
+          fd = openBeneath(d, path, O_FILE | O_CLOEXEC);
+        } catch {
+          fd = -osConstants.errno.ENOSYS; // no koffi for this platform
+        }
+        if (fd >= 0) return (beneath = true), fd;
+        if (fd === ENOENT || fd === ENOTDIR) continue;
+        if (fd === ELOOP) throw this.symlink(name);
+        if (fd === EXDEV) throw this.outside(name);
+        if (!beneath && (fd === -osConstants.errno.ENOSYS || fd === -osConstants.errno.EPERM)) {
+          beneath = false; // this kernel (or its seccomp filter) has no openat2: the checks below
+          this.release();
+          return this.open(z);
+        }
+        throw Object.assign(new Error(`open ${this.roots[i]}/${name.toString()}: ${errnoNames.get(-fd) ?? fd}`), { code: errnoNames.get(-fd) });
+      }
+      throw this.missing(name);
+    }
     const rel = this.rel(name);
     for (let i = 0; i < this.roots.length; i++) {
-      if (!this.insideRoot(i, rel)) throw new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} resolves outside the layer`);
+      if (!this.insideRoot(i, rel)) throw this.outside(name);
       try {
-        return openSync(Buffer.from(`${this.roots[i]}/${rel}`, 'latin1'), constants.O_RDONLY | constants.O_NOFOLLOW);
+        return openSync(Buffer.from(`${this.roots[i]}/${rel}`, 'latin1'), O_FILE);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' || code === 'ENOTDIR') continue;
-        if (code === 'ELOOP') throw new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} is a symlink, expected a regular file`);
+        if (code === 'ELOOP') throw this.symlink(name);
         throw e;
       }
     }
-    throw new LayerVerifyError(`layer ${this.layerId}: file ${JSON.stringify(name.toString())} is missing from the layer`);
+    throw this.missing(name);
+  }
+
+  /** Read a whole (small) file into buf[at, at + size), checking that it has exactly `size` bytes. */
+  readWhole(z: Buffer, size: number, buf: Buffer, at: number, spare: Buffer): void {
+    const fd = this.open(z);
+    try {
+      this.readAll(fd, z, size, buf, at, spare);
+    } finally {
+      this.close(fd);
+    }
+  }
+
+  private readAll(fd: number, z: Buffer, size: number, buf: Buffer, at: number, spare: Buffer): void {
+    let n: number;
+    if (this.viaKoffi()) {
+      // through koffi as the open: one pread into the place, and one at the end that must find nothing
+      n = 0;
+      for (let got = 1; n < size && got > 0; n += got) {
+        got = pread(fd, n ? buf.subarray(at + n) : buf.subarray(at), size - n, n);
+        if (got < 0) throw Object.assign(new Error(`read ${z.subarray(0, -1).toString()}: ${errnoNames.get(-got) ?? got}`), { code: errnoNames.get(-got) });
+      }
+      if (n === size && pread(fd, spare, 1, size) > 0) n++;
+    } else {
+      // one readv(2) into the place and a spare byte: exactly `size` of the size + 1 asked is the end
+      n = readvSync(fd, [buf.subarray(at, at + size), spare], 0);
+      if (n < size) {
+        // short: the end, or a filesystem (FUSE, network) that returns less than asked; read on
+        for (let more = 1; n < size && more; n += more) more = readSync(fd, buf, at + n, size - n, n);
+        if (n === size && readSync(fd, spare, 0, 1, size)) n++;
+      }
+    }
+    if (n !== size) throw new LayerVerifyError(`layer ${this.layerId}: file ${JSON.stringify(z.subarray(0, -1).toString())} has ${n > size ? 'more than ' : ''}${n > size ? size : n} bytes, expected ${size}`);
   }
 }
 
 type FileEntry = Extract<TarSplitEntry, { kind: 'file' }>;
-
-/**
- * Read a whole (small) file into buf[at, at + size) and check its size: one readv(2) into the
- * place and a spare byte; getting exactly `size` bytes of the size + 1 asked is the end of the
- * file (a regular file reads short only at its end).
- */
-function readWhole(res: Resolver, name: Buffer, size: number, buf: Buffer, at: number, spare: Buffer): void {
-  const fd = res.open(name);
-  try {
-    let n = readvSync(fd, [buf.subarray(at, at + size), spare], 0);
-    if (n < size) {
-      // short: the end, or a filesystem (FUSE, network) that returns less than asked; read on
-      for (let more = 1; n < size && more; n += more) more = readSync(fd, buf, at + n, size - n, n);
-      if (n === size && readSync(fd, spare, 0, 1, size)) n++;
-    }
-    if (n !== size) throw new LayerVerifyError(`layer ${res.layerId}: file ${JSON.stringify(name.toString())} has ${n > size ? 'more than ' : ''}${n > size ? size : n} bytes, expected ${size}`);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 // Small files are opened and read on a worker thread: the open/read/close system calls were
 // half of a small-file layer's main-thread time, and the thread pool costs more per file than
@@ -144,21 +265,27 @@ function readWhole(res: Resolver, name: Buffer, size: number, buf: Buffer, at: n
 // copies the raw segments and hashes. One reader serves every stream; a job is one stretch
 // of segments and small files, read into shared memory that becomes the output chunk.
 const READER = 'csreg-layer-reader';
-interface ReadJob { id: number; layerId: string; roots: string[]; buf: SharedArrayBuffer; names: string[]; sizes: number[]; ats: number[] }
+/** names: each file's name bytes and a NUL, one after the other (name i starts at nameAts[i]) */
+interface ReadJob { id: number; layerId: string; roots: string[]; checked: boolean; buf: SharedArrayBuffer; names: Uint8Array; nameAts: number[]; sizes: number[]; ats: number[] }
 interface ReadDone { id: number; error?: { message: string; code?: string; verify: boolean } }
 
 /** Read a job's small files into its shared buffer; the error, if any, as it crosses threads. */
 function readJob(job: Omit<ReadJob, 'id'>, resolvers: Map<string, Resolver>, spare: Buffer): ReadDone['error'] {
   try {
-    const key = `${job.layerId}\0${job.roots.join('\0')}`;
+    const key = `${job.layerId}\0${job.checked}\0${job.roots.join('\0')}`;
     let res = resolvers.get(key);
     if (!res) {
       if (resolvers.size >= 64) resolvers.clear(); // only a cache of directory checks
-      resolvers.set(key, (res = new Resolver(job.roots, job.layerId)));
+      resolvers.set(key, (res = new Resolver(job.roots, job.layerId, job.checked)));
     }
     const buf = Buffer.from(job.buf);
-    for (let i = 0; i < job.names.length; i++) {
-      readWhole(res, Buffer.from(job.names[i], 'latin1'), job.sizes[i], buf, job.ats[i], spare);
+    const names = Buffer.from(job.names.buffer, job.names.byteOffset, job.names.length);
+    try {
+      for (let i = 0; i < job.sizes.length; i++) {
+        res.readWhole(names.subarray(job.nameAts[i], job.nameAts[i + 1] ?? names.length), job.sizes[i], buf, job.ats[i], spare);
+      }
+    } finally {
+      res.release();
     }
     return undefined;
   } catch (e) {
@@ -242,7 +369,8 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
   const start = opts.start ?? 0;
   const end = opts.end ?? Infinity;
   const whole = start === 0 && end === Infinity;
-  const res = new Resolver(opts.contentRoots, opts.layerId);
+  const checked = !!opts.checkedOpens;
+  const res = new Resolver(opts.contentRoots, opts.layerId, checked);
   const hash = whole ? createHash('sha256') : undefined;
   // A whole tar with a recorded digest is verified by its sha256 before its last bytes go
   // out; the per-file CRC-64s (a third of the CPU) are then redundant: only ranges need them.
@@ -312,8 +440,8 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
     const buf = Buffer.from(new SharedArrayBuffer(total));
     const files: FileEntry[] = [];
     const fileAts: number[] = [];
-    const names: string[] = [];
     const sizes: number[] = [];
+    let nameBytes = 0;
     for (let k = i; k < j; k++) {
       const e = entries[k];
       const n = e.kind === 'segment' ? e.payload.length : e.size;
@@ -324,14 +452,22 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
         } else {
           files.push(e);
           fileAts.push(p);
-          names.push(e.nameBytes.toString('latin1')); // the bytes, whatever they are
           sizes.push(n);
+          nameBytes += e.nameBytes.length + 1;
         }
       }
       offset += n;
     }
+    // the names as the open calls take them: their bytes (whatever they are), each with a NUL
+    const names = Buffer.allocUnsafeSlow(nameBytes); // (not from the pool: a clone would copy all of it)
+    const nameAts: number[] = [];
+    for (let k = 0, p = 0; k < files.length; k++) {
+      nameAts.push(p);
+      p += files[k].nameBytes.copy(names, p);
+      names[p++] = 0;
+    }
     // (the reader thread starts with the first small file: a layer of large files never needs it)
-    const done = files.length ? Reader.get().read({ layerId: opts.layerId, roots: opts.contentRoots, buf: buf.buffer as SharedArrayBuffer, names, sizes, ats: fileAts }) : Promise.resolve();
+    const done = files.length ? Reader.get().read({ layerId: opts.layerId, roots: opts.contentRoots, checked, buf: buf.buffer as SharedArrayBuffer, names, nameAts, sizes, ats: fileAts }) : Promise.resolve();
     return { s: { buf, at, files, fileAts, done }, next: j };
   };
 
@@ -344,7 +480,7 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
 
   /** A large file: read a piece ahead through the thread pool while the last one is hashed and sent. */
   const streamFile = async (e: FileEntry) => {
-    const fd = res.open(e.nameBytes);
+    const fd = res.open(cName(e.nameBytes));
     let ahead: Promise<number> | undefined;
     try {
       const crc = fileCrcs ? new Crc64() : undefined;
@@ -377,7 +513,7 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
     } finally {
       // the descriptor stays open until no read of it is in flight
       await ahead?.catch(() => undefined);
-      await closeFd(fd);
+      res.close(fd);
     }
   };
 
@@ -425,6 +561,7 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
     } catch (e) {
       stream.destroy(e instanceof Error ? e : new Error(String(e)));
     } finally {
+      res.release();
       await batches.return(undefined);
     }
   };

@@ -1,5 +1,6 @@
 // The few Linux calls Node's fs module lacks, through the koffi FFI package (see lockfile.ts
-// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices), xattrs, and mallopt.
+// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices), xattrs, mallopt, and
+// openat2 with the plain read/close that go with it on the layer rebuild's hot path.
 import koffi from 'koffi';
 
 export class SyscallError extends Error {
@@ -21,6 +22,11 @@ function libc(): Record<string, Fn> {
       lsetxattr: c.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)') as Fn,
       lgetxattr: c.func('long lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)') as Fn,
       mallopt: c.func('int mallopt(int param, int value)') as Fn,
+      // syscall(2) is variadic; on Linux x86_64 and arm64 integer and pointer arguments travel
+      // in the same registers either way, and glibc's syscall() does not read %al
+      openat2: c.func('long syscall(long nr, long dirfd, const uint8_t *path, const uint8_t *how, size_t size)') as Fn,
+      pread: c.func('long pread(int fd, _Out_ uint8_t *buf, size_t count, int64_t offset)') as Fn,
+      close: c.func('int close(int fd)') as Fn,
     };
   }
   return lib;
@@ -86,4 +92,38 @@ export function returnFreedBuffers(threshold = 128 << 10): boolean {
   } catch {
     return false;
   }
+}
+
+/** openat2(2)'s number: one for every Linux architecture (it came after their tables were unified) */
+const SYS_openat2 = 437;
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const RESOLVE_BENEATH = 0x08;
+const hows = new Map<number, Buffer>();
+
+/**
+ * openat2(2) with RESOLVE_BENEATH: `path` (bytes ending in a NUL) resolved below the directory
+ * `dirfd`, the kernel failing with EXDEV wherever a step (`..`, an absolute or escaping
+ * symlink) would leave it, with no gap between a check and the open. Returns the descriptor or
+ * -errno (-ENOSYS on kernels before 5.6, -EPERM under some seccomp filters).
+ */
+export function openBeneath(dirfd: number, path: Buffer, flags: number): number {
+  let how = hows.get(flags);
+  if (!how) {
+    how = Buffer.alloc(24); // struct open_how { u64 flags, mode, resolve }
+    how.writeBigUInt64LE(BigInt(flags), 0);
+    how.writeBigUInt64LE(BigInt(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), 16);
+    hows.set(flags, how);
+  }
+  const fd = libc().openat2(SYS_openat2, dirfd, path, how, how.length);
+  return fd >= 0 ? fd : -koffi.errno();
+}
+
+/** pread(2) into buf[0, count): the bytes read, or -errno. */
+export function pread(fd: number, buf: Uint8Array, count: number, offset: number): number {
+  const n = libc().pread(fd, buf, count, offset);
+  return n >= 0 ? n : -koffi.errno();
+}
+
+export function closeFd(fd: number): void {
+  libc().close(fd);
 }

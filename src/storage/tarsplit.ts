@@ -29,10 +29,19 @@ function b64(v: unknown, what: string): Buffer {
   return Buffer.from(v, 'base64');
 }
 
+/** A file entry; its name as a string only when asked (messages): most never are. */
+class FileEntry {
+  readonly kind = 'file';
+  constructor(readonly nameBytes: Buffer, readonly size: number, readonly crc: Buffer | null) {}
+  get name(): string {
+    return this.nameBytes.toString('utf8');
+  }
+}
+
 function fileEntry(nameBytes: Buffer, size: number, crc: Buffer | null): TarSplitEntry {
   if (crc && crc.length !== 8) throw new Error('file checksum is not 8 bytes');
   if (size > 0 && !crc) throw new Error('file entry without a checksum');
-  return { kind: 'file', name: nameBytes.toString('utf8'), nameBytes, size, crc };
+  return new FileEntry(nameBytes, size, crc);
 }
 
 /** Any line, through JSON.parse. */
@@ -80,23 +89,58 @@ function digitsEnd(buf: Buffer, i: number, to: number): number {
   return i;
 }
 
+/** Standard base64 digit values by byte (-1: not in the alphabet; '-' and '_' are not). */
+const B64 = new Int8Array(256).fill(-1);
+for (let i = 0; i < 64; i++) B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+
+/** A CRC-64 payload (8 bytes: 12 characters ending in one '=') decoded without strings; undefined for anything else. */
+function crcAt(buf: Buffer, from: number, to: number): Buffer | undefined {
+  if (to - from !== 12 || buf[to - 1] !== 0x3d) return undefined;
+  const out = Buffer.allocUnsafe(8);
+  let acc = 0;
+  let bits = 0;
+  let o = 0;
+  for (let i = from; i < to - 1; i++) {
+    const v = B64[buf[i]];
+    if (v < 0) return undefined;
+    acc = ((acc << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >> bits) & 0xff;
+    }
+  }
+  // 11 digits are 66 bits: the last 2 must be zero, as Go's decoder requires
+  return acc & ((1 << bits) - 1) ? undefined : out;
+}
+
 /**
  * Standard padded base64 in buf[from, to), or undefined. Node's decoder skips characters outside
  * the alphabet, so a decoded length short of what the text's length promises means there were
  * some; it also takes the URL-safe alphabet, refused here as JSON.parse's path does.
  */
-function base64At(buf: Buffer, from: number, to: number): Buffer | undefined {
+function base64At(buf: Buffer, from: number, to: number, arena?: Arena): Buffer | undefined {
   const len = to - from;
   if (len % 4) return undefined;
   const text = buf.toString('latin1', from, to);
   const pad = len && buf[to - 1] === 0x3d ? (buf[to - 2] === 0x3d ? 2 : 1) : 0;
-  const out = Buffer.from(text, 'base64');
-  if (out.length !== (len / 4) * 3 - pad || text.includes('-') || text.includes('_')) return undefined;
+  const want = (len / 4) * 3 - pad;
+  let out: Buffer;
+  if (arena && arena.pos + want <= arena.buf.length) {
+    out = arena.buf.subarray(arena.pos, arena.pos + arena.buf.write(text, arena.pos, want, 'base64'));
+    arena.pos += out.length;
+  } else {
+    out = Buffer.from(text, 'base64');
+  }
+  if (out.length !== want || text.includes('-') || text.includes('_')) return undefined;
   return out;
 }
 
+/** Where a batch's segment payloads are decoded, one after the other: one allocation per batch, not per segment. */
+interface Arena { buf: Buffer; pos: number }
+
 /** A line of one of Go's two shapes, from its bytes buf[from, to); undefined for any other line. */
-function parseGoLine(buf: Buffer, from: number, to: number): TarSplitEntry | undefined {
+function parseGoLine(buf: Buffer, from: number, to: number, arena?: Arena): TarSplitEntry | undefined {
   let i: number;
   let nameBytes: Buffer | undefined;
   let size = 0;
@@ -106,18 +150,32 @@ function parseGoLine(buf: Buffer, from: number, to: number): TarSplitEntry | und
     const start = from + FILE.length;
     const end = buf.indexOf(QUOTE, start);
     if (end <= start || end >= to) return undefined;
-    for (let k = start; k < end; k++) if (buf[k] < 0x20 || buf[k] === 0x5c) return undefined;
-    // as JSON.parse would: bytes that are not UTF-8 become U+FFFD
-    nameBytes = Buffer.from(buf.toString('utf8', start, end), 'utf8');
+    let high = false;
+    for (let k = start; k < end; k++) {
+      const c = buf[k];
+      if (c < 0x20 || c === 0x5c) return undefined;
+      if (c >= 0x80) high = true;
+    }
+    // as JSON.parse would: bytes that are not UTF-8 become U+FFFD (ASCII stays as it is: a
+    // view of the line, which the batch keeps alive anyway)
+    nameBytes = high ? Buffer.from(buf.toString('utf8', start, end), 'utf8') : buf.subarray(start, end);
     i = end + 1;
     if (at(buf, i, to, SIZE)) {
       const d = i + SIZE.length;
       i = digitsEnd(buf, d, to);
       if (i === d || i - d > 15 || (buf[d] === 0x30 && i - d > 1)) return undefined;
-      size = Number(buf.toString('latin1', d, i));
+      for (let k = d; k < i; k++) size = size * 10 + buf[k] - 0x30;
     }
     if (!at(buf, i, to, PAYLOAD)) return undefined;
     i += PAYLOAD.length;
+    if (buf[i] === QUOTE) {
+      const end = buf.indexOf(QUOTE, i + 1);
+      const crc = end > 0 && end < to ? crcAt(buf, i + 1, end) : undefined;
+      if (crc && at(buf, end + 1, to, POSITION)) {
+        const p = digitsEnd(buf, end + 1 + POSITION.length, to);
+        if (p === to - 1 && buf[p] === 0x7d && buf[p - 1] !== 0x3a) return fileEntry(nameBytes, size, crc);
+      }
+    }
   } else {
     return undefined;
   }
@@ -128,7 +186,7 @@ function parseGoLine(buf: Buffer, from: number, to: number): TarSplitEntry | und
     if (buf[i] !== QUOTE) return undefined;
     const end = buf.indexOf(QUOTE, i + 1);
     if (end < 0 || end >= to) return undefined;
-    const p = base64At(buf, i + 1, end);
+    const p = base64At(buf, i + 1, end, arena);
     if (!p) return undefined;
     payload = p;
     i = end + 1;
@@ -141,8 +199,8 @@ function parseGoLine(buf: Buffer, from: number, to: number): TarSplitEntry | und
 }
 
 /** One line, given as the bytes [from, to) of buf. */
-function parseLine(buf: Buffer, from: number, to: number): TarSplitEntry {
-  return parseGoLine(buf, from, to) ?? parseJson(buf.toString('utf8', from, to));
+function parseLine(buf: Buffer, from: number, to: number, arena?: Arena): TarSplitEntry {
+  return parseGoLine(buf, from, to, arena) ?? parseJson(buf.toString('utf8', from, to));
 }
 
 /**
@@ -152,10 +210,10 @@ function parseLine(buf: Buffer, from: number, to: number): TarSplitEntry {
 export async function* readTarSplitBatches(path: string): AsyncGenerator<TarSplitEntry[]> {
   const gunzip = createReadStream(path, { highWaterMark: 64 << 10 }).pipe(createGunzip({ chunkSize: GUNZIP_CHUNK }));
   let lineNo = 0;
-  const parse = (buf: Buffer, from: number, to: number) => {
+  const parse = (buf: Buffer, from: number, to: number, arena?: Arena) => {
     lineNo++;
     try {
-      return parseLine(buf, from, to);
+      return parseLine(buf, from, to, arena);
     } catch (e) {
       throw new TarSplitError(`${path}: line ${lineNo}: ${(e as Error).message}`);
     }
@@ -166,6 +224,8 @@ export async function* readTarSplitBatches(path: string): AsyncGenerator<TarSpli
   try {
     for await (const chunk of gunzip as AsyncIterable<Buffer>) {
       const batch: TarSplitEntry[] = [];
+      // base64 decodes to 3/4 of its length: room for every payload of this chunk
+      const arena = { buf: Buffer.allocUnsafeSlow(((chunk.length + 3) >> 2) * 3), pos: 0 };
       let start = 0;
       for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, start)) {
         if (restLen) {
@@ -175,7 +235,7 @@ export async function* readTarSplitBatches(path: string): AsyncGenerator<TarSpli
           restLen = 0;
           batch.push(parse(line, 0, line.length));
         } else if (nl > start) {
-          batch.push(parse(chunk, start, nl));
+          batch.push(parse(chunk, start, nl, arena));
         }
         start = nl + 1;
       }

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
 import { createLogger, isLogLevel, type LogLevel } from '../log.js';
 import { repositoryIndex, DEFAULT_PREFERRED_HOSTS } from '../oci/names.js';
 import type { IndexPolicy } from '../oci/resolver.js';
@@ -107,7 +106,9 @@ export function parseSize(text: string): number {
   return Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf(m[2].toUpperCase() || ' '));
 }
 
-function readConfig(path: string): ServeConfig {
+/** The YAML parser loads only with a config file (60 ms of a start without one). */
+async function readConfig(path: string): Promise<ServeConfig> {
+  const { parse: parseYaml } = await import('yaml');
   try {
     return (parseYaml(readFileSync(path, 'utf8')) ?? {}) as ServeConfig;
   } catch (e) {
@@ -197,7 +198,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const conf = values.config ? readConfig(values.config) : {};
+  const conf = values.config ? await readConfig(values.config) : {};
   const level = values['log-level'] ?? conf.log?.level ?? 'info';
   if (!isLogLevel(level)) throw new UsageError(`unknown log level ${level}`);
   const format = values['log-format'] ?? conf.log?.formatter ?? 'json';

@@ -88,24 +88,40 @@ function str(v: unknown): string | undefined {
 function num(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
 }
+// The helpers below return the parsed value itself when it already has the right shape (the
+// common case: files written by c/storage) and a filtered copy only when it does not; records
+// are read-only once parsed, and a 10,000-image images.json made a copy of every array and map
+// cost a sixth of csreg's start-up.
 function strs(v: unknown): string[] {
-  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+  if (!Array.isArray(v)) return [];
+  for (const x of v) if (typeof x !== 'string') return v.filter((y): y is string => typeof y === 'string');
+  return v as string[];
 }
 function nums(v: unknown): number[] {
-  return Array.isArray(v) ? v.filter((x): x is number => typeof x === 'number') : [];
+  if (!Array.isArray(v)) return [];
+  for (const x of v) if (typeof x !== 'number') return v.filter((y): y is number => typeof y === 'number');
+  return v as number[];
 }
 function obj(v: unknown): Record<string, unknown> {
   return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
+/** An object whose values are all of one type (by typeof), or the subset that is. */
+function typedMap<T>(v: unknown, type: 'number' | 'string'): Record<string, T> {
+  const o = obj(v);
+  for (const k in o) {
+    if (typeof o[k] !== type) {
+      const out: Record<string, T> = {};
+      for (const [key, x] of Object.entries(o)) if (typeof x === type) out[key] = x as T;
+      return out;
+    }
+  }
+  return o as Record<string, T>;
+}
 function numMap(v: unknown): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, x] of Object.entries(obj(v))) if (typeof x === 'number') out[k] = x;
-  return out;
+  return typedMap<number>(v, 'number');
 }
 function strMap(v: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, x] of Object.entries(obj(v))) if (typeof x === 'string') out[k] = x;
-  return out;
+  return typedMap<string>(v, 'string');
 }
 function idmaps(v: unknown): IDMap[] {
   return Array.isArray(v) ? v.map(obj).map((m) => ({

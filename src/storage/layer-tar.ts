@@ -69,6 +69,11 @@ const ENOTDIR = -osConstants.errno.ENOTDIR;
 const ELOOP = -osConstants.errno.ELOOP;
 const EXDEV = -osConstants.errno.EXDEV;
 const errnoNames = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** An error for a failed call given as -errno, with Node's `code` (ENOENT...). */
+function errnoError(what: string, negErrno: number): Error {
+  const code = errnoNames.get(-negErrno);
+  return Object.assign(new Error(`${what}: ${code ?? negErrno}`), { code });
+}
 /** Does this thread open through openat2 (Linux 5.6+, not refused by a seccomp filter)? Learned on first use. */
 let beneath: boolean | undefined;
 /** What this thread learned: true = openat2, false = realpath checks, undefined = nothing opened yet. */
@@ -76,7 +81,7 @@ export const opensBeneath = (): boolean | undefined => beneath;
 const SLASH_DOT = Buffer.from('/.');
 
 /** A name made of its bytes and a NUL, as the open calls take it. */
-export function cName(name: Buffer): Buffer {
+function cName(name: Buffer): Buffer {
   const z = Buffer.allocUnsafe(name.length + 1);
   name.copy(z);
   z[name.length] = 0;
@@ -189,7 +194,7 @@ class Resolver {
       for (let i = 0; i < this.roots.length; i++) {
         const d = this.dir(i);
         if (d === ENOENT || d === ENOTDIR) continue;
-        if (d < 0) throw Object.assign(new Error(`open ${this.roots[i]}: ${errnoNames.get(-d) ?? d}`), { code: errnoNames.get(-d) });
+        if (d < 0) throw errnoError(`open ${this.roots[i]}`, d);
         let fd: number;
         try {
           fd = openBeneath(d, path, O_FILE | O_CLOEXEC);
@@ -205,7 +210,7 @@ class Resolver {
           this.release();
           return this.open(z);
         }
-        throw Object.assign(new Error(`open ${this.roots[i]}/${name.toString()}: ${errnoNames.get(-fd) ?? fd}`), { code: errnoNames.get(-fd) });
+        throw errnoError(`open ${this.roots[i]}/${name.toString()}`, fd);
       }
       throw this.missing(name);
     }
@@ -241,7 +246,7 @@ class Resolver {
       n = 0;
       for (let got = 1; n < size && got > 0; n += got) {
         got = pread(fd, n ? buf.subarray(at + n) : buf.subarray(at), size - n, n);
-        if (got < 0) throw Object.assign(new Error(`read ${z.subarray(0, -1).toString()}: ${errnoNames.get(-got) ?? got}`), { code: errnoNames.get(-got) });
+        if (got < 0) throw errnoError(`read ${z.subarray(0, -1).toString()}`, got);
       }
       if (n === size && pread(fd, spare, 1, size) > 0) n++;
     } else {
@@ -308,7 +313,7 @@ if (!isMainThread && workerData === READER) {
 /**
  * Small files this thread reads itself before it starts the reader thread: a layer of a few
  * thousand files is done before that thread would be up and warm (a CLI diff of the bench's
- * 2,000-file layer: 233 → 187 ms). Counted per process: a server starts the thread once.
+ * 2,000-file layer: 233 → 197 ms). Counted per process: a server starts the thread once.
  */
 const FILES_BEFORE_THREAD = 4096;
 let filesHere = 0;

@@ -110,8 +110,8 @@ function crcAt(buf: Buffer, from: number, to: number): Buffer | undefined {
       out[o++] = (acc >> bits) & 0xff;
     }
   }
-  // 11 digits are 66 bits: the last 2 must be zero, as Go's decoder requires
-  return acc & ((1 << bits) - 1) ? undefined : out;
+  // (11 digits are 66 bits: the last 2 are ignored, as Go's and Node's decoders do)
+  return out;
 }
 
 /**

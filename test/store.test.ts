@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { bigDataFileName } from '../src/storage/bigdata.js';
 import { resolveStoreLocation } from '../src/storage/config.js';
+import { layerReads } from '../src/storage/layer-tar.js';
 import { loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
@@ -53,6 +54,21 @@ test('every layer of every fixture store rebuilds to its diff-digest and diff-si
     }
   }
   assert.ok(checked >= 10, `expected many layers, checked ${checked}`);
+});
+
+test('small files read on the calling thread and by the reader thread give the same verified bytes', async () => {
+  // A process reads its first few thousand small files itself, then hands them to the reader
+  // thread: rebuild the fixture's many-small-files layer until both ways have done some.
+  const store = open(fx.stores.overlay);
+  const snap = await store.snapshot();
+  const layer = snap.layers.filter((l) => l.diffDigest && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  for (let i = 0; i < 40 && (layerReads().here === 0 || layerReads().thread === 0); i++) {
+    const got = await drain(await store.layerTar(layer.id));
+    assert.equal(got.sha, layer.diffDigest, `rebuild ${i}`);
+    await new Promise((r) => setTimeout(r, 25)); // the thread comes up meanwhile
+  }
+  const reads = layerReads();
+  assert.ok(reads.here > 0 && reads.thread > 0, `stretches read here ${reads.here}, by the thread ${reads.thread}`);
 });
 
 test('rebuilt layers equal what skopeo copies out of containers-storage', async () => {

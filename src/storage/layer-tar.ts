@@ -320,7 +320,12 @@ let filesHere = 0;
 const hereResolvers = new Map<string, Resolver>();
 const hereSpare = Buffer.alloc(1);
 
+/** Stretches read so far by this thread and by the reader thread (tests check both paths run). */
+const stretchesRead = { here: 0, thread: 0 };
+export const layerReads = (): Readonly<typeof stretchesRead> => ({ ...stretchesRead });
+
 function readHere(job: Omit<ReadJob, 'id'>): Promise<void> {
+  stretchesRead.here++;
   const error = readJob(job, hereResolvers, hereSpare);
   if (!error) return Promise.resolve();
   const p = Promise.reject(readError(error));
@@ -355,7 +360,10 @@ class Reader {
       const w = this.waiting.get(id);
       this.waiting.delete(id);
       if (!this.waiting.size) this.worker.unref();
-      if (!error) return w?.ok();
+      if (!error) {
+        stretchesRead.thread++;
+        return w?.ok();
+      }
       w?.fail(readError(error));
     });
     const die = (e: Error) => {

@@ -109,9 +109,9 @@ const hows = new Map<number, Buffer>();
 export function openBeneath(dirfd: number, path: Buffer, flags: number): number {
   let how = hows.get(flags);
   if (!how) {
-    how = Buffer.alloc(24); // struct open_how { u64 flags, mode, resolve }
-    how.writeBigUInt64LE(BigInt(flags), 0);
-    how.writeBigUInt64LE(BigInt(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), 16);
+    // struct open_how { u64 flags, mode, resolve }, in the machine's byte order
+    const fields = new BigUint64Array([BigInt(flags), 0n, BigInt(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)]);
+    how = Buffer.from(fields.buffer);
     hows.set(flags, how);
   }
   const fd = libc().openat2(SYS_openat2, dirfd, path, how, how.length);

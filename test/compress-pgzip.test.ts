@@ -20,7 +20,8 @@ import {
   pgzipHeader,
   pgzipTrailer,
 } from '../src/compress/pgzip.js';
-import { klauspostDeflate } from '../src/compress/klauspost-flate.js';
+import { KlauspostDeflater, klauspostDeflate, wasmMatcher } from '../src/compress/klauspost-flate.js';
+import fc from 'fast-check';
 import { crc32 as pgzipCrc32 } from '../src/compress/crc32.js';
 import { poolFor, produce, tryProfile } from '../src/compress/produce.js';
 import { PROFILES } from '../src/compress/profiles.js';
@@ -64,6 +65,20 @@ function words(n: number, seed: number): Buffer {
     len += w.length;
   }
   return Buffer.from(parts.join('')).subarray(0, n);
+}
+
+/** Access-log-like lines: repeated structure with varying numbers, the short and mid-length matches of real logs. */
+function logLines(n: number, seed: number): Buffer {
+  const r = prng(Math.max(16, n), seed);
+  const paths = ['/v2/', '/v2/library/alpine/manifests/latest', '/v2/library/alpine/blobs/sha256:', '/healthz', '/v2/_catalog'];
+  const lines: string[] = [];
+  for (let i = 0, len = 0; len < n; i++) {
+    const k = (j: number) => r[(i * 5 + j) % r.length];
+    const line = `10.0.${k(0)}.${k(1)} - - [06/Dec/2026:12:${k(2) % 60}:${k(3) % 60} +0000] "GET ${paths[k(4) % paths.length]}${k(5).toString(16)}${k(6)} HTTP/1.1" ${k(7) & 1 ? 200 : 404} ${k(8) * k(9)}\n`;
+    lines.push(line);
+    len += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, n);
 }
 
 function sha(b: Uint8Array): string {
@@ -249,6 +264,57 @@ for (const name of NAMES) {
     assert.ok(gunzipSync(whole.bytes).equals(data), 'gunzip round trip');
   });
 }
+
+test('the WebAssembly matcher is built and used, and writes exactly what the TypeScript matcher writes (generated inputs and dictionaries, history slides)', () => {
+  assert.ok(wasmMatcher(), 'dist/src/compress/wasm/klauspost-match.wasm is built (npm run build, needs clang-14 and lld-14) and loads');
+  /** A pgzip-style block (dictionary, data, sync flush) then the stream's end, by a deflater made now. */
+  const deflate = (data: Uint8Array, dict: Uint8Array) => {
+    const d = new KlauspostDeflater();
+    d.resetDict(dict);
+    d.write(data);
+    d.flush();
+    const block = d.takeOutput();
+    d.close();
+    return Buffer.concat([block, d.takeOutput()]);
+  };
+  const both = (data: Uint8Array, dict: Uint8Array) => {
+    try {
+      wasmMatcher(true);
+      const w = deflate(data, dict);
+      wasmMatcher(false);
+      return { w, t: deflate(data, dict) };
+    } finally {
+      wasmMatcher(true);
+    }
+  };
+  // pieces that exercise every path: repeats (long matches, > 258), text (short matches,
+  // end-of-match checks), skewed and plain random bytes (Huffman-only and stored blocks)
+  const piece = fc.oneof(
+    fc.record({ kind: fc.constant('words' as const), n: fc.integer({ min: 0, max: 70_000 }), seed: fc.nat() }),
+    fc.record({ kind: fc.constant('random' as const), n: fc.integer({ min: 0, max: 40_000 }), seed: fc.nat(), alphabet: fc.integer({ min: 2, max: 256 }), skew: fc.boolean() }),
+    fc.record({ kind: fc.constant('repeat' as const), n: fc.integer({ min: 0, max: 5_000 }), seed: fc.nat(), period: fc.integer({ min: 1, max: 300 }) }),
+    fc.record({ kind: fc.constant('log' as const), n: fc.integer({ min: 0, max: 60_000 }), seed: fc.nat() }),
+  );
+  const make = (ps: { kind: string; n: number; seed: number; alphabet?: number; skew?: boolean; period?: number }[]) => Buffer.concat(ps.map((p) => {
+    if (p.kind === 'words') return words(p.n, p.seed);
+    if (p.kind === 'random') return prng(p.n, p.seed, p.alphabet, p.skew);
+    if (p.kind === 'log') return logLines(p.n, p.seed);
+    const unit = prng(p.period!, p.seed, 8);
+    return Buffer.alloc(p.n, unit);
+  }));
+  fc.assert(fc.property(fc.array(piece, { maxLength: 6 }), fc.array(piece, { maxLength: 2 }), (data, dict) => {
+    const { w, t } = both(make(data), make(dict));
+    assert.ok(w.equals(t), `WebAssembly and TypeScript matchers differ (${w.length} vs ${t.length} bytes)`);
+  }), { seed: 20261206, numRuns: 60 });
+  // a stream of many windows: the history slides down several times (addBlock)
+  const long = Buffer.concat([words(600_000, 1), prng(200_000, 2, 16, true), words(900_000, 3)]);
+  wasmMatcher(false);
+  const t = klauspostDeflate(long);
+  wasmMatcher(true);
+  const w = klauspostDeflate(long);
+  assert.equal(sha(w), sha(t), 'a 1.7 MB stream');
+  assert.equal(sha(w), sha(goPgzip(long, 'flate')), 'and both are what Go writes');
+});
 
 test('createPgzipStream gives the same bytes', async () => {
   const data = inputs.get('text+random')!;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
+import { recompressionThreads } from '../src/compress/recipes.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
 
@@ -130,6 +131,28 @@ test('range reads of a reproduced pgzip blob (start, block boundary, middle, end
   }
   const tail = await bytes(url, { Range: `bytes=${mid}-` });
   assert.ok(tail.body.equals(full.subarray(mid)), 'an open-ended range');
+});
+
+test('recompression threads are kept warm between downloads; one whose download was given up is ended, and the next download still verifies', async () => {
+  const srv = await serve(fx.stores.pulled, 'threads');
+  const p = fx.pushed.find((x) => x.format === 'oci' && x.compression === 'gzip')!;
+  const m = JSON.parse((await bytes(`${srv.url}/v2/${repoOf(p.ref)}/manifests/${p.manifestDigest}`)).body.toString()) as { layers: { digest: string; size: number }[] };
+  const big = m.layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const url = `${srv.url}/v2/${repoOf(p.ref)}/blobs/${big.digest}`;
+  assert.equal(sha((await bytes(url)).body), big.digest);
+  const before = recompressionThreads();
+  assert.equal(sha((await bytes(url)).body), big.digest);
+  const after1 = recompressionThreads();
+  assert.equal(after1.started, before.started, 'no new thread for the second download');
+  assert.ok(after1.reused > before.reused, 'the second download ran on a kept thread');
+  // a download given up after its first bytes: its thread may be mid-block, so it is not kept
+  const ac = new AbortController();
+  const r = await fetch(url, { signal: ac.signal });
+  await r.body!.getReader().read();
+  ac.abort();
+  for (let i = 0; i < 100 && recompressionThreads().stopped === after1.stopped; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(recompressionThreads().stopped, after1.stopped + 1, 'the given-up job ended its thread');
+  assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
 });
 
 test('--scan-recipes finds recipes in the background; the served-blob cache serves repeat pulls, and a tampered copy is never served', { skip: roomToKeep(work) }, async () => {

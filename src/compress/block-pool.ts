@@ -22,10 +22,12 @@ export class BlockPool {
   constructor(readonly size = availableParallelism()) {}
 
   compress(data: Uint8Array, dict: Uint8Array): Promise<Uint8Array> {
-    return new Promise((resolve, reject) => {
+    const p = new Promise<Uint8Array>((resolve, reject) => {
       this.queue.push({ data, dict, resolve, reject });
       this.next();
     });
+    p.catch(() => undefined); // blocks of a stream given up are not awaited (their threads may be ended)
+    return p;
   }
 
   private worker(): Worker | undefined {
@@ -36,13 +38,19 @@ export class BlockPool {
       const t = this.busy.get(fresh)!;
       this.busy.delete(fresh);
       this.idle.push(fresh);
+      fresh.unref(); // an idle thread never holds the process open
       t.resolve(out);
       this.next();
     });
-    fresh.on('error', (e) => {
+    const gone = (e: Error) => {
       this.busy.get(fresh)?.reject(e);
       this.busy.delete(fresh);
-    });
+      this.all.splice(this.all.indexOf(fresh) >>> 0, 1);
+      this.idle.splice(this.idle.indexOf(fresh) >>> 0, 1);
+      this.next();
+    };
+    fresh.on('error', gone);
+    fresh.on('exit', (code) => gone(new Error(`pgzip block thread exited (${code})`)));
     this.all.push(fresh);
     return fresh;
   }
@@ -53,10 +61,12 @@ export class BlockPool {
       if (!w) return;
       const t = this.queue.shift()!;
       this.busy.set(w, t);
+      w.ref();
       w.postMessage({ data: t.data, dict: t.dict }, [t.data.buffer as ArrayBuffer]);
     }
   }
 
+  /** Ends the threads (the pool makes new ones if used again). */
   async close(): Promise<void> {
     await Promise.all(this.all.map((w) => w.terminate()));
   }

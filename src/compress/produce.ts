@@ -94,12 +94,15 @@ function encode(tar: Tar, p: Profile, pool: BlockPool | undefined): Encoding {
   };
 }
 
+let blockPool: BlockPool | undefined;
+
 /**
- * A pool for a profile with blocks, when worth its threads: each new thread first spends
- * ~0.3 s of CPU warming up the encoder (measured), which only larger tars win back.
+ * The block pool, for a profile with blocks, when worth its threads: each new thread first
+ * spends ~0.3 s of CPU warming up the encoder (measured), which only larger tars win back.
+ * One pool per thread, kept (its threads idle between uses) so that they are warm next time.
  */
 export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
-  return p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1 ? new BlockPool() : undefined;
+  return p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1 ? (blockPool ??= new BlockPool()) : undefined;
 }
 
 /** What compressing a tar with a profile gave: the blob's digest and size, and how to make any range of it again. */

@@ -1,8 +1,10 @@
 // Worker thread for recompression (CPU-heavy; the registry's event loop must stay free): it
 // opens the store itself, rebuilds the layer's tar, and either finds the profile that
 // reproduces the original blob, or produces the blob, sending chunks as the parent grants credit.
+// Jobs come one at a time as messages: a thread that finished one is kept for the next, its
+// encoders compiled (a fresh thread took 3-4x as long over its first 10 MB: JIT warm-up).
 import { open } from 'node:fs/promises';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { Store } from '../storage/store.js';
 import type { StoreLocation } from '../storage/config.js';
 import { profileById } from './profiles.js';
@@ -23,17 +25,21 @@ export type WorkerMessage =
   | { done: true }
   | { error: string };
 
+/** What the parent sends: a job (when the last one has answered), or credit for produced chunks. */
+export type ParentMessage = { job: Job } | { credit: number };
+
 const port = parentPort!;
-const job = workerData as Job;
-const store = Store.fromLocation(job.location);
-const tarFrom = async (start: number) => store.layerTar(job.layerId, { start });
+const stores = new Map<string, Store>();
+let job: Job;
+const tarFrom = async (start: number) => {
+  const key = JSON.stringify(job.location);
+  let store = stores.get(key);
+  if (!store) stores.set(key, (store = Store.fromLocation(job.location)));
+  return store.layerTar(job.layerId, { start });
+};
 
 let credit = 0;
 let wake: (() => void) | undefined;
-port.on('message', (m: { credit: number }) => {
-  credit += m.credit;
-  wake?.();
-});
 
 async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
   const tried: string[] = [];
@@ -49,8 +55,7 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
     const p = profileById(id);
     if (!p) continue;
     tried.push(id);
-    const pool = poolFor(p, j.tarSize);
-    const rep = await tryProfile(await tarFrom(0), p, j.target, pool, onBytes).finally(() => pool?.close());
+    const rep = await tryProfile(await tarFrom(0), p, j.target, poolFor(p, j.tarSize), onBytes);
     if (rep) {
       port.postMessage({ result: { profile: id, tried, ...rep } } satisfies WorkerMessage);
       return;
@@ -72,34 +77,31 @@ async function measureJob(j: Extract<Job, { kind: 'measure' }>): Promise<void> {
     if (!kept) return;
     await fh!.write(b, 0, b.length, pos).then(() => (pos += b.length), () => (kept = false));
   };
-  const m = await measure(await tarFrom(0), p, pool, undefined, Infinity, out).finally(async () => {
-    pool?.close();
-    await fh?.close();
-  });
+  const m = await measure(await tarFrom(0), p, pool, undefined, Infinity, out).finally(() => fh?.close());
   port.postMessage({ measured: { ...m!, kept } } satisfies WorkerMessage);
 }
 
 async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
-  const pool = poolFor(p, j.tarSize);
-  try {
-    for await (const b of produce(tarFrom, p, j.target, j.rep, j.range, pool)) {
-      while (credit <= 0) await new Promise<void>((r) => (wake = r));
-      credit--;
-      const copy = new Uint8Array(b); // transferable, and not a view into a reused buffer
-      port.postMessage({ chunk: copy } satisfies WorkerMessage, [copy.buffer]);
-    }
-  } finally {
-    await pool?.close();
+  for await (const b of produce(tarFrom, p, j.target, j.rep, j.range, poolFor(p, j.tarSize))) {
+    while (credit <= 0) await new Promise<void>((r) => (wake = r));
+    credit--;
+    const copy = new Uint8Array(b); // transferable, and not a view into a reused buffer
+    port.postMessage({ chunk: copy } satisfies WorkerMessage, [copy.buffer]);
   }
   port.postMessage({ done: true } satisfies WorkerMessage);
 }
 
-(job.kind === 'detect' ? detect(job) : job.kind === 'measure' ? measureJob(job) : send(job)).then(
-  () => port.close(),
-  (e: Error) => {
+port.on('message', (m: ParentMessage) => {
+  if ('credit' in m) {
+    credit += m.credit;
+    wake?.();
+    return;
+  }
+  job = m.job;
+  credit = 0;
+  (job.kind === 'detect' ? detect(job) : job.kind === 'measure' ? measureJob(job) : send(job)).catch((e: Error) => {
     port.postMessage({ error: e.message } satisfies WorkerMessage);
-    port.close();
-  },
-);
+  });
+});

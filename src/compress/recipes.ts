@@ -12,7 +12,7 @@ import type { BlobProducer, ProducedBlob } from '../oci/resolver.js';
 import { StateFile } from '../oci/state-file.js';
 import { orderProfiles, PROFILES } from './profiles.js';
 import type { Reproduction } from './produce.js';
-import type { Job, WorkerMessage } from './recipe-worker.js';
+import type { Job, ParentMessage, WorkerMessage } from './recipe-worker.js';
 
 export interface Verdict extends Partial<Reproduction> {
   /** the profile that reproduces the blob, or null: none of those tried does */
@@ -66,10 +66,78 @@ export function recompressible(snap: Snapshot): Map<string, Layer> {
   return m;
 }
 
-function runWorker(job: Job, onMessage: (m: WorkerMessage, w: Worker) => void): Worker {
-  const w = new Worker(WORKER, { workerData: job });
-  w.on('message', (m: WorkerMessage) => onMessage(m, w));
+/**
+ * Recompression threads that finished a job, kept for the next one: a fresh thread's encoders
+ * run 3-4x slower over its first 10 MB (JIT warm-up), which made most of a first pull's time.
+ * A few are kept, for a while; one whose job was given up is ended instead (it may be mid-block).
+ */
+const KEEP_WORKERS = 2;
+const KEEP_WORKERS_MS = 60_000;
+const idleWorkers: { w: Worker; timer: NodeJS.Timeout }[] = [];
+/** Jobs run on new threads and on kept ones, and threads ended with a job given up (tests check each). */
+const threadUse = { started: 0, reused: 0, stopped: 0 };
+export const recompressionThreads = (): Readonly<typeof threadUse> => ({ ...threadUse });
+
+interface JobRun {
+  /** the job's thread, for credit */
+  post(m: ParentMessage): void;
+  /** give the job up: its thread is ended */
+  stop(): void;
+}
+
+function newWorker(): Worker {
+  const w = new Worker(WORKER);
+  // (a job listens for its own failures; these outlast jobs, for a thread that ends while kept)
+  w.on('error', () => undefined);
+  w.on('exit', () => {
+    const i = idleWorkers.findIndex((x) => x.w === w);
+    if (i >= 0) clearTimeout(idleWorkers.splice(i, 1)[0].timer);
+  });
   return w;
+}
+
+/** Runs a job on a kept thread or a new one; onMessage sees its messages until its last. */
+function runWorker(job: Job, onMessage: (m: WorkerMessage) => void, onFail: (e: Error) => void): JobRun {
+  const kept = idleWorkers.pop();
+  if (kept) clearTimeout(kept.timer);
+  threadUse[kept ? 'reused' : 'started']++;
+  const w = kept?.w ?? newWorker();
+  let finished = false;
+  const fail = (e: Error) => {
+    if (finished) return;
+    finished = true;
+    onFail(e);
+  };
+  const onExit = (code: number) => fail(new Error(`${job.kind} worker for layer ${job.layerId} exited early (${code})`));
+  const message = (m: WorkerMessage) => {
+    if (finished) return;
+    const last = 'done' in m || 'result' in m || 'measured' in m || 'error' in m;
+    if (last) {
+      finished = true;
+      release();
+    }
+    onMessage(m);
+  };
+  const release = () => {
+    w.off('message', message).off('error', fail).off('exit', onExit);
+    if (idleWorkers.length >= KEEP_WORKERS) return void w.terminate();
+    const timer = setTimeout(() => void w.terminate(), KEEP_WORKERS_MS).unref();
+    w.unref();
+    idleWorkers.push({ w, timer });
+  };
+  w.on('message', message).on('error', fail).on('exit', onExit);
+  w.ref();
+  w.postMessage({ job } satisfies ParentMessage);
+  return {
+    post: (m) => finished || w.postMessage(m),
+    stop: () => {
+      if (finished) return;
+      finished = true;
+      threadUse.stopped++;
+      w.off('message', message).off('error', fail).off('exit', onExit);
+      void w.terminate();
+    },
+  };
 }
 
 export class Recipes implements BlobProducer {
@@ -208,20 +276,13 @@ export class Recipes implements BlobProducer {
   /** Run a detect or measure job after those queued before it (each keeps a core busy); its answer. */
   private enqueue<T>(job: Job, answer: (m: WorkerMessage) => T | undefined, onProgress?: (bytes: number) => void): Promise<T> {
     const p = this.queue.catch(() => undefined).then(() => new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const w = runWorker(job, (m) => {
+      runWorker(job, (m) => {
         const a = answer(m);
         if ('progress' in m) onProgress?.(m.progress);
-        else if (a !== undefined) {
-          settled = true;
-          resolve(a);
-        } else if ('error' in m) {
-          settled = true;
-          reject(new Error(`${job.kind} job for layer ${job.layerId}: ${m.error}`));
-        }
-      });
-      w.on('error', reject);
-      w.on('exit', () => settled || reject(new Error(`${job.kind} worker for layer ${job.layerId} exited early`)));
+        else if (a !== undefined) resolve(a);
+        else if ('error' in m) reject(new Error(`${job.kind} job for layer ${job.layerId}: ${m.error}`));
+        else reject(new Error(`${job.kind} job for layer ${job.layerId}: unexpected answer`));
+      }, reject);
     }));
     this.queue = p;
     return p;
@@ -229,9 +290,9 @@ export class Recipes implements BlobProducer {
 
   /** A produce job as a Readable: the worker sends chunks as the reader takes them (credit-based). */
   private stream(job: Job): Readable {
-    let worker: Worker | undefined;
+    let run: JobRun | undefined;
     let owed = 0;
-    const grant = (n: number) => worker?.postMessage({ credit: n });
+    const grant = (n: number) => run?.post({ credit: n });
     const out = new Readable({
       highWaterMark: 4 << 20,
       read() {
@@ -241,18 +302,17 @@ export class Recipes implements BlobProducer {
         }
       },
       destroy(err, cb) {
-        void worker?.terminate();
+        run?.stop();
         cb(err);
       },
     });
-    worker = runWorker(job, (m) => {
+    run = runWorker(job, (m) => {
       if ('chunk' in m) {
         if (out.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))) grant(1);
         else owed++;
       } else if ('done' in m) out.push(null);
       else if ('error' in m) out.destroy(new Error(m.error));
-    });
-    worker.on('error', (e) => out.destroy(e));
+    }, (e) => out.destroy(e));
     grant(8);
     return out;
   }

@@ -1,0 +1,243 @@
+// The level-5 matcher of klauspost-flate.ts (KlauspostDeflater.encode), in C for WebAssembly:
+// the same decisions, step for step, so the tokens are identical (the TypeScript one stays as
+// the fallback and the reference; tests compare both with each other and with Go's output).
+// In WebAssembly the 7-byte hash is one 64-bit multiply (TypeScript needs a dozen 32-bit
+// operations) and matches are compared 8 bytes at a time: most of a recompression's time.
+//
+// Each instance has its own memory: the history, the two hash tables and the tokens of one
+// window live here, and the TypeScript side works on views of the same arrays.
+#include <stdint.h>
+
+#define MAX_STORE 65535
+#define MAX_MATCH_OFFSET (1 << 15)
+#define MAX_MATCH_LENGTH 258
+#define TABLE_BITS 15
+#define TABLE_SIZE (1 << TABLE_BITS)
+#define HASH_SHIFT (32 - TABLE_BITS)
+#define ALLOC_HISTORY (MAX_STORE * 5)
+#define INPUT_MARGIN (12 - 1)
+#define MATCH_TYPE (1 << 30)
+#define PRIME4 0x9e3779b1u
+#define PRIME7 0x00cf1bbcdcbfa563ull
+
+#define EXPORT(name) __attribute__((export_name(#name)))
+
+// (16 bytes of slack: the 8-byte loads near the end read past the history, never use it)
+static uint8_t hist[ALLOC_HISTORY + 16];
+static int32_t table[TABLE_SIZE];
+static int32_t btable[2 * TABLE_SIZE]; // [2h] most recent entry, [2h+1] the one before
+static int32_t tok[MAX_STORE + 1];
+static int32_t lit_hist[256];
+static int32_t extra_hist[32];
+static int32_t off_hist[32];
+static uint8_t off_code[32768];
+static uint8_t len_code[256];
+
+EXPORT(hist) uint8_t *hist_at(void) { return hist; }
+EXPORT(table) int32_t *table_at(void) { return table; }
+EXPORT(btable) int32_t *btable_at(void) { return btable; }
+EXPORT(tok) int32_t *tok_at(void) { return tok; }
+EXPORT(lit_hist) int32_t *lit_hist_at(void) { return lit_hist; }
+EXPORT(extra_hist) int32_t *extra_hist_at(void) { return extra_hist; }
+EXPORT(off_hist) int32_t *off_hist_at(void) { return off_hist; }
+EXPORT(off_code) uint8_t *off_code_at(void) { return off_code; }
+EXPORT(len_code) uint8_t *len_code_at(void) { return len_code; }
+
+static inline uint32_t load32(int i) {
+  uint32_t v;
+  __builtin_memcpy(&v, hist + i, 4);
+  return v;
+}
+
+static inline uint64_t load64(int i) {
+  uint64_t v;
+  __builtin_memcpy(&v, hist + i, 8);
+  return v;
+}
+
+static inline uint32_t hash4(uint32_t w) { return (w * PRIME4) >> HASH_SHIFT; }
+
+/** slot of the 7-byte hash in btable (2 * hash) */
+static inline uint32_t hash7(int i) { return (uint32_t)(((load64(i) << 8) * PRIME7) >> (64 - TABLE_BITS)) << 1; }
+
+/** Number of equal bytes at a and b (a > b), not looking at or beyond `limit` (for a). */
+static inline int match_len(int a, int b, int limit) {
+  int start = a;
+  while (a + 8 <= limit) {
+    uint64_t x = load64(a) ^ load64(b);
+    if (x) return a - start + (__builtin_ctzll(x) >> 3);
+    a += 8;
+    b += 8;
+  }
+  while (a < limit && hist[a] == hist[b]) {
+    a++;
+    b++;
+  }
+  return a - start;
+}
+
+static inline int min(int a, int b) { return a < b ? a : b; }
+
+static inline int match_at(int s, int t, uint32_t first4, int end) {
+  if (s - t >= MAX_MATCH_OFFSET || load32(t) != first4) return 0;
+  return match_len(s + 4, t + 4, min(s + MAX_MATCH_LENGTH, end)) + 4;
+}
+
+static inline void add_long(uint32_t h, int32_t v) {
+  btable[h + 1] = btable[h];
+  btable[h] = v;
+}
+
+/** Tokens for hist[s0, end) after the n already in tok; returns the new count. */
+EXPORT(encode) int encode(int s0, int end, int cur, int n) {
+  const int s_limit = end - INPUT_MARGIN;
+  int next_emit = s0;
+  int s = s0;
+  uint32_t hs = hash4(load32(s));
+  uint32_t hl = hash7(s);
+
+  for (;;) {
+    int next_s = s;
+    int l = 0;
+    int tp = 0;
+    uint32_t cv = load32(s);
+    for (;;) {
+      s = next_s;
+      next_s = s + 1 + ((s - next_emit) >> 6);
+      if (next_s > s_limit) goto done;
+      int32_t s_cand = table[hs];
+      int32_t l_cur = btable[hl];
+      int32_t l_prev = btable[hl + 1];
+      uint32_t next = load32(next_s);
+      table[hs] = s + cur;
+      btable[hl + 1] = l_cur;
+      btable[hl] = s + cur;
+      uint32_t nhs = hash4(next);
+      uint32_t nhl = hash7(next_s);
+
+      tp = l_cur - cur;
+      if (s - tp < MAX_MATCH_OFFSET) {
+        if (cv == load32(tp)) {
+          table[nhs] = next_s + cur;
+          add_long(nhl, next_s + cur);
+          int t2 = l_prev - cur;
+          if (s - t2 < MAX_MATCH_OFFSET && cv == load32(t2)) {
+            l = match_len(s + 4, tp + 4, min(s + MAX_MATCH_LENGTH, end)) + 4;
+            int ml = match_len(s + 4, t2 + 4, min(s + MAX_MATCH_LENGTH, end)) + 4;
+            if (ml > l) {
+              tp = t2;
+              l = ml;
+            }
+          }
+          break;
+        }
+        tp = l_prev - cur;
+        if (s - tp < MAX_MATCH_OFFSET && cv == load32(tp)) {
+          table[nhs] = next_s + cur;
+          add_long(nhl, next_s + cur);
+          break;
+        }
+      }
+
+      tp = s_cand - cur;
+      if (s - tp < MAX_MATCH_OFFSET && cv == load32(tp)) {
+        l = match_len(s + 4, tp + 4, min(s + MAX_MATCH_LENGTH, end)) + 4;
+        int32_t c2 = btable[nhl];
+        int32_t p2 = btable[nhl + 1];
+        table[nhs] = next_s + cur;
+        btable[nhl + 1] = c2;
+        btable[nhl] = next_s + cur;
+        int t2 = c2 - cur;
+        if (next_s - t2 < MAX_MATCH_OFFSET) {
+          int ml = match_at(next_s, t2, next, end);
+          if (ml <= l) {
+            t2 = p2 - cur;
+            ml = match_at(next_s, t2, next, end);
+          }
+          if (ml > l) {
+            tp = t2;
+            s = next_s;
+            l = ml;
+          }
+        }
+        break;
+      }
+      cv = next;
+      hs = nhs;
+      hl = nhl;
+    }
+
+    if (l == 0) l = match_len(s + 4, tp + 4, end) + 4;
+    else if (l == MAX_MATCH_LENGTH) l += match_len(s + l, tp + l, end);
+
+    int s_at = s + l;
+    if (l < 30 && s_at < s_limit) {
+      int t2 = btable[hash7(s_at)] - cur - l + 2;
+      int s2 = s + 2;
+      int off = s2 - t2;
+      if (t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0) {
+        int l2 = match_len(s2, t2, end);
+        if (l2 > l) {
+          tp = t2;
+          l = l2;
+          s = s2;
+        }
+      }
+    }
+
+    while (tp > 0 && s > next_emit && hist[tp - 1] == hist[s - 1]) {
+      s--;
+      tp--;
+      l++;
+    }
+    for (int i = next_emit; i < s; i++) {
+      uint8_t v = hist[i];
+      tok[n++] = v;
+      lit_hist[v]++;
+    }
+
+    int xoff = s - tp - 1;
+    int oc = off_code[xoff];
+    int32_t off_bits = MATCH_TYPE | (oc << 16) | xoff;
+    for (int rest = l; rest > 0;) {
+      int xl = rest;
+      if (xl > MAX_MATCH_LENGTH) xl = xl > MAX_MATCH_LENGTH + 3 ? MAX_MATCH_LENGTH : MAX_MATCH_LENGTH - 3;
+      rest -= xl;
+      xl -= 3;
+      extra_hist[len_code[xl] + 1]++;
+      off_hist[oc]++;
+      tok[n++] = off_bits | (xl << 22);
+    }
+
+    s += l;
+    next_emit = s;
+    if (next_s >= s) s = next_s + 1;
+    if (s >= s_limit) goto done;
+
+    int i = s - l + 1;
+    if (i < s - 1) {
+      table[hash4(load32(i))] = i + cur;
+      add_long(hash7(i), i + cur);
+      add_long(hash7(i + 1), i + 1 + cur);
+      table[hash4(load32(i + 2))] = i + 2 + cur;
+      for (i += 4; i < s - 1; i += 3) {
+        add_long(hash7(i), i + cur);
+        table[hash4(load32(i + 1))] = i + 1 + cur;
+      }
+    }
+    table[hash4(load32(s - 1))] = s - 1 + cur;
+    add_long(hash7(s - 1), s - 1 + cur);
+    hs = hash4(load32(s));
+    hl = hash7(s);
+  }
+
+done:
+  if (next_emit < end && n > 0) {
+    for (int i = next_emit; i < end; i++) {
+      uint8_t v = hist[i];
+      tok[n++] = v;
+      lit_hist[v]++;
+    }
+  }
+  return n;
+}

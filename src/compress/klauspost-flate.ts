@@ -16,11 +16,13 @@ import { readFileSync } from 'node:fs';
 import { BitWriter } from './bit-writer.js';
 import {
   EOB as END_BLOCK,
+  LEN_BASE,
   LEN_CODE,
   LEN_EXTRA,
   MATCH as MATCH_TYPE,
   NUM_LIT as LITERAL_COUNT,
   NUM_OFF as OFFSET_CODE_COUNT,
+  OFF_BASE,
   OFF_CODE,
   OFF_EXTRA,
 } from './deflate-tables.js';
@@ -192,6 +194,97 @@ class Tokens {
 }
 
 // ---------------------------------------------------------------------------------------
+// The matcher and token writer in WebAssembly (wasm/klauspost-match.c, built by
+// scripts/build-wasm.sh): the same decisions as encode() and writeTokens(), 2x as fast; those
+// are the fallback where it is missing.
+
+interface MatchExports {
+  memory: WebAssembly.Memory;
+  encode(s0: number, end: number, cur: number, n: number): number;
+  write_tokens(n: number): number;
+  hist(): number;
+  table(): number;
+  btable(): number;
+  tok(): number;
+  lit_hist(): number;
+  extra_hist(): number;
+  off_hist(): number;
+  off_code(): number;
+  len_code(): number;
+  len_base(): number;
+  off_base(): number;
+  len_extra(): number;
+  off_extra(): number;
+  lit_codes(): number;
+  lit_lens(): number;
+  off_codes(): number;
+  off_lens(): number;
+  out(): number;
+  bits(): number;
+}
+
+const matchModule = (() => {
+  try {
+    return new WebAssembly.Module(readFileSync(new URL('./wasm/klauspost-match.wasm', import.meta.url)));
+  } catch {
+    return undefined;
+  }
+})();
+let useWasm = !!matchModule;
+
+/** Whether new deflaters match in WebAssembly; off: in TypeScript (tests compare the two). */
+export function wasmMatcher(on?: boolean): boolean {
+  if (on !== undefined) useWasm = on && !!matchModule;
+  return useWasm;
+}
+
+/** A matcher instance: its own memory holding the history, tables, tokens and output. */
+class Matcher {
+  readonly x = new WebAssembly.Instance(matchModule!, {}).exports as unknown as MatchExports;
+  private readonly mem = this.x.memory.buffer; // (never grows: the C side allocates nothing)
+  private readonly litCodes = new Uint16Array(this.mem, this.x.lit_codes(), 288);
+  private readonly litLens = new Uint8Array(this.mem, this.x.lit_lens(), 288);
+  private readonly offCodes = new Uint16Array(this.mem, this.x.off_codes(), 32);
+  private readonly offLens = new Uint8Array(this.mem, this.x.off_lens(), 32);
+  private readonly bits = new Uint32Array(this.mem, this.x.bits(), 2);
+  private readonly out = this.x.out();
+
+  constructor() {
+    const { x, mem } = this;
+    new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
+    new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
+    new Int32Array(mem, x.len_base(), 32).set(LEN_BASE);
+    new Int32Array(mem, x.off_base(), 32).set(OFF_BASE);
+    new Uint8Array(mem, x.len_extra(), LEN_EXTRA.length).set(LEN_EXTRA);
+    new Uint8Array(mem, x.off_extra(), OFF_EXTRA.length).set(OFF_EXTRA);
+  }
+
+  i32(at: number, n: number): Int32Array<ArrayBuffer> {
+    return new Int32Array(this.mem, at, n);
+  }
+
+  owns(a: Int32Array): boolean {
+    return a.buffer === this.mem;
+  }
+
+  /** writeTokens (huffman-code.ts) of the first n tokens in this memory. */
+  writeTokens(bw: BitWriter, n: number, lit: HuffmanCode, off: HuffmanCode): void {
+    this.litCodes.set(lit.codes);
+    this.litLens.set(lit.lens);
+    this.offCodes.set(off.codes);
+    this.offLens.set(off.lens);
+    this.bits[0] = bw.acc;
+    this.bits[1] = bw.nbits;
+    const len = this.x.write_tokens(n);
+    bw.ensure(len);
+    bw.buf.set(new Uint8Array(this.mem, this.out, len), bw.pos);
+    bw.pos += len;
+    bw.acc = this.bits[0];
+    bw.nbits = this.bits[1];
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Block writer: klauspost's block-type decisions. Codes, headers and token output are the
 // ones shared with the Go encoder (huffman-code.ts); the decisions are not: klauspost keeps a
 // dynamic table open across windows, estimates entropy to decide when to re-use it, and
@@ -199,6 +292,8 @@ class Tokens {
 
 class BlockWriter {
   readonly bw = new BitWriter(1 << 17);
+
+  constructor(private readonly matcher?: Matcher) {}
 
   /** >0 while a dynamic block is open (its EOB not yet written): its estimated header size */
   private lastHeader = 0;
@@ -323,7 +418,8 @@ class BlockWriter {
     if (n === 0) return;
     const deferEOB = t.tok[n - 1] === END_BLOCK;
     if (deferEOB) n--;
-    writeTokens(this.bw, t.tok, n, le, oe);
+    if (this.matcher?.owns(t.tok)) this.matcher.writeTokens(this.bw, n, le, oe);
+    else writeTokens(this.bw, t.tok, n, le, oe);
     if (deferEOB) writeEOB(this.bw, le);
   }
 
@@ -444,49 +540,6 @@ class BlockWriter {
 }
 
 // ---------------------------------------------------------------------------------------
-// The matcher in WebAssembly (wasm/klauspost-match.c, built by scripts/build-wasm.sh): the
-// same decisions as encode() below, 2x as fast; encode() is the fallback where it is missing.
-
-interface MatchExports {
-  memory: WebAssembly.Memory;
-  encode(s0: number, end: number, cur: number, n: number): number;
-  hist(): number;
-  table(): number;
-  btable(): number;
-  tok(): number;
-  lit_hist(): number;
-  extra_hist(): number;
-  off_hist(): number;
-  off_code(): number;
-  len_code(): number;
-}
-
-const matchModule = (() => {
-  try {
-    return new WebAssembly.Module(readFileSync(new URL('./wasm/klauspost-match.wasm', import.meta.url)));
-  } catch {
-    return undefined;
-  }
-})();
-let useWasm = !!matchModule;
-
-/** Whether new deflaters match in WebAssembly; off: in TypeScript (tests compare the two). */
-export function wasmMatcher(on?: boolean): boolean {
-  if (on !== undefined) useWasm = on && !!matchModule;
-  return useWasm;
-}
-
-/** A matcher instance: its own memory holding the history, tables and tokens. */
-function matchInstance(): MatchExports | undefined {
-  if (!useWasm) return undefined;
-  const x = new WebAssembly.Instance(matchModule!, {}).exports as unknown as MatchExports;
-  const mem = x.memory.buffer;
-  new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
-  new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
-  return x;
-}
-
-// ---------------------------------------------------------------------------------------
 // The level-5 compressor: 65535-byte input window, fast matcher with its own history.
 
 /**
@@ -498,12 +551,12 @@ export class KlauspostDeflater {
   private readonly window = new Uint8Array(MAX_STORE);
   private windowEnd = 0;
   private readonly tokens: Tokens;
-  private readonly bw = new BlockWriter();
+  private readonly bw: BlockWriter;
 
   // Matcher state. Table entries are positions in `hist` plus `cur`, so sliding the
   // history only moves `cur`; entries further back than the window simply fail the
   // distance check.
-  private readonly wasm = matchInstance();
+  private readonly wasm = useWasm ? new Matcher() : undefined;
   private readonly hist: Uint8Array;
   private readonly view: DataView;
   private histLen = 0;
@@ -513,13 +566,14 @@ export class KlauspostDeflater {
   private readonly bTable: Int32Array;
 
   constructor() {
-    const x = this.wasm;
-    if (x) {
-      const mem = x.memory.buffer; // (never grows: the C side allocates nothing)
-      this.hist = new Uint8Array(mem, x.hist(), ALLOC_HISTORY);
-      this.table = new Int32Array(mem, x.table(), TABLE_SIZE);
-      this.bTable = new Int32Array(mem, x.btable(), 2 * TABLE_SIZE);
-      this.tokens = new Tokens(new Int32Array(mem, x.tok(), MAX_STORE + 1), new Int32Array(mem, x.lit_hist(), 256), new Int32Array(mem, x.extra_hist(), 32), new Int32Array(mem, x.off_hist(), 32));
+    const m = this.wasm;
+    this.bw = new BlockWriter(m);
+    if (m) {
+      const x = m.x;
+      this.hist = new Uint8Array(x.memory.buffer, x.hist(), ALLOC_HISTORY);
+      this.table = m.i32(x.table(), TABLE_SIZE);
+      this.bTable = m.i32(x.btable(), 2 * TABLE_SIZE);
+      this.tokens = new Tokens(m.i32(x.tok(), MAX_STORE + 1), m.i32(x.lit_hist(), 256), m.i32(x.extra_hist(), 32), m.i32(x.off_hist(), 32));
     } else {
       this.hist = new Uint8Array(ALLOC_HISTORY);
       this.table = new Int32Array(TABLE_SIZE);
@@ -658,7 +712,7 @@ export class KlauspostDeflater {
     const s0 = this.addBlock(input);
     if (input.length < MIN_NON_LITERAL_BLOCK) return; // left to the caller as literals
     if (this.wasm) {
-      this.tokens.n = this.wasm.encode(s0, this.histLen, this.cur, this.tokens.n);
+      this.tokens.n = this.wasm.x.encode(s0, this.histLen, this.cur, this.tokens.n);
       return;
     }
 

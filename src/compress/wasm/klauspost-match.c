@@ -1,8 +1,9 @@
-// The level-5 matcher of klauspost-flate.ts (KlauspostDeflater.encode), in C for WebAssembly:
-// the same decisions, step for step, so the tokens are identical (the TypeScript one stays as
-// the fallback and the reference; tests compare both with each other and with Go's output).
-// In WebAssembly the 7-byte hash is one 64-bit multiply (TypeScript needs a dozen 32-bit
-// operations) and matches are compared 8 bytes at a time: most of a recompression's time.
+// The level-5 matcher of klauspost-flate.ts (KlauspostDeflater.encode) and the Huffman token
+// writer (huffman-code.ts writeTokens), in C for WebAssembly: the same decisions, step for
+// step, so the bytes are identical (the TypeScript ones stay as the fallback and the
+// reference; tests compare both with each other and with Go's output). In WebAssembly the
+// 7-byte hash is one 64-bit multiply (TypeScript needs a dozen 32-bit operations), matches are
+// compared 8 bytes at a time and bits gather in 64 bits: most of a recompression's time.
 //
 // Each instance has its own memory: the history, the two hash tables and the tokens of one
 // window live here, and the TypeScript side works on views of the same arrays.
@@ -32,6 +33,17 @@ static int32_t extra_hist[32];
 static int32_t off_hist[32];
 static uint8_t off_code[32768];
 static uint8_t len_code[256];
+// the token writer's tables (deflate-tables.ts), codes of the block (copied in per block), output
+static int32_t len_base[32];
+static int32_t off_base[32];
+static uint8_t len_extra[32];
+static uint8_t off_extra[32];
+static uint16_t lit_codes[288];
+static uint8_t lit_lens[288];
+static uint16_t off_codes[32];
+static uint8_t off_lens[32];
+static uint8_t out[6 * (MAX_STORE + 1) + 64];
+static uint32_t bits[2]; // pending bits (< 16) and their count, in and out
 
 EXPORT(hist) uint8_t *hist_at(void) { return hist; }
 EXPORT(table) int32_t *table_at(void) { return table; }
@@ -42,6 +54,16 @@ EXPORT(extra_hist) int32_t *extra_hist_at(void) { return extra_hist; }
 EXPORT(off_hist) int32_t *off_hist_at(void) { return off_hist; }
 EXPORT(off_code) uint8_t *off_code_at(void) { return off_code; }
 EXPORT(len_code) uint8_t *len_code_at(void) { return len_code; }
+EXPORT(len_base) int32_t *len_base_at(void) { return len_base; }
+EXPORT(off_base) int32_t *off_base_at(void) { return off_base; }
+EXPORT(len_extra) uint8_t *len_extra_at(void) { return len_extra; }
+EXPORT(off_extra) uint8_t *off_extra_at(void) { return off_extra; }
+EXPORT(lit_codes) uint16_t *lit_codes_at(void) { return lit_codes; }
+EXPORT(lit_lens) uint8_t *lit_lens_at(void) { return lit_lens; }
+EXPORT(off_codes) uint16_t *off_codes_at(void) { return off_codes; }
+EXPORT(off_lens) uint8_t *off_lens_at(void) { return off_lens; }
+EXPORT(out) uint8_t *out_at(void) { return out; }
+EXPORT(bits) uint32_t *bits_at(void) { return bits; }
 
 static inline uint32_t load32(int i) {
   uint32_t v;
@@ -240,4 +262,58 @@ done:
     }
   }
   return n;
+}
+
+static inline void store32(int pos, uint32_t v) { __builtin_memcpy(out + pos, &v, 4); }
+
+/**
+ * tok[0, n) (literals and matches, no EOB) in the block's codes, after the pending bits; writes
+ * whole bytes to out and returns their count, leaving fewer than 16 bits pending.
+ */
+EXPORT(write_tokens) int write_tokens(int n) {
+  uint64_t acc = bits[0];
+  int nb = (int)bits[1];
+  int pos = 0;
+  for (int i = 0; i < n; i++) {
+    int32_t t = tok[i];
+    if (t < 256) {
+      acc |= (uint64_t)lit_codes[t] << nb;
+      nb += lit_lens[t];
+    } else {
+      // a length (code ≤ 15 bits + 5 extra) and an offset (≤ 15 + 13): the accumulator is
+      // emptied to under 32 bits before each, so 64 always hold them
+      int xlen = (t >> 22) & 0xff;
+      int lc = len_code[xlen];
+      acc |= (uint64_t)lit_codes[257 + lc] << nb;
+      nb += lit_lens[257 + lc];
+      acc |= (uint64_t)(uint32_t)(xlen - len_base[lc]) << nb;
+      nb += len_extra[lc];
+      if (nb >= 32) {
+        store32(pos, (uint32_t)acc);
+        pos += 4;
+        acc >>= 32;
+        nb -= 32;
+      }
+      int oc = (t >> 16) & 31;
+      acc |= (uint64_t)off_codes[oc] << nb;
+      nb += off_lens[oc];
+      acc |= (uint64_t)(uint32_t)((t & 0xffff) - off_base[oc]) << nb;
+      nb += off_extra[oc];
+    }
+    if (nb >= 32) {
+      store32(pos, (uint32_t)acc);
+      pos += 4;
+      acc >>= 32;
+      nb -= 32;
+    }
+  }
+  while (nb >= 16) {
+    out[pos++] = (uint8_t)acc;
+    out[pos++] = (uint8_t)(acc >> 8);
+    acc >>= 16;
+    nb -= 16;
+  }
+  bits[0] = (uint32_t)acc;
+  bits[1] = (uint32_t)nb;
+  return pos;
 }

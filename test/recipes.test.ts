@@ -4,6 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -42,6 +43,13 @@ async function bytes(url: string, headers: Record<string, string> = {}): Promise
 
 function verdicts(state: string): Record<string, { profile: string | null; blockOffsets?: number[] }> {
   return JSON.parse(readFileSync(join(state, 'recipes.json'), 'utf8'));
+}
+
+/** The layers of the image skopeo pushed as OCI with pgzip, from its original manifest as srv serves it. */
+async function pgzipImage(srv: Served): Promise<{ layers: { digest: string; size: number }[]; blobUrl: (digest: string) => string }> {
+  const p = fx.pushed.find((x) => x.format === 'oci' && x.compression === 'gzip')!;
+  const m = JSON.parse((await bytes(`${srv.url}/v2/${repoOf(p.ref)}/manifests/${p.manifestDigest}`)).body.toString()) as { layers: { digest: string; size: number }[] };
+  return { layers: m.layers, blobUrl: (d) => `${srv.url}/v2/${repoOf(p.ref)}/blobs/${d}` };
 }
 
 /** Pull by the original digest with skopeo (it verifies every blob's digest) and check the blobs it wrote. */
@@ -112,10 +120,9 @@ test('a layer GNU gzip -1 made (with a file name) is reported not reproducible; 
 
 test('range reads of a reproduced pgzip blob (start, block boundary, middle, end) equal the same bytes of a full download', async () => {
   const srv = await serve(fx.stores.pulled, 'ranges');
-  const p = fx.pushed.find((x) => x.format === 'oci' && x.compression === 'gzip')!;
-  const m = JSON.parse((await bytes(`${srv.url}/v2/${repoOf(p.ref)}/manifests/${p.manifestDigest}`)).body.toString()) as { layers: { digest: string; size: number }[] };
-  const big = m.layers.reduce((a, b) => (b.size > a.size ? b : a));
-  const url = `${srv.url}/v2/${repoOf(p.ref)}/blobs/${big.digest}`;
+  const { layers, blobUrl } = await pgzipImage(srv);
+  const big = layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const url = blobUrl(big.digest);
   const full = (await bytes(url)).body;
   assert.equal(sha(full), big.digest);
   const offsets = verdicts(srv.state)[big.digest].blockOffsets!;
@@ -135,10 +142,9 @@ test('range reads of a reproduced pgzip blob (start, block boundary, middle, end
 
 test('recompression threads are kept warm between downloads; one whose download was given up is ended, and the next download still verifies', async () => {
   const srv = await serve(fx.stores.pulled, 'threads');
-  const p = fx.pushed.find((x) => x.format === 'oci' && x.compression === 'gzip')!;
-  const m = JSON.parse((await bytes(`${srv.url}/v2/${repoOf(p.ref)}/manifests/${p.manifestDigest}`)).body.toString()) as { layers: { digest: string; size: number }[] };
-  const big = m.layers.reduce((a, b) => (b.size > a.size ? b : a));
-  const url = `${srv.url}/v2/${repoOf(p.ref)}/blobs/${big.digest}`;
+  const { layers, blobUrl } = await pgzipImage(srv);
+  const big = layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const url = blobUrl(big.digest);
   assert.equal(sha((await bytes(url)).body), big.digest);
   const before = recompressionThreads();
   assert.equal(sha((await bytes(url)).body), big.digest);
@@ -153,6 +159,41 @@ test('recompression threads are kept warm between downloads; one whose download 
   for (let i = 0; i < 100 && recompressionThreads().stopped === after1.stopped; i++) await new Promise((res) => setTimeout(res, 20));
   assert.equal(recompressionThreads().stopped, after1.stopped + 1, 'the given-up job ended its thread');
   assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
+});
+
+test('a layer file changed on disk: neither a whole recompressed blob nor a range from its first block past that file is served', async () => {
+  const d = join(work, 'tampered');
+  mkdirSync(d);
+  execFileSync('cp', ['-a', fx.stores.pulled.root, join(d, 'root')]);
+  const s: FixtureStore = { root: join(d, 'root'), runroot: join(d, 'run'), driver: 'overlay' };
+  const srv = await serve(s, 'tampered');
+  const { layers, blobUrl } = await pgzipImage(srv);
+  const store = Store.open(s);
+  const snap = await store.snapshot();
+  const base = snap.layers.find((l) => l.compressedDigest === layers[0].digest)!;
+  const url = blobUrl(layers[0].digest);
+  const original = (await bytes(url)).body; // (the recipe is found while the layer is intact)
+  assert.equal(sha(original), layers[0].digest);
+  // /bin/busybox is the first file of the base layer: its bytes are in the blob's first block
+  const victim = join(store.contentRoots(base)[0], 'bin', 'busybox');
+  const buf = readFileSync(victim);
+  buf[100] ^= 1;
+  writeFileSync(victim, buf);
+  /** 'cut off' (the body fails), 'refused' (an error status) or the bytes received */
+  const outcome = async (headers: Record<string, string>) => {
+    try {
+      const r = await fetch(url, { headers });
+      const b = Buffer.from(await r.arrayBuffer());
+      return r.status >= 400 ? 'refused' : b;
+    } catch {
+      return 'cut off';
+    }
+  };
+  const whole = await outcome({});
+  assert.ok(typeof whole === 'string', `the whole blob is not served (its digest does not match): got ${whole.length} bytes`);
+  // a range that starts in the first block and ends past busybox (read whole, its CRC-64 checked)
+  const range = await outcome({ Range: `bytes=0-${original.length >> 1}` });
+  assert.ok(typeof range === 'string', `a range from the first block past the changed file is not served (busybox does not match its tar-split CRC-64): got ${range.length} bytes`);
 });
 
 test('--scan-recipes finds recipes in the background; the served-blob cache serves repeat pulls, and a tampered copy is never served', { skip: roomToKeep(work) }, async () => {

@@ -7,6 +7,7 @@ import { open } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
 import { Store } from '../storage/store.js';
 import type { StoreLocation } from '../storage/config.js';
+import type { TarCheck } from '../storage/layer-tar.js';
 import { profileById } from './profiles.js';
 import { measure, poolFor, produce, tryProfile, type Measured, type Reproduction, type Target } from './produce.js';
 
@@ -31,11 +32,11 @@ export type ParentMessage = { job: Job } | { credit: number };
 const port = parentPort!;
 const stores = new Map<string, Store>();
 let job: Job;
-const tarFrom = async (start: number) => {
+const tarFrom = async (start: number, check?: TarCheck) => {
   const key = JSON.stringify(job.location);
   let store = stores.get(key);
   if (!store) stores.set(key, (store = Store.fromLocation(job.location)));
-  return store.layerTar(job.layerId, { start });
+  return store.layerTar(job.layerId, { start, check });
 };
 
 let credit = 0;

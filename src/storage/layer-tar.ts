@@ -30,7 +30,18 @@ export interface LayerTarOptions {
   onClose?: () => void;
   /** open files with the realpath checks used where the kernel has no openat2, even where it does (tests) */
   checkedOpens?: boolean;
+  /** how the bytes are checked (default: 'digest' for a whole tar, 'crc' for a range) */
+  check?: TarCheck;
 }
+
+/**
+ * 'digest': a whole tar's SHA-256 against the layer's diff digest, its last chunk held back
+ * until it matches (files' CRC-64s where no digest is recorded). 'crc': each file against its
+ * tar-split CRC-64, as it is read (for a consumer that may stop before the end). 'caller': no
+ * check here, for a caller that checks what it makes of the whole tar against a digest known
+ * in advance (a recompressed original blob), which no wrong tar byte can pass.
+ */
+export type TarCheck = 'digest' | 'crc' | 'caller';
 
 /**
  * Large files are read in pieces of this size, one piece ahead, while at most FEW_STREAMS layer
@@ -404,10 +415,11 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
   const whole = start === 0 && end === Infinity;
   const checked = !!opts.checkedOpens;
   const res = new Resolver(opts.contentRoots, opts.layerId, checked);
-  const hash = whole ? createHash('sha256') : undefined;
+  const check = opts.check ?? (whole ? 'digest' : 'crc');
+  const hash = whole && check === 'digest' ? createHash('sha256') : undefined;
   // A whole tar with a recorded digest is verified by its sha256 before its last bytes go
   // out; the per-file CRC-64s (a third of the CPU) are then redundant: only ranges need them.
-  const fileCrcs = !(whole && opts.diffDigest);
+  const fileCrcs = check === 'crc' || (check === 'digest' && !(whole && opts.diffDigest));
   let waiting: (() => void) | undefined;
 
   const stream = new Readable({
@@ -578,11 +590,11 @@ export function layerTarStream(opts: LayerTarOptions): Readable {
       }
       while (pending.length) await finish(pending.shift()!);
       if (stream.destroyed) return;
-      if (whole) {
-        const digest = 'sha256:' + hash!.digest('hex');
-        if (opts.diffSize !== undefined && offset !== opts.diffSize) {
-          throw new LayerVerifyError(`layer ${opts.layerId}: rebuilt tar has ${offset} bytes, the store records ${opts.diffSize}`);
-        }
+      if (whole && opts.diffSize !== undefined && offset !== opts.diffSize) {
+        throw new LayerVerifyError(`layer ${opts.layerId}: rebuilt tar has ${offset} bytes, the store records ${opts.diffSize}`);
+      }
+      if (hash) {
+        const digest = 'sha256:' + hash.digest('hex');
         if (opts.diffDigest && digest !== opts.diffDigest) {
           throw new LayerVerifyError(`layer ${opts.layerId}: rebuilt tar has digest ${digest}, the store records ${opts.diffDigest}`);
         }

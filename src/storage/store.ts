@@ -14,7 +14,7 @@ import {
   type Container, type Image, type Layer,
 } from './records.js';
 import { Snapshot } from './snapshot.js';
-import { layerTarStream } from './layer-tar.js';
+import { layerTarStream, type TarCheck } from './layer-tar.js';
 
 export class StoreError extends Error {
   override name = 'StoreError';
@@ -58,6 +58,7 @@ export interface LayerTarOptions {
   start?: number;
   /** exclusive */
   end?: number;
+  check?: TarCheck;
 }
 
 export class Store {
@@ -331,6 +332,7 @@ export class Store {
         diffSize: layer.diffSize,
         start: opts.start,
         end: opts.end,
+        check: opts.check,
         onClose: release,
       });
     } catch (e) {

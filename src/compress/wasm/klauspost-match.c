@@ -264,7 +264,15 @@ done:
   return n;
 }
 
-static inline void store32(int pos, uint32_t v) { __builtin_memcpy(out + pos, &v, 4); }
+/** Moves 32 of the pending bits to out when there are that many. */
+static inline void flush32(uint64_t *acc, int *nb, int *pos) {
+  if (*nb < 32) return;
+  uint32_t v = (uint32_t)*acc;
+  __builtin_memcpy(out + *pos, &v, 4);
+  *pos += 4;
+  *acc >>= 32;
+  *nb -= 32;
+}
 
 /**
  * tok[0, n) (literals and matches, no EOB) in the block's codes, after the pending bits; writes
@@ -288,24 +296,14 @@ EXPORT(write_tokens) int write_tokens(int n) {
       nb += lit_lens[257 + lc];
       acc |= (uint64_t)(uint32_t)(xlen - len_base[lc]) << nb;
       nb += len_extra[lc];
-      if (nb >= 32) {
-        store32(pos, (uint32_t)acc);
-        pos += 4;
-        acc >>= 32;
-        nb -= 32;
-      }
+      flush32(&acc, &nb, &pos);
       int oc = (t >> 16) & 31;
       acc |= (uint64_t)off_codes[oc] << nb;
       nb += off_lens[oc];
       acc |= (uint64_t)(uint32_t)((t & 0xffff) - off_base[oc]) << nb;
       nb += off_extra[oc];
     }
-    if (nb >= 32) {
-      store32(pos, (uint32_t)acc);
-      pos += 4;
-      acc >>= 32;
-      nb -= 32;
-    }
+    flush32(&acc, &nb, &pos);
   }
   while (nb >= 16) {
     out[pos++] = (uint8_t)acc;

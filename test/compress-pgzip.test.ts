@@ -21,6 +21,8 @@ import {
   pgzipTrailer,
 } from '../src/compress/pgzip.js';
 import { KlauspostDeflater, klauspostDeflate, wasmMatcher } from '../src/compress/klauspost-flate.js';
+import { useWasm } from '../src/compress/wasm.js';
+import { logLines } from './compress-support.js';
 import fc from 'fast-check';
 import { crc32 as pgzipCrc32 } from '../src/compress/crc32.js';
 import { poolFor, produce, tryProfile } from '../src/compress/produce.js';
@@ -65,20 +67,6 @@ function words(n: number, seed: number): Buffer {
     len += w.length;
   }
   return Buffer.from(parts.join('')).subarray(0, n);
-}
-
-/** Access-log-like lines: repeated structure with varying numbers, the short and mid-length matches of real logs. */
-function logLines(n: number, seed: number): Buffer {
-  const r = prng(Math.max(16, n), seed);
-  const paths = ['/v2/', '/v2/library/alpine/manifests/latest', '/v2/library/alpine/blobs/sha256:', '/healthz', '/v2/_catalog'];
-  const lines: string[] = [];
-  for (let i = 0, len = 0; len < n; i++) {
-    const k = (j: number) => r[(i * 5 + j) % r.length];
-    const line = `10.0.${k(0)}.${k(1)} - - [06/Dec/2026:12:${k(2) % 60}:${k(3) % 60} +0000] "GET ${paths[k(4) % paths.length]}${k(5).toString(16)}${k(6)} HTTP/1.1" ${k(7) & 1 ? 200 : 404} ${k(8) * k(9)}\n`;
-    lines.push(line);
-    len += line.length;
-  }
-  return Buffer.from(lines.join('')).subarray(0, n);
 }
 
 function sha(b: Uint8Array): string {
@@ -279,12 +267,12 @@ test('the WebAssembly matcher is built and used, and writes exactly what the Typ
   };
   const both = (data: Uint8Array, dict: Uint8Array) => {
     try {
-      wasmMatcher(true);
+      useWasm(true);
       const w = deflate(data, dict);
-      wasmMatcher(false);
+      useWasm(false);
       return { w, t: deflate(data, dict) };
     } finally {
-      wasmMatcher(true);
+      useWasm(true);
     }
   };
   // pieces that exercise every path: repeats (long matches, > 258), text (short matches,
@@ -308,9 +296,9 @@ test('the WebAssembly matcher is built and used, and writes exactly what the Typ
   }), { seed: 20261206, numRuns: 60 });
   // a stream of many windows: the history slides down several times (addBlock)
   const long = Buffer.concat([words(600_000, 1), prng(200_000, 2, 16, true), words(900_000, 3)]);
-  wasmMatcher(false);
+  useWasm(false);
   const t = klauspostDeflate(long);
-  wasmMatcher(true);
+  useWasm(true);
   const w = klauspostDeflate(long);
   assert.equal(sha(w), sha(t), 'a 1.7 MB stream');
   assert.equal(sha(w), sha(goPgzip(long, 'flate')), 'and both are what Go writes');

@@ -38,6 +38,20 @@ export function text(n: number, seed: number): Buffer {
   return Buffer.from(parts.join('')).subarray(0, n);
 }
 
+/** Access-log-like lines: repeated structure with varying numbers, the short and mid-length matches of real logs. */
+export function logLines(n: number, seed: number): Buffer {
+  const r = rng(seed);
+  const paths = ['/v2/', '/v2/library/alpine/manifests/latest', '/v2/library/alpine/blobs/sha256:', '/healthz', '/v2/_catalog'];
+  const lines: string[] = [];
+  for (let len = 0; len < n; ) {
+    const k = () => r() & 0xff;
+    const line = `10.0.${k()}.${k()} - - [06/Dec/2026:12:${k() % 60}:${k() % 60} +0000] "GET ${paths[k() % paths.length]}${k().toString(16)}${k()} HTTP/1.1" ${k() & 1 ? 200 : 404} ${k() * k()}\n`;
+    lines.push(line);
+    len += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, n);
+}
+
 export function sha(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');
 }

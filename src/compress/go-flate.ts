@@ -14,6 +14,7 @@
 import { BitWriter } from './bit-writer.js';
 import { MATCH, MAX_STORED, OFF_CODE } from './deflate-tables.js';
 import { HuffmanBlockWriter } from './go-huffman.js';
+import { wasmInstance } from './wasm.js';
 
 const WINDOW = 1 << 15;
 const WINDOW_MASK = WINDOW - 1;
@@ -58,13 +59,28 @@ interface Engine {
   close(): void;
 }
 
+/** The chain matcher in WebAssembly (wasm/go-flate-chain.c): the same decisions as step() below. */
+interface ChainExports {
+  step(): number;
+  win(): number;
+  head(): number;
+  prev(): number;
+  tok(): number;
+  off_code(): number;
+  state(): number;
+}
+/** its variables (state[]), in go-flate-chain.c's order */
+const enum S { INDEX, CHAIN_HEAD, LENGTH, OFFSET, BYTE_AVAILABLE, NTOK, HASH_OFFSET, WINDOW_END, SYNC, GREEDY, LAZY, FAST_SKIP, NICE, TRIES, EMIT_INDEX, COUNT }
+
 /** Levels 2-9: hash-chain matcher (deflate.go). */
 class ChainEngine implements Engine {
-  private readonly window = new Uint8Array(2 * WINDOW);
-  private readonly view = new DataView(this.window.buffer);
-  private readonly hashHead = new Int32Array(1 << HASH_BITS);
-  private readonly hashPrev = new Int32Array(WINDOW);
-  private readonly tokens = new Int32Array(MAX_BLOCK_TOKENS + 1);
+  private readonly wasm = wasmInstance<ChainExports>('go-flate-chain');
+  private readonly state?: Int32Array;
+  private readonly window: Uint8Array;
+  private readonly view: DataView;
+  private readonly hashHead: Int32Array;
+  private readonly hashPrev: Int32Array;
+  private readonly tokens: Int32Array;
   private ntok = 0;
   private windowEnd = 0;
   private index = 0;
@@ -84,6 +100,53 @@ class ChainEngine implements Engine {
   constructor(private readonly p: LevelParams, private readonly hw: HuffmanBlockWriter) {
     this.greedy = p.fastSkip !== SKIP_NEVER;
     this.tries = MIN_MATCH - 1 >= p.good ? p.chain >> 2 : p.chain;
+    const x = this.wasm;
+    if (x) {
+      const mem = x.memory.buffer; // (never grows: the C side allocates nothing)
+      this.window = new Uint8Array(mem, x.win(), 2 * WINDOW);
+      this.hashHead = new Int32Array(mem, x.head(), 1 << HASH_BITS);
+      this.hashPrev = new Int32Array(mem, x.prev(), WINDOW);
+      this.tokens = new Int32Array(mem, x.tok(), MAX_BLOCK_TOKENS + 1);
+      new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
+      const st = (this.state = new Int32Array(mem, x.state(), S.COUNT));
+      st[S.GREEDY] = +this.greedy;
+      st[S.LAZY] = p.lazy;
+      st[S.FAST_SKIP] = p.fastSkip;
+      st[S.NICE] = p.nice;
+      st[S.TRIES] = this.tries;
+    } else {
+      this.window = new Uint8Array(2 * WINDOW);
+      this.hashHead = new Int32Array(1 << HASH_BITS);
+      this.hashPrev = new Int32Array(WINDOW);
+      this.tokens = new Int32Array(MAX_BLOCK_TOKENS + 1);
+    }
+    this.view = new DataView(this.window.buffer, this.window.byteOffset, this.window.byteLength);
+  }
+
+  /** step() in WebAssembly: the variables go in, blocks are written as it asks, the variables come back. */
+  private stepWasm(x: ChainExports, st: Int32Array): void {
+    st[S.INDEX] = this.index;
+    st[S.CHAIN_HEAD] = this.chainHead;
+    st[S.LENGTH] = this.length;
+    st[S.OFFSET] = this.offset;
+    st[S.BYTE_AVAILABLE] = +this.byteAvailable;
+    st[S.NTOK] = this.ntok;
+    st[S.HASH_OFFSET] = this.hashOffset;
+    st[S.WINDOW_END] = this.windowEnd;
+    st[S.SYNC] = +this.sync;
+    for (;;) {
+      const r = x.step();
+      if (r === 0) break;
+      this.emitBlock(st[S.NTOK], st[S.EMIT_INDEX]);
+      st[S.NTOK] = 0;
+      if (r === 2) break;
+    }
+    this.index = st[S.INDEX];
+    this.chainHead = st[S.CHAIN_HEAD];
+    this.length = st[S.LENGTH];
+    this.offset = st[S.OFFSET];
+    this.byteAvailable = st[S.BYTE_AVAILABLE] === 1;
+    this.ntok = st[S.NTOK];
   }
 
   write(b: Uint8Array): void {
@@ -135,6 +198,7 @@ class ChainEngine implements Engine {
 
   /** Tokenize while at least MIN_LOOKAHEAD bytes are ahead (or everything, when closing). */
   private step(): void {
+    if (this.wasm) return this.stepWasm(this.wasm, this.state!);
     const windowEnd = this.windowEnd;
     const sync = this.sync;
     if (windowEnd - this.index < MIN_LOOKAHEAD && !sync) return;

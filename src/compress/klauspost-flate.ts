@@ -12,7 +12,6 @@
 // Where the output is just a bit stream (accumulator width, flush granularity) we do
 // whatever is fastest in JavaScript.
 
-import { readFileSync } from 'node:fs';
 import { BitWriter } from './bit-writer.js';
 import {
   EOB as END_BLOCK,
@@ -39,6 +38,7 @@ import {
   writeStoredHeader,
   writeTokens,
 } from './huffman-code.js';
+import { wasmInstance, wasmModule } from './wasm.js';
 
 // ---------------------------------------------------------------------------------------
 // Constants
@@ -223,34 +223,34 @@ interface MatchExports {
   bits(): number;
 }
 
-const matchModule = (() => {
-  try {
-    return new WebAssembly.Module(readFileSync(new URL('./wasm/klauspost-match.wasm', import.meta.url)));
-  } catch {
-    return undefined;
-  }
-})();
-let useWasm = !!matchModule;
-
-/** Whether new deflaters match in WebAssembly; off: in TypeScript (tests compare the two). */
-export function wasmMatcher(on?: boolean): boolean {
-  if (on !== undefined) useWasm = on && !!matchModule;
-  return useWasm;
-}
+/** Whether new deflaters match in WebAssembly (the module is built and WebAssembly is on). */
+export const wasmMatcher = (): boolean => !!wasmModule('klauspost-match');
 
 /** A matcher instance: its own memory holding the history, tables, tokens and output. */
 class Matcher {
-  readonly x = new WebAssembly.Instance(matchModule!, {}).exports as unknown as MatchExports;
-  private readonly mem = this.x.memory.buffer; // (never grows: the C side allocates nothing)
-  private readonly litCodes = new Uint16Array(this.mem, this.x.lit_codes(), 288);
-  private readonly litLens = new Uint8Array(this.mem, this.x.lit_lens(), 288);
-  private readonly offCodes = new Uint16Array(this.mem, this.x.off_codes(), 32);
-  private readonly offLens = new Uint8Array(this.mem, this.x.off_lens(), 32);
-  private readonly bits = new Uint32Array(this.mem, this.x.bits(), 2);
-  private readonly out = this.x.out();
+  readonly x: MatchExports;
 
-  constructor() {
-    const { x, mem } = this;
+  static make(): Matcher | undefined {
+    const x = wasmInstance<MatchExports>('klauspost-match');
+    return x && new Matcher(x);
+  }
+  private readonly mem: ArrayBuffer; // (never grows: the C side allocates nothing)
+  private readonly litCodes: Uint16Array;
+  private readonly litLens: Uint8Array;
+  private readonly offCodes: Uint16Array;
+  private readonly offLens: Uint8Array;
+  private readonly bits: Uint32Array;
+  private readonly out: number;
+
+  private constructor(x: MatchExports) {
+    this.x = x;
+    const mem = (this.mem = x.memory.buffer);
+    this.litCodes = new Uint16Array(mem, x.lit_codes(), 288);
+    this.litLens = new Uint8Array(mem, x.lit_lens(), 288);
+    this.offCodes = new Uint16Array(mem, x.off_codes(), 32);
+    this.offLens = new Uint8Array(mem, x.off_lens(), 32);
+    this.bits = new Uint32Array(mem, x.bits(), 2);
+    this.out = x.out();
     new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
     new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
     new Int32Array(mem, x.len_base(), 32).set(LEN_BASE);
@@ -556,7 +556,7 @@ export class KlauspostDeflater {
   // Matcher state. Table entries are positions in `hist` plus `cur`, so sliding the
   // history only moves `cur`; entries further back than the window simply fail the
   // distance check.
-  private readonly wasm = useWasm ? new Matcher() : undefined;
+  private readonly wasm = Matcher.make();
   private readonly hist: Uint8Array;
   private readonly view: DataView;
   private histLen = 0;

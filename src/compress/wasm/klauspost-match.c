@@ -7,7 +7,7 @@
 //
 // Each instance has its own memory: the history, the two hash tables and the tokens of one
 // window live here, and the TypeScript side works on views of the same arrays.
-#include <stdint.h>
+#include "wasm.h"
 
 #define MAX_STORE 65535
 #define MAX_MATCH_OFFSET (1 << 15)
@@ -20,8 +20,6 @@
 #define MATCH_TYPE (1 << 30)
 #define PRIME4 0x9e3779b1u
 #define PRIME7 0x00cf1bbcdcbfa563ull
-
-#define EXPORT(name) __attribute__((export_name(#name)))
 
 // (16 bytes of slack: the 8-byte loads near the end read past the history, never use it)
 static uint8_t hist[ALLOC_HISTORY + 16];
@@ -65,17 +63,8 @@ EXPORT(off_lens) uint8_t *off_lens_at(void) { return off_lens; }
 EXPORT(out) uint8_t *out_at(void) { return out; }
 EXPORT(bits) uint32_t *bits_at(void) { return bits; }
 
-static inline uint32_t load32(int i) {
-  uint32_t v;
-  __builtin_memcpy(&v, hist + i, 4);
-  return v;
-}
-
-static inline uint64_t load64(int i) {
-  uint64_t v;
-  __builtin_memcpy(&v, hist + i, 8);
-  return v;
-}
+static inline uint32_t load32(int i) { return load32_at(hist + i); }
+static inline uint64_t load64(int i) { return load64_at(hist + i); }
 
 static inline uint32_t hash4(uint32_t w) { return (w * PRIME4) >> HASH_SHIFT; }
 

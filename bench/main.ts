@@ -71,7 +71,6 @@ const SCRATCH = join(TMP, `csreg-bench-${process.pid}`);
 /** BENCH_PROFILE=1: csreg (serve and storage diff) runs under --cpu-prof, profiles in $W/profiles (slows it down: diagnosis only) */
 const PROFILE = env.PROFILE === '1';
 
-
 // ---------------------------------------------------------------- helpers
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 function median(xs: number[]): number {

@@ -14,7 +14,7 @@ import { buffer } from 'node:stream/consumers';
 import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
-import { useWasm, wasmModule } from '../src/compress/wasm.js';
+import { useWasm, wasmInstancesMade, wasmModule } from '../src/compress/wasm.js';
 import { encodeChunked, logLines, randomBytes, sha, text } from './compress-support.js';
 
 // dist/test/x.js -> repo root
@@ -94,9 +94,12 @@ test('the WebAssembly chain matcher (levels 2-9) is built and used, and writes e
   fc.assert(fc.property(fc.integer({ min: 2, max: 9 }), fc.array(piece, { maxLength: 5 }), (level, ps) => {
     const data = make(ps);
     try {
+      const made = wasmInstancesMade('go-flate-chain');
       const w = ours(data, level);
+      assert.equal(wasmInstancesMade('go-flate-chain'), made + 1, 'the encoder matches in WebAssembly');
       useWasm(false);
       const t = ours(data, level);
+      assert.equal(wasmInstancesMade('go-flate-chain'), made + 1, 'with it off, in TypeScript');
       assert.equal(sha(w), sha(t), `level ${level}, ${data.length} bytes: WebAssembly and TypeScript matchers differ`);
     } finally {
       useWasm(true);

@@ -20,8 +20,8 @@ import {
   pgzipHeader,
   pgzipTrailer,
 } from '../src/compress/pgzip.js';
-import { KlauspostDeflater, klauspostDeflate, wasmMatcher } from '../src/compress/klauspost-flate.js';
-import { useWasm } from '../src/compress/wasm.js';
+import { KlauspostDeflater, klauspostDeflate } from '../src/compress/klauspost-flate.js';
+import { useWasm, wasmInstancesMade, wasmModule } from '../src/compress/wasm.js';
 import { logLines } from './compress-support.js';
 import fc from 'fast-check';
 import { crc32 as pgzipCrc32 } from '../src/compress/crc32.js';
@@ -254,7 +254,7 @@ for (const name of NAMES) {
 }
 
 test('the WebAssembly matcher is built and used, and writes exactly what the TypeScript matcher writes (generated inputs and dictionaries, history slides)', () => {
-  assert.ok(wasmMatcher(), 'dist/src/compress/wasm/klauspost-match.wasm is built (npm run build, needs clang-14 and lld-14) and loads');
+  assert.ok(wasmModule('klauspost-match'), 'dist/src/compress/wasm/klauspost-match.wasm is built (npm run build, needs clang-14 and lld-14) and loads');
   /** A pgzip-style block (dictionary, data, sync flush) then the stream's end, by a deflater made now. */
   const deflate = (data: Uint8Array, dict: Uint8Array) => {
     const d = new KlauspostDeflater();
@@ -268,9 +268,13 @@ test('the WebAssembly matcher is built and used, and writes exactly what the Typ
   const both = (data: Uint8Array, dict: Uint8Array) => {
     try {
       useWasm(true);
+      const made = wasmInstancesMade('klauspost-match');
       const w = deflate(data, dict);
+      assert.equal(wasmInstancesMade('klauspost-match'), made + 1, 'the deflater matches in WebAssembly');
       useWasm(false);
-      return { w, t: deflate(data, dict) };
+      const t = deflate(data, dict);
+      assert.equal(wasmInstancesMade('klauspost-match'), made + 1, 'with it off, in TypeScript');
+      return { w, t };
     } finally {
       useWasm(true);
     }

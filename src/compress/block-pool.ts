@@ -13,6 +13,11 @@ interface Task {
 
 const SCRIPT = new URL('./block-worker.js', import.meta.url);
 
+function drop(list: Worker[], w: Worker): void {
+  const i = list.indexOf(w);
+  if (i >= 0) list.splice(i, 1);
+}
+
 export class BlockPool {
   private readonly idle: Worker[] = [];
   private readonly all: Worker[] = [];
@@ -45,8 +50,8 @@ export class BlockPool {
     const gone = (e: Error) => {
       this.busy.get(fresh)?.reject(e);
       this.busy.delete(fresh);
-      this.all.splice(this.all.indexOf(fresh) >>> 0, 1);
-      this.idle.splice(this.idle.indexOf(fresh) >>> 0, 1);
+      drop(this.all, fresh);
+      drop(this.idle, fresh);
       this.next();
     };
     fresh.on('error', gone);

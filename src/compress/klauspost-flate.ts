@@ -38,7 +38,7 @@ import {
   writeStoredHeader,
   writeTokens,
 } from './huffman-code.js';
-import { wasmInstance, wasmModule } from './wasm.js';
+import { wasmInstance } from './wasm.js';
 
 // ---------------------------------------------------------------------------------------
 // Constants
@@ -223,17 +223,9 @@ interface MatchExports {
   bits(): number;
 }
 
-/** Whether new deflaters match in WebAssembly (the module is built and WebAssembly is on). */
-export const wasmMatcher = (): boolean => !!wasmModule('klauspost-match');
-
 /** A matcher instance: its own memory holding the history, tables, tokens and output. */
 class Matcher {
   readonly x: MatchExports;
-
-  static make(): Matcher | undefined {
-    const x = wasmInstance<MatchExports>('klauspost-match');
-    return x && new Matcher(x);
-  }
   private readonly mem: ArrayBuffer; // (never grows: the C side allocates nothing)
   private readonly litCodes: Uint16Array;
   private readonly litLens: Uint8Array;
@@ -241,6 +233,12 @@ class Matcher {
   private readonly offLens: Uint8Array;
   private readonly bits: Uint32Array;
   private readonly out: number;
+
+  /** A matcher, where the module is built and WebAssembly is on. */
+  static make(): Matcher | undefined {
+    const x = wasmInstance<MatchExports>('klauspost-match');
+    return x && new Matcher(x);
+  }
 
   private constructor(x: MatchExports) {
     this.x = x;

@@ -4,7 +4,11 @@
 import { readFileSync } from 'node:fs';
 
 const modules = new Map<string, WebAssembly.Module | undefined>();
+const made = new Map<string, number>();
 let enabled = true;
+
+/** Instances of wasm/NAME.wasm made so far (tests check that encoders use them, not only that they load). */
+export const wasmInstancesMade = (name: string): number => made.get(name) ?? 0;
 
 /** The compiled module wasm/NAME.wasm, if built and WebAssembly is on. */
 export function wasmModule(name: string): WebAssembly.Module | undefined {
@@ -22,7 +26,9 @@ export function wasmModule(name: string): WebAssembly.Module | undefined {
 /** A new instance of wasm/NAME.wasm (its own memory), if built and WebAssembly is on. */
 export function wasmInstance<T>(name: string): (T & { memory: WebAssembly.Memory }) | undefined {
   const m = wasmModule(name);
-  return m && (new WebAssembly.Instance(m, {}).exports as unknown as T & { memory: WebAssembly.Memory });
+  if (!m) return undefined;
+  made.set(name, wasmInstancesMade(name) + 1);
+  return new WebAssembly.Instance(m, {}).exports as unknown as T & { memory: WebAssembly.Memory };
 }
 
 /** Whether encoders made from now on use WebAssembly; off: their TypeScript versions (tests compare the two). */

@@ -3,6 +3,8 @@
 // a full stream is hashed while produced (its last batch held back until the digest matches),
 // and ranges (or layers without a recorded digest) check each file's CRC-64; any mismatch
 // destroys the stream with an error, so a consumer can never take wrong bytes for a clean end.
+// A caller that checks what it makes of the whole tar against a digest known in advance (a
+// recompressed original blob) asks for no check here (TarCheck 'caller').
 import { createHash } from 'node:crypto';
 import { closeSync, constants, openSync, read, readSync, readvSync, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';

@@ -14,8 +14,8 @@ import { buffer } from 'node:stream/consumers';
 import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
-import { useWasm, wasmInstancesMade, wasmModule } from '../src/compress/wasm.js';
-import { encodeChunked, logLines, randomBytes, sha, text } from './compress-support.js';
+import { wasmModule } from '../src/compress/wasm.js';
+import { encodeChunked, logLines, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
 
 // dist/test/x.js -> repo root
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -93,17 +93,8 @@ test('the WebAssembly chain matcher (levels 2-9) is built and used, and writes e
     p.kind === 'text' ? text(p.n, p.seed) : p.kind === 'log' ? logLines(p.n, p.seed) : p.kind === 'random' ? randomBytes(p.n >> 2, p.seed) : Buffer.alloc(p.n >> 4, randomBytes(1 + (p.seed % 300), p.seed))));
   fc.assert(fc.property(fc.integer({ min: 2, max: 9 }), fc.array(piece, { maxLength: 5 }), (level, ps) => {
     const data = make(ps);
-    try {
-      const made = wasmInstancesMade('go-flate-chain');
-      const w = ours(data, level);
-      assert.equal(wasmInstancesMade('go-flate-chain'), made + 1, 'the encoder matches in WebAssembly');
-      useWasm(false);
-      const t = ours(data, level);
-      assert.equal(wasmInstancesMade('go-flate-chain'), made + 1, 'with it off, in TypeScript');
-      assert.equal(sha(w), sha(t), `level ${level}, ${data.length} bytes: WebAssembly and TypeScript matchers differ`);
-    } finally {
-      useWasm(true);
-    }
+    const { w, t } = withAndWithoutWasm('go-flate-chain', () => ours(data, level));
+    assert.equal(sha(w), sha(t), `level ${level}, ${data.length} bytes: WebAssembly and TypeScript matchers differ`);
   }), { seed: 20261206, numRuns: 40 });
 });
 

@@ -21,8 +21,8 @@ import {
   pgzipTrailer,
 } from '../src/compress/pgzip.js';
 import { KlauspostDeflater, klauspostDeflate } from '../src/compress/klauspost-flate.js';
-import { useWasm, wasmInstancesMade, wasmModule } from '../src/compress/wasm.js';
-import { logLines } from './compress-support.js';
+import { useWasm, wasmModule } from '../src/compress/wasm.js';
+import { logLines, withAndWithoutWasm } from './compress-support.js';
 import fc from 'fast-check';
 import { crc32 as pgzipCrc32 } from '../src/compress/crc32.js';
 import { poolFor, produce, tryProfile } from '../src/compress/produce.js';
@@ -265,20 +265,7 @@ test('the WebAssembly matcher is built and used, and writes exactly what the Typ
     d.close();
     return Buffer.concat([block, d.takeOutput()]);
   };
-  const both = (data: Uint8Array, dict: Uint8Array) => {
-    try {
-      useWasm(true);
-      const made = wasmInstancesMade('klauspost-match');
-      const w = deflate(data, dict);
-      assert.equal(wasmInstancesMade('klauspost-match'), made + 1, 'the deflater matches in WebAssembly');
-      useWasm(false);
-      const t = deflate(data, dict);
-      assert.equal(wasmInstancesMade('klauspost-match'), made + 1, 'with it off, in TypeScript');
-      return { w, t };
-    } finally {
-      useWasm(true);
-    }
-  };
+  const both = (data: Uint8Array, dict: Uint8Array) => withAndWithoutWasm('klauspost-match', () => deflate(data, dict));
   // pieces that exercise every path: repeats (long matches, > 258), text (short matches,
   // end-of-match checks), skewed and plain random bytes (Huffman-only and stored blocks)
   const piece = fc.oneof(

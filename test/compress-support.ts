@@ -1,6 +1,8 @@
 // What the compressor tests share: deterministic inputs and feeding an encoder in chunks. Each
 // test file keeps its own oracle and assertions.
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { useWasm, wasmInstancesMade } from '../src/compress/wasm.js';
 import type { ChunkEncoder } from '../src/compress/encoder-stream.js';
 
 /** Deterministic PRNG (xorshift32) so failures reproduce. */
@@ -63,4 +65,23 @@ export function encodeChunked(enc: ChunkEncoder, data: Uint8Array, chunk = 0): B
   else for (let i = 0; i < data.length; i += chunk) parts.push(...enc.push(data.subarray(i, i + chunk)));
   parts.push(...enc.finish());
   return Buffer.concat(parts);
+}
+
+/**
+ * `encode` run with the WebAssembly part `name` on, then off: both results, after checking that
+ * the first run made an instance of it and the second none (the encoder really switches).
+ */
+export function withAndWithoutWasm<T>(name: string, encode: () => T): { w: T; t: T } {
+  try {
+    useWasm(true);
+    const made = wasmInstancesMade(name);
+    const w = encode();
+    assert.equal(wasmInstancesMade(name), made + 1, `the encoder uses ${name} in WebAssembly`);
+    useWasm(false);
+    const t = encode();
+    assert.equal(wasmInstancesMade(name), made + 1, 'with it off, TypeScript');
+    return { w, t };
+  } finally {
+    useWasm(true);
+  }
 }

@@ -12,7 +12,7 @@ import { gunzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
-import { crc32, tableCrc32 } from '../src/compress/crc32.js';
+import { crc32, crc32Combine, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
 import { wasmModule } from '../src/compress/wasm.js';
 import { encodeChunked, logLines, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
@@ -84,6 +84,20 @@ test('crc32 matches zlib (zlib\'s own where Node exports it, and the table versi
     assert.equal(f(data.subarray(50), f(data.subarray(0, 50))), f(data));
     assert.equal(f(new Uint8Array(0)), 0);
   }
+});
+
+test('crc32Combine gives the CRC of two pieces joined, from their CRCs and the second one\'s length', () => {
+  const data = randomBytes((3 << 20) + 77, 6);
+  const whole = execFileSync('gzip', ['-c', '-n'], { input: data, maxBuffer: 1 << 26 });
+  const want = whole.readUInt32LE(whole.length - 8);
+  for (const cut of [0, 1, 7, 65_536, 1 << 20, (1 << 20) + 13, data.length - 1, data.length]) {
+    const a = data.subarray(0, cut);
+    const b = data.subarray(cut);
+    assert.equal(crc32Combine(crc32(a), crc32(b), b.length), want, `cut at ${cut}`);
+  }
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 3000 }), fc.uint8Array({ maxLength: 3000 }), (a, b) => {
+    assert.equal(crc32Combine(crc32(a), crc32(b), b.length), crc32(Buffer.concat([a, b])));
+  }));
 });
 
 test('the WebAssembly chain matcher (levels 2-9) is built and used, and writes exactly what the TypeScript one writes', () => {

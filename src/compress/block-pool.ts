@@ -3,11 +3,13 @@
 // handed back in order by the caller.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { CompressedBlock } from './pgzip.js';
 
 interface Task {
   data: Uint8Array;
   dict: Uint8Array;
-  resolve(out: Uint8Array): void;
+  crc: boolean;
+  resolve(out: CompressedBlock): void;
   reject(e: Error): void;
 }
 
@@ -26,9 +28,10 @@ export class BlockPool {
 
   constructor(readonly size = availableParallelism()) {}
 
-  compress(data: Uint8Array, dict: Uint8Array): Promise<Uint8Array> {
-    const p = new Promise<Uint8Array>((resolve, reject) => {
-      this.queue.push({ data, dict, resolve, reject });
+  /** pgzip's block of `data` (its buffer is handed over) after `dict`; with the CRC-32 of `data` if `crc` */
+  compress(data: Uint8Array, dict: Uint8Array, crc: boolean): Promise<CompressedBlock> {
+    const p = new Promise<CompressedBlock>((resolve, reject) => {
+      this.queue.push({ data, dict, crc, resolve, reject });
       this.next();
     });
     p.catch(() => undefined); // blocks of a stream given up are not awaited (their threads may be ended)
@@ -39,7 +42,7 @@ export class BlockPool {
     const w = this.idle.pop();
     if (w || this.all.length >= this.size) return w;
     const fresh = new Worker(SCRIPT);
-    fresh.on('message', (out: Uint8Array) => {
+    fresh.on('message', (out: CompressedBlock) => {
       const t = this.busy.get(fresh)!;
       this.busy.delete(fresh);
       this.idle.push(fresh);
@@ -67,7 +70,7 @@ export class BlockPool {
       const t = this.queue.shift()!;
       this.busy.set(w, t);
       w.ref();
-      w.postMessage({ data: t.data, dict: t.dict }, [t.data.buffer as ArrayBuffer]);
+      w.postMessage({ data: t.data, dict: t.dict, crc: t.crc }, [t.data.buffer as ArrayBuffer]);
     }
   }
 

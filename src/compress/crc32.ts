@@ -49,3 +49,37 @@ export function tableCrc32(data: Uint8Array, crc = 0): number {
   for (; i < n; i++) c = t[(c ^ data[i]) & 0xff] ^ (c >>> 8);
   return ~c >>> 0;
 }
+
+// Combining the CRCs of two pieces (zlib's crc32_combine), so that blocks compressed on other
+// threads can each take their own input's CRC there. A CRC is a polynomial over GF(2), bit 31
+// = x^0 in this reflected form: crc(A‖B) = crc(A)·x^(8·|B|) mod P xor crc(B).
+
+/** a·b mod P */
+function mulModP(a: number, b: number): number {
+  let p = 0;
+  for (let m = 0x80000000; m !== 0; m >>>= 1) {
+    if (a & m) p ^= b;
+    b = b & 1 ? (b >>> 1) ^ 0xedb88320 : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** X2N[k] = x^(2^k) mod P */
+const X2N = (() => {
+  const t = new Uint32Array(32);
+  let p = 0x40000000; // x^1
+  for (let k = 0; k < 32; k++, p = mulModP(p, p)) t[k] = p;
+  return t;
+})();
+
+/** x^(8n) mod P: n bytes of zeros appended */
+function zerosOperator(n: number): number {
+  let p = 0x80000000; // x^0
+  for (let k = 3; n > 0; n = Math.floor(n / 2), k++) if (n % 2) p = mulModP(X2N[k & 31], p);
+  return p;
+}
+
+/** The CRC-32 of A followed by B, from crc(A), crc(B) and B's length. */
+export function crc32Combine(crcA: number, crcB: number, lengthB: number): number {
+  return (mulModP(zerosOperator(lengthB), crcA) ^ crcB) >>> 0;
+}

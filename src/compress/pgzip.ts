@@ -48,6 +48,20 @@ export function pgzipBlock(data: Uint8Array, dict: Uint8Array): Uint8Array {
   return d.takeOutput();
 }
 
+/** A block's deflate bytes, and the CRC-32 of its input when asked for (else 0). */
+export interface CompressedBlock {
+  bytes: Uint8Array;
+  crc: number;
+}
+
+/**
+ * pgzipBlock, with the input's CRC-32 taken where the block is compressed: on a pool's thread,
+ * that takes it off the thread that orders the blocks (combined there with crc32Combine).
+ */
+export function compressBlock(data: Uint8Array, dict: Uint8Array, withCrc: boolean): CompressedBlock {
+  return { bytes: pgzipBlock(data, dict), crc: withCrc ? crc32(data) : 0 };
+}
+
 /** What follows the last block: whatever final deflate bytes pgzip writes on Close, then CRC-32 and ISIZE. */
 export function pgzipTrailer(crc: number, totalSize: number): Uint8Array {
   const out = new Uint8Array(10);

@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { BlockPool } from './block-pool.js';
 import type { TarCheck } from '../storage/layer-tar.js';
-import { crc32 } from './crc32.js';
-import { pgzipBlock, pgzipHeader, pgzipTrailer, PGZIP_TAIL_SIZE } from './pgzip.js';
+import { crc32Combine } from './crc32.js';
+import { compressBlock, pgzipHeader, pgzipTrailer, PGZIP_TAIL_SIZE, type CompressedBlock } from './pgzip.js';
 import type { Profile } from './profiles.js';
 
 export interface Target {
@@ -31,22 +31,27 @@ interface Encoding {
 }
 
 /**
- * pgzip blocks of the tar, compressed on the pool and yielded in order. `dict` is the tail of
- * the block before the first one (a mid-stream start); `onInput` sees every input byte.
+ * pgzip blocks of the tar, compressed on the pool and yielded in order, each with the size of
+ * its input and, if `withCrc`, that input's CRC-32. `dict` is the tail of the block before the
+ * first one (a mid-stream start).
  */
-async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undefined, dict: Uint8Array, onInput?: (b: Uint8Array) => void): AsyncGenerator<Uint8Array> {
-  const compress = pool ? (d: Uint8Array, t: Uint8Array) => pool.compress(d, t) : async (d: Uint8Array, t: Uint8Array) => pgzipBlock(d, t);
+async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undefined, dict: Uint8Array, withCrc: boolean): AsyncGenerator<CompressedBlock & { size: number }> {
+  const compress = pool ? (d: Uint8Array, t: Uint8Array) => pool.compress(d, t, withCrc) : async (d: Uint8Array, t: Uint8Array) => compressBlock(d, t, withCrc);
   const depth = pool ? pool.size * 2 : 0;
-  const inFlight: Promise<Uint8Array>[] = [];
+  // (each pool promise already has its rejection handled: blocks of a stream given up are never awaited)
+  const inFlight: { size: number; block: Promise<CompressedBlock> }[] = [];
+  const next = async () => {
+    const f = inFlight.shift()!;
+    return { ...(await f.block), size: f.size };
+  };
   let block = new Uint8Array(blockSize);
   let fill = 0;
   const submit = (data: Uint8Array) => {
     const tail = data.length > PGZIP_TAIL_SIZE ? data.slice(data.length - PGZIP_TAIL_SIZE) : new Uint8Array(0);
-    inFlight.push(compress(data, dict)); // a pool takes over data's buffer
+    inFlight.push({ size: data.length, block: compress(data, dict) }); // a pool takes over data's buffer
     dict = tail;
   };
   for await (const chunk of tar) {
-    onInput?.(chunk);
     for (let i = 0; i < chunk.length; ) {
       const n = Math.min(blockSize - fill, chunk.length - i);
       block.set(chunk.subarray(i, i + n), fill);
@@ -58,13 +63,17 @@ async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undef
         fill = 0;
       }
     }
-    while (inFlight.length > depth) yield await inFlight.shift()!;
+    while (inFlight.length > depth) yield await next();
   }
   submit(block.slice(0, fill)); // the last block, possibly empty
-  while (inFlight.length) yield await inFlight.shift()!;
+  while (inFlight.length) yield await next();
 }
 
-function encode(tar: Tar, p: Profile, pool: BlockPool | undefined): Encoding {
+/**
+ * The tar compressed with the profile. `trailer`: the blob's last 10 bytes when already known
+ * (a recipe's), which spares pgzip the CRC-32 of the input: a whole blob's digest covers them.
+ */
+function encode(tar: Tar, p: Profile, pool: BlockPool | undefined, trailer?: Uint8Array): Encoding {
   if (p.blockSize) {
     const blockOffsets: number[] = [];
     const blockSize = p.blockSize;
@@ -76,12 +85,14 @@ function encode(tar: Tar, p: Profile, pool: BlockPool | undefined): Encoding {
         const header = pgzipHeader();
         let at = header.length;
         yield header;
-        for await (const b of pgzipBlocks(tar, blockSize, pool, new Uint8Array(0), (x) => { crc = crc32(x, crc); size += x.length; })) {
+        for await (const b of pgzipBlocks(tar, blockSize, pool, new Uint8Array(0), !trailer)) {
           blockOffsets.push(at);
-          at += b.length;
-          yield b;
+          at += b.bytes.length;
+          if (!trailer) crc = crc32Combine(crc, b.crc, b.size);
+          size += b.size;
+          yield b.bytes;
         }
-        yield pgzipTrailer(crc, size);
+        yield trailer ?? pgzipTrailer(crc, size);
       })(),
     };
   }
@@ -126,7 +137,7 @@ export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: 
   const e = encode(counted, p, pool);
   const h = createHash('sha256');
   let n = 0;
-  let last = Buffer.alloc(0);
+  let last: Uint8Array = Buffer.alloc(0);
   for await (const b of e.chunks) {
     n += b.length;
     if (n > limit) {
@@ -135,9 +146,10 @@ export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: 
     }
     h.update(b);
     await out?.(b);
-    last = Buffer.concat([last, b]).subarray(-10);
+    last = b.length >= 10 ? b : Buffer.concat([last, b]); // (not every block copied)
   }
-  return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: last.toString('hex') };
+  const tail = Buffer.from(last.subarray(-10));
+  return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: tail.toString('hex') };
 }
 
 /** The reproduction when the profile gives exactly the target blob, else undefined. */
@@ -174,7 +186,7 @@ async function* pgzipFromBlock(tar: Tar, blockSize: number, pool: BlockPool | un
     yield all.subarray(PGZIP_TAIL_SIZE);
     for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
   })();
-  yield* pgzipBlocks(rest, blockSize, pool, all.subarray(0, PGZIP_TAIL_SIZE));
+  for await (const b of pgzipBlocks(rest, blockSize, pool, all.subarray(0, PGZIP_TAIL_SIZE), false)) yield b.bytes;
   yield trailer;
 }
 
@@ -201,7 +213,7 @@ export async function* produce(
   // A whole blob is checked against its digest below, which any wrong tar byte would fail: the
   // tar's own SHA-256 (a sixth of the CPU) would only repeat that. A range is not: its files
   // are checked against their CRC-64s as they are read.
-  const e = encode(await tarFrom(0, range ? 'crc' : 'caller'), p, pool);
+  const e = encode(await tarFrom(0, range ? 'crc' : 'caller'), p, pool, Buffer.from(rep.trailer, 'hex'));
   if (range) {
     yield* window(e.chunks, 0, range.start, range.end);
     return;

@@ -27,7 +27,7 @@ const REG_PID = Number(env.REG_PID ?? 0);
 const CSREG_PORT = Number(env.CSREG_PORT ?? 5762);
 const SCALE = env.SCALE ?? 'full';
 const REPS = Math.max(1, Math.min(50, Number(env.REPS ?? (SCALE === 'small' ? 2 : 5))));
-const CONC_REPS = Math.max(1, Math.min(REPS, Number(env.CONC_REPS ?? 3)));
+const CONC_REPS = Math.max(1, Math.min(REPS, Number(env.CONC_REPS ?? 5)));
 /** A measure stops repeating (after at least one counted repetition) once it has run this long. */
 const BUDGET_MS = 1000 * Math.max(5, Math.min(3600, Number(env.MEASURE_BUDGET_S ?? 120)));
 /** true while repetition `rep` (0 = the unmeasured warm-up where there is one) may start */

@@ -6,7 +6,7 @@
 #   BENCH_SCALE=full|small   full (default): ~39k-file, 3×100 MB and 5-layer images, 10,000-image
 #                            store; small: tiny versions for developing the harness
 #   BENCH_REPS=N             repetitions per measure (default 5; small: 2)
-#   BENCH_CONC_REPS=N        repetitions of each concurrent-pull run (default 3, at most N)
+#   BENCH_CONC_REPS=N        repetitions of each concurrent-pull run (default 5, at most N)
 #   BENCH_DIR=DIR            work dir (default /var/tmp/csreg-bench); the store is kept in
 #                            DIR/SCALE and reused while bench/build-store.sh is unchanged
 #   BENCH_MEASURE_BUDGET_S=S a measure stops repeating once it has run S seconds (default 120),
@@ -80,7 +80,7 @@ fi
 [ "${BENCH_BUILD_ONLY:-0}" = 1 ] && exit 0
 
 W=$W REG=$REG REG_PID=$REG_PID CSREG_PORT=$((PORT + 1)) SCALE=$SCALE \
-  REPS=${BENCH_REPS:-$([ "$SCALE" = small ] && echo 2 || echo 5)} CONC_REPS=${BENCH_CONC_REPS:-3} \
+  REPS=${BENCH_REPS:-$([ "$SCALE" = small ] && echo 2 || echo 5)} CONC_REPS=${BENCH_CONC_REPS:-5} \
   SECTIONS=${BENCH_SECTIONS:-all} BENCH_TMP=${BENCH_TMP:-/dev/shm} PROFILE=${BENCH_PROFILE:-0} \
   MEASURE_BUDGET_S=${BENCH_MEASURE_BUDGET_S:-120} \
   RESULTS_NAME=${BENCH_RESULTS_NAME:-$([ "${BENCH_PROFILE:-0}" = 1 ] && echo profile || { [ "$SCALE" = small ] && echo small || echo latest; })} \

@@ -10,5 +10,5 @@ if [ -z "$cc" ]; then echo "build-wasm: clang not found (run scripts/setup.sh): 
 for src in $(find src -path '*/wasm/*.c'); do
   out="dist/${src%.c}.wasm"
   mkdir -p "$(dirname "$out")"
-  "$cc" --target=wasm32 -O3 -nostdlib -Wall -Werror -Wl,--no-entry -Wl,-z,stack-size=65536 -o "$out" "$src"
+  "$cc" --target=wasm32 -O3 -msimd128 -mbulk-memory -nostdlib -Wall -Werror -Wl,--no-entry -Wl,-z,stack-size=65536 -o "$out" "$src"
 done

@@ -15,7 +15,7 @@ import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32, crc32Combine, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
 import { wasmModule } from '../src/compress/wasm.js';
-import { encodeChunked, logLines, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
+import { encodeChunked, logLines, mixedInputs, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
 
 // dist/test/x.js -> repo root
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -102,11 +102,7 @@ test('crc32Combine gives the CRC of two pieces joined, from their CRCs and the s
 
 test('the WebAssembly chain matcher (levels 2-9) is built and used, and writes exactly what the TypeScript one writes', () => {
   assert.ok(wasmModule('go-flate-chain'), 'dist/src/compress/wasm/go-flate-chain.wasm is built (npm run build, needs clang-14 and lld-14) and loads');
-  const piece = fc.record({ kind: fc.constantFrom('text', 'log', 'random', 'repeat'), n: fc.integer({ min: 0, max: 90_000 }), seed: fc.nat() });
-  const make = (ps: { kind: string; n: number; seed: number }[]) => Buffer.concat(ps.map((p) =>
-    p.kind === 'text' ? text(p.n, p.seed) : p.kind === 'log' ? logLines(p.n, p.seed) : p.kind === 'random' ? randomBytes(p.n >> 2, p.seed) : Buffer.alloc(p.n >> 4, randomBytes(1 + (p.seed % 300), p.seed))));
-  fc.assert(fc.property(fc.integer({ min: 2, max: 9 }), fc.array(piece, { maxLength: 5 }), (level, ps) => {
-    const data = make(ps);
+  fc.assert(fc.property(fc.integer({ min: 2, max: 9 }), mixedInputs, (level, data) => {
     const { w, t } = withAndWithoutWasm('go-flate-chain', () => ours(data, level));
     assert.equal(sha(w), sha(t), `level ${level}, ${data.length} bytes: WebAssembly and TypeScript matchers differ`);
   }), { seed: 20261206, numRuns: 40 });

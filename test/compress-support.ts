@@ -2,6 +2,7 @@
 // test file keeps its own oracle and assertions.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { useWasm, wasmInstancesMade } from '../src/compress/wasm.js';
 import type { ChunkEncoder } from '../src/compress/encoder-stream.js';
 
@@ -85,3 +86,9 @@ export function withAndWithoutWasm<T>(name: string, encode: () => T): { w: T; t:
     useWasm(true);
   }
 }
+
+/** Inputs for comparing two encoders: up to five pieces of text, log lines, random bytes and short-period repeats. */
+export const mixedInputs = fc
+  .array(fc.record({ kind: fc.constantFrom('text', 'log', 'random', 'repeat'), n: fc.integer({ min: 0, max: 90_000 }), seed: fc.nat() }), { maxLength: 5 })
+  .map((ps) => Buffer.concat(ps.map((p) =>
+    p.kind === 'text' ? text(p.n, p.seed) : p.kind === 'log' ? logLines(p.n, p.seed) : p.kind === 'random' ? randomBytes(p.n >> 2, p.seed) : Buffer.alloc(p.n >> 4, randomBytes(1 + (p.seed % 300), p.seed)))));

@@ -23,7 +23,8 @@
 // is held back until a window refill can be as full as zlib would make it.
 
 import { BitWriter } from './bit-writer.js';
-import { LEN_CODE, OFF_CODE } from './deflate-tables.js';
+import { LEN_CODE, NUM_LIT, NUM_OFF, OFF_CODE } from './deflate-tables.js';
+import { wasmInstance } from './wasm.js';
 import { ZlibTrees } from './zlib-trees.js';
 import { LEVEL_CONFIG, slideHash } from './zlib-window.js';
 
@@ -44,6 +45,24 @@ const TOO_FAR = 4096;
 /** output bytes gathered before they are handed out */
 const TAKE_AT = 64 * 1024;
 
+/** The loop in WebAssembly (wasm/zlib-match.c): the same decisions as deflate() below. */
+interface MatchExports {
+  step(): number;
+  slide(): void;
+  window(): number;
+  prev(): number;
+  head(): number;
+  sym_dist(): number;
+  sym_lc(): number;
+  lfreq(): number;
+  dfreq(): number;
+  len_code(): number;
+  off_code(): number;
+  state(): number;
+}
+/** its variables (state[]), in zlib-match.c's order */
+const enum S { STRSTART, LOOKAHEAD, INS_H, MATCH_LENGTH, MATCH_AVAILABLE, MATCH_START, SYM_NEXT, EMIT, FAST, GOOD, LAZY, NICE, CHAIN, COUNT }
+
 export class ZlibDeflateEncoder {
   private readonly good: number;
   private readonly lazy: number;
@@ -51,9 +70,11 @@ export class ZlibDeflateEncoder {
   private readonly chain: number;
   private readonly fast: boolean;
 
-  private readonly window = new Uint8Array(WINDOW_SIZE);
-  private readonly prev = new Uint16Array(W_SIZE);
-  private readonly head = new Uint16Array(HASH_SIZE);
+  private readonly wasm = wasmInstance<MatchExports>('zlib-match');
+  private readonly state?: Int32Array;
+  private readonly window: Uint8Array;
+  private readonly prev: Uint16Array;
+  private readonly head: Uint16Array;
   private insH = 0;
   private strstart = 0;
   private blockStart = 0;
@@ -73,11 +94,11 @@ export class ZlibDeflateEncoder {
   private finished = false;
 
   // block under construction: distance (0 for a literal) and literal or length - 3
-  private readonly symDist = new Uint16Array(LIT_BUFSIZE);
-  private readonly symLc = new Uint8Array(LIT_BUFSIZE);
+  private readonly symDist: Uint16Array;
+  private readonly symLc: Uint8Array;
   private symNext = 0;
 
-  private readonly trees = new ZlibTrees();
+  private readonly trees: ZlibTrees;
 
   private readonly out = new BitWriter(TAKE_AT * 2);
   private readonly parts: Uint8Array[] = [];
@@ -88,6 +109,31 @@ export class ZlibDeflateEncoder {
     }
     [this.good, this.lazy, this.nice, this.chain] = LEVEL_CONFIG[level];
     this.fast = level <= 3;
+    const x = this.wasm;
+    if (x) {
+      const mem = x.memory.buffer; // (never grows: the C side allocates nothing)
+      this.window = new Uint8Array(mem, x.window(), WINDOW_SIZE);
+      this.prev = new Uint16Array(mem, x.prev(), W_SIZE);
+      this.head = new Uint16Array(mem, x.head(), HASH_SIZE);
+      this.symDist = new Uint16Array(mem, x.sym_dist(), LIT_BUFSIZE);
+      this.symLc = new Uint8Array(mem, x.sym_lc(), LIT_BUFSIZE);
+      this.trees = new ZlibTrees({ lit: new Int32Array(mem, x.lfreq(), 2 * NUM_LIT + 1), off: new Int32Array(mem, x.dfreq(), 2 * NUM_OFF + 1) });
+      new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
+      new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
+      const st = (this.state = new Int32Array(mem, x.state(), S.COUNT));
+      st[S.FAST] = +this.fast;
+      st[S.GOOD] = this.good;
+      st[S.LAZY] = this.lazy;
+      st[S.NICE] = this.nice;
+      st[S.CHAIN] = this.chain;
+    } else {
+      this.window = new Uint8Array(WINDOW_SIZE);
+      this.prev = new Uint16Array(W_SIZE);
+      this.head = new Uint16Array(HASH_SIZE);
+      this.symDist = new Uint16Array(LIT_BUFSIZE);
+      this.symLc = new Uint8Array(LIT_BUFSIZE);
+      this.trees = new ZlibTrees();
+    }
   }
 
   push(chunk: Uint8Array): Uint8Array[] {
@@ -157,13 +203,16 @@ export class ZlibDeflateEncoder {
     const avail = this.available();
     if (!this.finishing && avail < more + (slide ? W_SIZE : 0)) return false;
     if (slide) {
-      this.window.copyWithin(0, W_SIZE, WINDOW_SIZE);
+      if (this.wasm) this.wasm.slide();
+      else {
+        this.window.copyWithin(0, W_SIZE, WINDOW_SIZE);
+        slideHash(this.head);
+        slideHash(this.prev);
+      }
       this.matchStart -= W_SIZE;
       this.strstart -= W_SIZE;
       this.blockStart -= W_SIZE;
       if (this.insert > this.strstart) this.insert = this.strstart;
-      slideHash(this.head);
-      slideHash(this.prev);
       more += W_SIZE;
     }
     if (avail === 0) return true;
@@ -235,6 +284,7 @@ export class ZlibDeflateEncoder {
    * around the calls that use it (fillWindow, flushBlock) and when the loop stops for input.
    */
   private deflate(): void {
+    if (this.wasm) return this.deflateWasm(this.wasm, this.state!);
     const w = this.window;
     const prev = this.prev;
     const head = this.head;
@@ -370,16 +420,47 @@ export class ZlibDeflateEncoder {
     }
     this.strstart = strstart;
     this.matchLength = matchLength;
-    if (matchAvailable) {
-      // (deflate_slow only) the last byte's match was never taken
-      this.tallyLit(w[strstart - 1]);
-      this.matchAvailable = false;
+    this.matchAvailable = matchAvailable;
+    this.endStream();
+  }
+
+  /**
+   * deflate() with the loop in WebAssembly: the window is filled (and slid) here, the loop
+   * runs there until it needs input or a block is full, the variables going in and out.
+   */
+  private deflateWasm(x: MatchExports, st: Int32Array): void {
+    for (;;) {
+      if (this.lookahead < MIN_LOOKAHEAD) {
+        const filled = this.fillWindow();
+        if (!filled || (this.lookahead < MIN_LOOKAHEAD && !this.finishing)) return;
+        if (this.lookahead === 0) break;
+      }
+      st[S.STRSTART] = this.strstart;
+      st[S.LOOKAHEAD] = this.lookahead;
+      st[S.INS_H] = this.insH;
+      st[S.MATCH_LENGTH] = this.matchLength;
+      st[S.MATCH_AVAILABLE] = +this.matchAvailable;
+      st[S.MATCH_START] = this.matchStart;
+      st[S.SYM_NEXT] = this.symNext;
+      const full = x.step() === 1;
+      this.strstart = st[S.STRSTART];
+      this.lookahead = st[S.LOOKAHEAD];
+      this.insH = st[S.INS_H];
+      this.matchLength = st[S.MATCH_LENGTH];
+      this.matchAvailable = st[S.MATCH_AVAILABLE] === 1;
+      this.matchStart = st[S.MATCH_START];
+      this.symNext = st[S.SYM_NEXT];
+      if (full) this.flushBlock(false, st[S.EMIT]);
     }
     this.endStream();
   }
 
-  /** Input exhausted under Z_FINISH: the last block. */
+  /** Input exhausted under Z_FINISH: the byte whose match was never taken (deflate_slow), and the last block. */
   private endStream(): void {
+    if (this.matchAvailable) {
+      this.tallyLit(this.window[this.strstart - 1]);
+      this.matchAvailable = false;
+    }
     this.insert = this.strstart < MIN_MATCH - 1 ? this.strstart : MIN_MATCH - 1;
     this.flushBlock(true);
   }
@@ -392,13 +473,13 @@ export class ZlibDeflateEncoder {
     return this.symNext === SYM_END;
   }
 
-  /** zlib's FLUSH_BLOCK_ONLY: the block from blockStart to strstart. */
-  private flushBlock(last: boolean): void {
+  /** zlib's FLUSH_BLOCK_ONLY: the block from blockStart to `end` (strstart, but where a literal's byte was counted before it). */
+  private flushBlock(last: boolean, end = this.strstart): void {
     const out = this.out;
-    const storedLen = this.strstart - this.blockStart;
+    const storedLen = end - this.blockStart;
     this.trees.writeBlock(out, this.window, this.blockStart, storedLen, this.symLc, this.symDist, this.symNext, last);
     this.symNext = 0;
-    this.blockStart = this.strstart;
+    this.blockStart = end;
     if (out.pos >= TAKE_AT) this.parts.push(out.take());
   }
 }

@@ -49,9 +49,11 @@ class Tree {
     readonly extraBase: number,
     /** the fixed-code lengths, for static_len; null for the code-length tree */
     readonly staticLen: Uint16Array | null,
+    /** where the counts live (2 * elems + 1 of them), if not in an array of its own */
+    freq?: Int32Array,
   ) {
     const size = 2 * elems + 1;
-    this.freq = new Int32Array(size);
+    this.freq = freq ?? new Int32Array(size);
     this.len = new Uint16Array(size);
     this.code = new Uint16Array(size);
     this.dad = new Int32Array(size);
@@ -94,8 +96,8 @@ const STATIC_DCODE = new Uint16Array(NUM_OFF);
  * them into a block and starts the next one.
  */
 export class ZlibTrees {
-  readonly ltree = new Tree(NUM_LIT, MAX_BITS, LEN_EXTRA, 257, STATIC_LLEN);
-  readonly dtree = new Tree(NUM_OFF, MAX_BITS, OFF_EXTRA, 0, STATIC_DLEN);
+  readonly ltree: Tree;
+  readonly dtree: Tree;
   private readonly bltree = new Tree(NUM_CODEGEN, MAX_BL_BITS, EXTRA_BL, 0, null);
   private readonly heap = new Int32Array(HEAP_SIZE);
   private readonly depth = new Uint8Array(HEAP_SIZE);
@@ -107,7 +109,10 @@ export class ZlibTrees {
   /** bit length of the block with the fixed trees */
   private staticLen = 0;
 
-  constructor() {
+  /** `freqs`: where the encoder counts its symbols, if in memory of its own (a WebAssembly matcher's) */
+  constructor(freqs?: { lit: Int32Array; off: Int32Array }) {
+    this.ltree = new Tree(NUM_LIT, MAX_BITS, LEN_EXTRA, 257, STATIC_LLEN, freqs?.lit);
+    this.dtree = new Tree(NUM_OFF, MAX_BITS, OFF_EXTRA, 0, STATIC_DLEN, freqs?.off);
     this.initBlock();
   }
 

@@ -1,0 +1,237 @@
+// zlib's deflate_fast/deflate_slow loop and longest_match (zlib-deflate.ts: deflate() and
+// longestMatch(), behind Java's GZIPOutputStream (Jib) and Python's gzip layers), in C for
+// WebAssembly: the same decisions, position for position, so the symbols are identical (the
+// TypeScript one stays as the fallback and the reference; tests compare both with each other
+// and with zlib's own output). Matches are compared 8 bytes at a time here.
+//
+// The window, hash chains, symbol buffer and symbol counts live in this instance's memory
+// (TypeScript fills and slides the window and writes the blocks on views of them); the
+// loop's variables go in and out through `state`.
+#include "wasm.h"
+
+#define W_SIZE (1 << 15)
+#define W_MASK (W_SIZE - 1)
+#define WINDOW_SIZE (2 * W_SIZE)
+#define MIN_MATCH 3
+#define MAX_MATCH 258
+#define MIN_LOOKAHEAD (MAX_MATCH + MIN_MATCH + 1)
+#define MAX_DIST (W_SIZE - MIN_LOOKAHEAD)
+#define HASH_BITS 15
+#define HASH_MASK ((1 << HASH_BITS) - 1)
+#define HASH_SHIFT 5
+#define LIT_BUFSIZE (1 << 14)
+#define SYM_END (LIT_BUFSIZE - 1)
+#define TOO_FAR 4096
+#define NUM_LIT 286
+#define NUM_OFF 30
+
+// (16 bytes of slack: 8-byte compares may read up to 2 bytes past the window, never use them)
+static uint8_t window[WINDOW_SIZE + 16];
+static uint16_t prev[W_SIZE];
+static uint16_t head[1 << HASH_BITS];
+static uint16_t sym_dist[LIT_BUFSIZE];
+static uint8_t sym_lc[LIT_BUFSIZE];
+// the trees' freq arrays (2n+1 entries: internal nodes follow the symbols)
+static int32_t lfreq[2 * NUM_LIT + 1];
+static int32_t dfreq[2 * NUM_OFF + 1];
+static uint8_t len_code[256];
+static uint8_t off_code[32768];
+
+/** the loop's variables, as ZlibDeflateEncoder keeps them (booleans as 0/1) */
+enum {
+  S_STRSTART, S_LOOKAHEAD, S_INS_H, S_MATCH_LENGTH, S_MATCH_AVAILABLE, S_MATCH_START, S_SYM_NEXT,
+  S_EMIT, S_FAST, S_GOOD, S_LAZY, S_NICE, S_CHAIN, S_COUNT
+};
+static int32_t state[S_COUNT];
+
+EXPORT(window) uint8_t *window_at(void) { return window; }
+EXPORT(prev) uint16_t *prev_at(void) { return prev; }
+EXPORT(head) uint16_t *head_at(void) { return head; }
+EXPORT(sym_dist) uint16_t *sym_dist_at(void) { return sym_dist; }
+EXPORT(sym_lc) uint8_t *sym_lc_at(void) { return sym_lc; }
+EXPORT(lfreq) int32_t *lfreq_at(void) { return lfreq; }
+EXPORT(dfreq) int32_t *dfreq_at(void) { return dfreq; }
+EXPORT(len_code) uint8_t *len_code_at(void) { return len_code; }
+EXPORT(off_code) uint8_t *off_code_at(void) { return off_code; }
+EXPORT(state) int32_t *state_at(void) { return state; }
+
+/**
+ * The window's upper half moves down, and the hash chains with it (positions that fall out
+ * become 0, "no entry"): zlib's slide_hash, eight entries an instruction with -msimd128.
+ */
+EXPORT(slide) void slide(void) {
+  __builtin_memcpy(window, window + W_SIZE, W_SIZE); // (memory.copy, with -mbulk-memory)
+  for (int i = 0; i < (1 << HASH_BITS); i++) head[i] = head[i] >= W_SIZE ? head[i] - W_SIZE : 0;
+  for (int i = 0; i < W_SIZE; i++) prev[i] = prev[i] >= W_SIZE ? prev[i] - W_SIZE : 0;
+}
+
+/** Bytes a and b have in common from n on, up to MAX_MATCH. */
+static inline int common(int a, int b, int n) {
+  for (;;) {
+    uint64_t x = load64_at(window + a + n) ^ load64_at(window + b + n);
+    if (x) {
+      n += __builtin_ctzll(x) >> 3;
+      break;
+    }
+    n += 8;
+    if (n >= MAX_MATCH) break;
+  }
+  return n < MAX_MATCH ? n : MAX_MATCH;
+}
+
+/**
+ * longest_match: the best match for `scan` along the chain from cur_match, longer than
+ * prev_length; sets *match_start when it finds one. Never longer than the bytes ahead.
+ */
+static int longest_match(int cur_match, int scan, int prev_length, int lookahead, int *match_start) {
+  int chain = state[S_CHAIN];
+  int nice = state[S_NICE];
+  int best_len = prev_length;
+  const int limit = scan > MAX_DIST ? scan - MAX_DIST : 0;
+  uint8_t scan_end1 = window[scan + best_len - 1];
+  uint8_t scan_end = window[scan + best_len];
+  const uint8_t s0 = window[scan], s1 = window[scan + 1];
+  if (prev_length >= state[S_GOOD]) chain >>= 2;
+  if (nice > lookahead) nice = lookahead;
+  int start = -1;
+  do {
+    const int m = cur_match;
+    if (window[m + best_len] != scan_end || window[m + best_len - 1] != scan_end1 || window[m] != s0 || window[m + 1] != s1) continue;
+    // byte 2 is not compared: equal hashes and equal bytes 0 and 1 imply it (zlib relies on this)
+    const int len = common(scan, m, 3);
+    if (len > best_len) {
+      start = m;
+      best_len = len;
+      if (len >= nice) break;
+      scan_end1 = window[scan + best_len - 1];
+      scan_end = window[scan + best_len];
+    }
+  } while ((cur_match = prev[cur_match & W_MASK]) > limit && --chain != 0);
+  if (start >= 0) *match_start = start;
+  return best_len <= lookahead ? best_len : lookahead;
+}
+
+static inline int insert(int str, int *ins_h) {
+  *ins_h = ((*ins_h << HASH_SHIFT) ^ window[str + MIN_MATCH - 1]) & HASH_MASK;
+  const int h = head[*ins_h];
+  prev[str & W_MASK] = h;
+  head[*ins_h] = str;
+  return h;
+}
+
+/**
+ * Processes the position at strstart (the caller filled the window: at least MIN_LOOKAHEAD
+ * bytes ahead, or any when finishing), then every next one while MIN_LOOKAHEAD bytes are
+ * ahead. Returns 0 when the window is to be filled, 1 when the symbol buffer is full: write
+ * the block ending at state[S_EMIT], empty the buffer, fill if need be, call again.
+ */
+EXPORT(step) int step(void) {
+  const int fast = state[S_FAST];
+  const int lazy = state[S_LAZY]; // deflate_fast's max_insert_length
+  int strstart = state[S_STRSTART];
+  int lookahead = state[S_LOOKAHEAD];
+  int ins_h = state[S_INS_H];
+  int match_length = state[S_MATCH_LENGTH];
+  int match_available = state[S_MATCH_AVAILABLE];
+  int match_start = state[S_MATCH_START];
+  int sym = state[S_SYM_NEXT];
+  int result = 0;
+  for (int first = 1; first || lookahead >= MIN_LOOKAHEAD; first = 0) {
+    int hash_head = 0;
+    if (lookahead >= MIN_MATCH) hash_head = insert(strstart, &ins_h);
+    // one search for both: deflate_fast keeps its last length when it does not search;
+    // deflate_slow searches only while the previous match is shorter than max_lazy_match
+    const int prev_length = match_length;
+    const int prev_match = match_start;
+    if (!fast) match_length = MIN_MATCH - 1;
+    if (hash_head != 0 && (fast || prev_length < lazy) && strstart - hash_head <= MAX_DIST) {
+      match_length = longest_match(hash_head, strstart, fast ? MIN_MATCH - 1 : prev_length, lookahead, &match_start);
+      // a 3-byte match far back costs more than its literals
+      if (!fast && match_length == MIN_MATCH && strstart - match_start > TOO_FAR) match_length = MIN_MATCH - 1;
+    }
+
+    if (fast) {
+      if (match_length >= MIN_MATCH) {
+        const int dist = strstart - match_start;
+        const int lc = match_length - MIN_MATCH;
+        sym_dist[sym] = dist;
+        sym_lc[sym++] = lc;
+        lfreq[len_code[lc] + 257]++;
+        dfreq[off_code[dist - 1]]++;
+        lookahead -= match_length;
+        if (match_length <= lazy && lookahead >= MIN_MATCH) {
+          // short match: insert every string it covers
+          for (int k = match_length - 1; k > 0; k--) insert(++strstart, &ins_h);
+          strstart++;
+        } else {
+          strstart += match_length;
+          ins_h = ((window[strstart] << HASH_SHIFT) ^ window[strstart + 1]) & HASH_MASK;
+        }
+        match_length = 0;
+      } else {
+        const int c = window[strstart];
+        sym_dist[sym] = 0;
+        sym_lc[sym++] = c;
+        lfreq[c]++;
+        lookahead--;
+        strstart++;
+      }
+      if (sym == SYM_END) {
+        state[S_EMIT] = strstart;
+        result = 1;
+        break;
+      }
+      continue;
+    }
+
+    if (prev_length >= MIN_MATCH && match_length <= prev_length) {
+      // the match found one byte back is at least as good: take it
+      const int max_insert = strstart + lookahead - MIN_MATCH;
+      const int dist = strstart - 1 - prev_match;
+      const int lc = prev_length - MIN_MATCH;
+      sym_dist[sym] = dist;
+      sym_lc[sym++] = lc;
+      lfreq[len_code[lc] + 257]++;
+      dfreq[off_code[dist - 1]]++;
+      lookahead -= prev_length - 1;
+      for (int k = prev_length - 2; k > 0; k--) {
+        if (++strstart <= max_insert) insert(strstart, &ins_h);
+      }
+      match_available = 0;
+      match_length = MIN_MATCH - 1;
+      strstart++;
+      if (sym == SYM_END) {
+        state[S_EMIT] = strstart;
+        result = 1;
+        break;
+      }
+    } else if (match_available) {
+      // the byte before is a literal (its match, if any, lost to the one here); a full buffer
+      // ends the block before this byte
+      const int c = window[strstart - 1];
+      sym_dist[sym] = 0;
+      sym_lc[sym++] = c;
+      lfreq[c]++;
+      const int full = sym == SYM_END;
+      if (full) state[S_EMIT] = strstart;
+      strstart++;
+      lookahead--;
+      if (full) {
+        result = 1;
+        break;
+      }
+    } else {
+      match_available = 1;
+      strstart++;
+      lookahead--;
+    }
+  }
+  state[S_STRSTART] = strstart;
+  state[S_LOOKAHEAD] = lookahead;
+  state[S_INS_H] = ins_h;
+  state[S_MATCH_LENGTH] = match_length;
+  state[S_MATCH_AVAILABLE] = match_available;
+  state[S_MATCH_START] = match_start;
+  state[S_SYM_NEXT] = sym;
+  return result;
+}

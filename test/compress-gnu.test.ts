@@ -14,7 +14,9 @@ import { gunzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { GnuGzipEncoder, createGnuGzipStream } from '../src/compress/gnu-gzip.js';
-import { encodeChunked, randomBytes, rng, sha, text } from './compress-support.js';
+import fc from 'fast-check';
+import { wasmModule } from '../src/compress/wasm.js';
+import { encodeChunked, mixedInputs, randomBytes, rng, sha, text, withAndWithoutWasm } from './compress-support.js';
 
 const GZIP = '/bin/gzip';
 const inputs = new Map<string, Buffer>();
@@ -166,4 +168,29 @@ test('createGnuGzipStream', async () => {
   for (let i = 0; i < data.length; i += 5000) chunks.push(data.subarray(i, i + 5000));
   const out = await buffer(Readable.from(chunks).pipe(createGnuGzipStream({ level: 6 })));
   assert.equal(sha(out), sha(gnu(data, 6)));
+});
+
+test('the WebAssembly loop (levels 1-9) is built and used, and writes exactly what the TypeScript one writes', () => {
+  assert.ok(wasmModule('zlib-match'), 'dist/src/compress/wasm/zlib-match.wasm is built (npm run build, needs clang-14 and lld-14) and loads');
+  const both = (data: Uint8Array, level: number, chunk = 0) => withAndWithoutWasm('zlib-match', () => ours(data, level, chunk));
+  fc.assert(fc.property(fc.integer({ min: 1, max: 9 }), mixedInputs, (level, data) => {
+    const { w, t } = both(data, level);
+    assert.equal(sha(w), sha(t), `level ${level}, ${data.length} bytes: WebAssembly and TypeScript differ`);
+  }), { seed: 20261206, numRuns: 40 });
+  // skewed bytes: many short matches, blocks cut by the every-4096-symbols estimate; fed in
+  // pieces. Input ending near the window's top (3 × 32 KiB - 100 bytes: searches near the end
+  // stop there) and repeats whose period does not divide 32 KiB (the last bytes match far
+  // back, and past the end of input the stale window bytes decide between candidates).
+  const unit = randomBytes(1000, 3);
+  const repeats = Buffer.alloc(3 * 32_768 - 100, unit);
+  // the last 50 bytes twice before, the older copy followed by the zeros past the end of input:
+  // with fewer bytes ahead than nice_match, gzip searches on and takes the older one
+  const tail = randomBytes(50, 4);
+  const tailed = Buffer.concat([randomBytes(10_000, 5), tail, Buffer.alloc(4), randomBytes(10_000, 6), tail, Buffer.of(0x55), randomBytes(10_000, 7), tail]);
+  for (const level of [1, 3, 4, 6, 9]) {
+    for (const [name, data] of [['skewed bytes', skewed(200_000, level, 5 + level)], ['text', text(3 * 32_768 - 100, level)], ['repeats', repeats], ['tail repeated', tailed]] as const) {
+      const { w, t } = both(data, level, 10_000);
+      assert.equal(sha(w), sha(t), `level ${level}, ${name} in pieces: WebAssembly and TypeScript differ`);
+    }
+  }
 });

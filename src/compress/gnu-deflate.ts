@@ -22,7 +22,7 @@
 import { BitWriter } from './bit-writer.js';
 import { LEN_CODE, NUM_OFF, OFF_CODE, OFF_EXTRA } from './deflate-tables.js';
 import { ZlibTrees } from './zlib-trees.js';
-import { LEVEL_CONFIG, slideHash } from './zlib-window.js';
+import { LEVEL_CONFIG, matchInstance, S, slideHash, type MatchInstance } from './zlib-window.js';
 
 const WSIZE = 0x8000;
 const WMASK = WSIZE - 1;
@@ -46,10 +46,13 @@ export class GnuDeflateEncoder {
   private readonly niceMatch: number;
   private readonly maxChain: number;
 
+  /** the loop in WebAssembly (wasm/zlib-match.c), if built: the same decisions as deflate() below */
+  private readonly wasm?: MatchInstance;
+
   // matcher state (deflate.c)
-  private readonly window = new Uint8Array(WINDOW_SIZE);
-  private readonly prev = new Uint16Array(WSIZE);
-  private readonly head = new Uint16Array(1 << HASH_BITS);
+  private readonly window: Uint8Array;
+  private readonly prev: Uint16Array;
+  private readonly head: Uint16Array;
   private strstart = 0;
   private blockStart = 0;
   private lookahead = 0;
@@ -69,13 +72,13 @@ export class GnuDeflateEncoder {
   private finishing = false;
 
   // block buffers (trees.c): per token the byte/length-3 and distance (0 = literal)
-  private readonly lBuf = new Uint8Array(LIT_BUFSIZE);
-  private readonly dBuf = new Uint16Array(LIT_BUFSIZE);
+  private readonly lBuf: Uint8Array;
+  private readonly dBuf: Uint16Array;
   private lastLit = 0;
   private lastDist = 0;
-  private readonly trees = new ZlibTrees();
-  private readonly lfreq = this.trees.ltree.freq;
-  private readonly dfreq = this.trees.dtree.freq;
+  private readonly trees: ZlibTrees;
+  private readonly lfreq: Int32Array;
+  private readonly dfreq: Int32Array;
 
   private readonly bw = new BitWriter();
 
@@ -83,6 +86,20 @@ export class GnuDeflateEncoder {
     if (!Number.isInteger(level) || level < 1 || level > 9) throw new RangeError(`gnu-deflate: bad level ${level}`);
     this.level = level;
     [this.goodMatch, this.maxLazy, this.niceMatch, this.maxChain] = LEVEL_CONFIG[level];
+    const m = (this.wasm = matchInstance(level, LIT_BUFSIZE));
+    if (m) {
+      ({ window: this.window, prev: this.prev, head: this.head, symLc: this.lBuf, symDist: this.dBuf } = m);
+      this.trees = new ZlibTrees(m.freqs);
+    } else {
+      this.window = new Uint8Array(WINDOW_SIZE);
+      this.prev = new Uint16Array(WSIZE);
+      this.head = new Uint16Array(1 << HASH_BITS);
+      this.lBuf = new Uint8Array(LIT_BUFSIZE);
+      this.dBuf = new Uint16Array(LIT_BUFSIZE);
+      this.trees = new ZlibTrees();
+    }
+    this.lfreq = this.trees.ltree.freq;
+    this.dfreq = this.trees.dtree.freq;
   }
 
   push(chunk: Uint8Array): Uint8Array[] {
@@ -139,13 +156,15 @@ export class GnuDeflateEncoder {
     if (slide) more += WSIZE;
     if (this.pendingLen < more && !this.finishing) return false;
     if (slide) {
-      const w = this.window;
-      w.copyWithin(0, WSIZE, WINDOW_SIZE);
+      if (this.wasm) this.wasm.x.slide();
+      else {
+        this.window.copyWithin(0, WSIZE, WINDOW_SIZE);
+        slideHash(this.head);
+        slideHash(this.prev);
+      }
       this.matchStart -= WSIZE;
       this.strstart -= WSIZE;
       this.blockStart -= WSIZE;
-      slideHash(this.head);
-      slideHash(this.prev);
     }
     if (!this.eofile) {
       const at = this.strstart + this.lookahead;
@@ -233,6 +252,7 @@ export class GnuDeflateEncoder {
    * true once the final block is out.
    */
   private deflate(out: Uint8Array[]): boolean {
+    if (this.wasm) return this.deflateWasm(this.wasm, out);
     const w = this.window;
     const prev = this.prev;
     const head = this.head;
@@ -331,12 +351,53 @@ export class GnuDeflateEncoder {
         lookahead--;
       }
     }
-    // (lazy only) the last byte's match was never taken
-    if (matchAvailable) this.tally(0, w[strstart - 1], strstart);
     this.strstart = strstart;
     this.lookahead = lookahead;
-    this.flushBlock(strstart, true);
+    this.matchAvailable = matchAvailable;
+    this.endStream();
     return true;
+  }
+
+  /**
+   * deflate() with the loop in WebAssembly: the window is filled (and slid) here, the loop
+   * runs there until it needs input or a block ends, the variables going in and out.
+   */
+  private deflateWasm({ x, st }: MatchInstance, out: Uint8Array[]): boolean {
+    for (;;) {
+      if (this.lookahead < MIN_LOOKAHEAD && !this.eofile) {
+        if (!this.fillWindow()) return false;
+        continue;
+      }
+      if (this.lookahead === 0) break;
+      st[S.STRSTART] = this.strstart;
+      st[S.LOOKAHEAD] = this.lookahead;
+      st[S.INS_H] = this.insH;
+      st[S.MATCH_LENGTH] = this.matchLength;
+      st[S.MATCH_AVAILABLE] = +this.matchAvailable;
+      st[S.MATCH_START] = this.matchStart;
+      st[S.SYM_NEXT] = this.lastLit;
+      st[S.LAST_DIST] = this.lastDist;
+      st[S.BLOCK_START] = this.blockStart;
+      st[S.EOFILE] = +this.eofile;
+      const end = x.step_gnu() === 1;
+      this.strstart = st[S.STRSTART];
+      this.lookahead = st[S.LOOKAHEAD];
+      this.insH = st[S.INS_H];
+      this.matchLength = st[S.MATCH_LENGTH];
+      this.matchAvailable = st[S.MATCH_AVAILABLE] === 1;
+      this.matchStart = st[S.MATCH_START];
+      this.lastLit = st[S.SYM_NEXT];
+      this.lastDist = st[S.LAST_DIST];
+      if (end) this.endBlock(st[S.EMIT], out);
+    }
+    this.endStream();
+    return true;
+  }
+
+  /** The input is done: the byte whose match was never taken (lazy only), and the last block. */
+  private endStream(): void {
+    if (this.matchAvailable) this.tally(0, this.window[this.strstart - 1], this.strstart);
+    this.flushBlock(this.strstart, true);
   }
 
   // ---------------------------------------------------------------- blocks (trees.c)

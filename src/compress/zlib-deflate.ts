@@ -23,10 +23,9 @@
 // is held back until a window refill can be as full as zlib would make it.
 
 import { BitWriter } from './bit-writer.js';
-import { LEN_CODE, NUM_LIT, NUM_OFF, OFF_CODE } from './deflate-tables.js';
-import { wasmInstance } from './wasm.js';
+import { LEN_CODE, OFF_CODE } from './deflate-tables.js';
 import { ZlibTrees } from './zlib-trees.js';
-import { LEVEL_CONFIG, slideHash } from './zlib-window.js';
+import { LEVEL_CONFIG, matchInstance, S, slideHash, type MatchInstance } from './zlib-window.js';
 
 const W_SIZE = 1 << 15;
 const W_MASK = W_SIZE - 1;
@@ -45,24 +44,6 @@ const TOO_FAR = 4096;
 /** output bytes gathered before they are handed out */
 const TAKE_AT = 64 * 1024;
 
-/** The loop in WebAssembly (wasm/zlib-match.c): the same decisions as deflate() below. */
-interface MatchExports {
-  step(): number;
-  slide(): void;
-  window(): number;
-  prev(): number;
-  head(): number;
-  sym_dist(): number;
-  sym_lc(): number;
-  lfreq(): number;
-  dfreq(): number;
-  len_code(): number;
-  off_code(): number;
-  state(): number;
-}
-/** its variables (state[]), in zlib-match.c's order */
-const enum S { STRSTART, LOOKAHEAD, INS_H, MATCH_LENGTH, MATCH_AVAILABLE, MATCH_START, SYM_NEXT, EMIT, FAST, GOOD, LAZY, NICE, CHAIN, COUNT }
-
 export class ZlibDeflateEncoder {
   private readonly good: number;
   private readonly lazy: number;
@@ -70,8 +51,8 @@ export class ZlibDeflateEncoder {
   private readonly chain: number;
   private readonly fast: boolean;
 
-  private readonly wasm = wasmInstance<MatchExports>('zlib-match');
-  private readonly state?: Int32Array;
+  /** the loop in WebAssembly (wasm/zlib-match.c), if built: the same decisions as deflate() below */
+  private readonly wasm?: MatchInstance;
   private readonly window: Uint8Array;
   private readonly prev: Uint16Array;
   private readonly head: Uint16Array;
@@ -109,23 +90,10 @@ export class ZlibDeflateEncoder {
     }
     [this.good, this.lazy, this.nice, this.chain] = LEVEL_CONFIG[level];
     this.fast = level <= 3;
-    const x = this.wasm;
-    if (x) {
-      const mem = x.memory.buffer; // (never grows: the C side allocates nothing)
-      this.window = new Uint8Array(mem, x.window(), WINDOW_SIZE);
-      this.prev = new Uint16Array(mem, x.prev(), W_SIZE);
-      this.head = new Uint16Array(mem, x.head(), HASH_SIZE);
-      this.symDist = new Uint16Array(mem, x.sym_dist(), LIT_BUFSIZE);
-      this.symLc = new Uint8Array(mem, x.sym_lc(), LIT_BUFSIZE);
-      this.trees = new ZlibTrees({ lit: new Int32Array(mem, x.lfreq(), 2 * NUM_LIT + 1), off: new Int32Array(mem, x.dfreq(), 2 * NUM_OFF + 1) });
-      new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
-      new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
-      const st = (this.state = new Int32Array(mem, x.state(), S.COUNT));
-      st[S.FAST] = +this.fast;
-      st[S.GOOD] = this.good;
-      st[S.LAZY] = this.lazy;
-      st[S.NICE] = this.nice;
-      st[S.CHAIN] = this.chain;
+    const m = (this.wasm = matchInstance(level, LIT_BUFSIZE));
+    if (m) {
+      ({ window: this.window, prev: this.prev, head: this.head, symDist: this.symDist, symLc: this.symLc } = m);
+      this.trees = new ZlibTrees(m.freqs);
     } else {
       this.window = new Uint8Array(WINDOW_SIZE);
       this.prev = new Uint16Array(W_SIZE);
@@ -203,7 +171,7 @@ export class ZlibDeflateEncoder {
     const avail = this.available();
     if (!this.finishing && avail < more + (slide ? W_SIZE : 0)) return false;
     if (slide) {
-      if (this.wasm) this.wasm.slide();
+      if (this.wasm) this.wasm.x.slide();
       else {
         this.window.copyWithin(0, W_SIZE, WINDOW_SIZE);
         slideHash(this.head);
@@ -284,7 +252,7 @@ export class ZlibDeflateEncoder {
    * around the calls that use it (fillWindow, flushBlock) and when the loop stops for input.
    */
   private deflate(): void {
-    if (this.wasm) return this.deflateWasm(this.wasm, this.state!);
+    if (this.wasm) return this.deflateWasm(this.wasm);
     const w = this.window;
     const prev = this.prev;
     const head = this.head;
@@ -428,7 +396,7 @@ export class ZlibDeflateEncoder {
    * deflate() with the loop in WebAssembly: the window is filled (and slid) here, the loop
    * runs there until it needs input or a block is full, the variables going in and out.
    */
-  private deflateWasm(x: MatchExports, st: Int32Array): void {
+  private deflateWasm({ x, st }: MatchInstance): void {
     for (;;) {
       if (this.lookahead < MIN_LOOKAHEAD) {
         const filled = this.fillWindow();
@@ -442,7 +410,7 @@ export class ZlibDeflateEncoder {
       st[S.MATCH_AVAILABLE] = +this.matchAvailable;
       st[S.MATCH_START] = this.matchStart;
       st[S.SYM_NEXT] = this.symNext;
-      const full = x.step() === 1;
+      const full = x.step_zlib() === 1;
       this.strstart = st[S.STRSTART];
       this.lookahead = st[S.LOOKAHEAD];
       this.insH = st[S.INS_H];

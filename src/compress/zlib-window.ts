@@ -1,7 +1,9 @@
 // What zlib's deflate.c and GNU gzip 1.12's deflate.c share about the sliding window, since
-// both keep the 1990s layout: the per-level search limits and how the hash tables slide.
-// Window geometry and hash constants stay in each encoder, where V8 folds them into the
-// hot loops.
+// both keep the 1990s layout: the per-level search limits, how the hash tables slide, and
+// the WebAssembly module that runs either loop (wasm/zlib-match.c). Window geometry and hash
+// constants stay in each encoder, where V8 folds them into the hot loops.
+import { LEN_CODE, NUM_LIT, NUM_OFF, OFF_CODE, OFF_EXTRA } from './deflate-tables.js';
+import { wasmInstance } from './wasm.js';
 
 /** configuration_table: good_length, max_lazy (max_insert_length at levels 1-3), nice_length, max_chain. */
 export const LEVEL_CONFIG: ReadonlyArray<readonly [number, number, number, number]> = [
@@ -28,4 +30,60 @@ export function slideHash(t: Uint16Array): void {
     const v = t[i] - W_SIZE;
     t[i] = v & ~(v >> 31); // max(v, 0) without a branch: the outcome is data-dependent
   }
+}
+
+interface MatchExports {
+  step_zlib(): number;
+  step_gnu(): number;
+  slide(): void;
+  window(): number;
+  prev(): number;
+  head(): number;
+  sym_dist(): number;
+  sym_lc(): number;
+  lfreq(): number;
+  dfreq(): number;
+  len_code(): number;
+  off_code(): number;
+  off_extra(): number;
+  state(): number;
+}
+
+/** The loop's variables (state[]), in zlib-match.c's order; LAST_DIST, BLOCK_START, EOFILE and LEVEL are GNU gzip's only. */
+export const enum S { STRSTART, LOOKAHEAD, INS_H, MATCH_LENGTH, MATCH_AVAILABLE, MATCH_START, SYM_NEXT, LAST_DIST, BLOCK_START, EOFILE, EMIT, FAST, GOOD, LAZY, NICE, CHAIN, LEVEL, COUNT }
+
+/** An instance of wasm/zlib-match.c with views of what the encoder shares with it. */
+export interface MatchInstance {
+  x: MatchExports;
+  st: Int32Array;
+  window: Uint8Array;
+  prev: Uint16Array;
+  head: Uint16Array;
+  symDist: Uint16Array;
+  symLc: Uint8Array;
+  freqs: { lit: Int32Array; off: Int32Array };
+}
+
+/** A new instance set for `level`'s limits, if WebAssembly is available (else the encoder runs its TypeScript loop). */
+export function matchInstance(level: number, symbols: number): MatchInstance | undefined {
+  const x = wasmInstance<MatchExports>('zlib-match');
+  if (!x) return undefined;
+  const mem = x.memory.buffer; // (never grows: the C side allocates nothing)
+  new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
+  new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
+  new Uint8Array(mem, x.off_extra(), NUM_OFF).set(OFF_EXTRA.subarray(0, NUM_OFF));
+  const st = new Int32Array(mem, x.state(), S.COUNT);
+  [st[S.GOOD], st[S.LAZY], st[S.NICE], st[S.CHAIN]] = LEVEL_CONFIG[level];
+  st[S.FAST] = +(level <= 3);
+  st[S.LEVEL] = level;
+  return {
+    x,
+    st,
+    window: new Uint8Array(mem, x.window(), 2 * W_SIZE),
+    prev: new Uint16Array(mem, x.prev(), W_SIZE),
+    head: new Uint16Array(mem, x.head(), 1 << 15),
+    symDist: new Uint16Array(mem, x.sym_dist(), symbols),
+    symLc: new Uint8Array(mem, x.sym_lc(), symbols),
+    freqs: { lit: new Int32Array(mem, x.lfreq(), 2 * NUM_LIT + 1), off: new Int32Array(mem, x.dfreq(), 2 * NUM_OFF + 1) },
+  };
 }

@@ -108,6 +108,13 @@ test('the WebAssembly chain matcher (levels 2-9) is built and used, and writes e
   }), { seed: 20261206, numRuns: 40 });
 });
 
+test('the WebAssembly token counter and writer (every level; level 1 has no other WebAssembly part) write exactly what the TypeScript ones write', () => {
+  fc.assert(fc.property(mixedInputs, (data) => {
+    const { w, t } = withAndWithoutWasm('klauspost-match', () => ours(data, 1));
+    assert.equal(sha(w), sha(t), `level 1, ${data.length} bytes: WebAssembly and TypeScript token writers differ`);
+  }), { seed: 20261207, numRuns: 40 });
+});
+
 test('rejects invalid levels', () => {
   for (const level of [0, 10, -1, 2.5]) assert.throws(() => new GoGzipEncoder({ level }), RangeError);
 });

@@ -14,6 +14,7 @@
 import { BitWriter } from './bit-writer.js';
 import { MATCH, MAX_STORED, OFF_CODE } from './deflate-tables.js';
 import { HuffmanBlockWriter } from './go-huffman.js';
+import { wasmTokenWriter } from './klauspost-flate.js';
 import { wasmInstance } from './wasm.js';
 
 const WINDOW = 1 << 15;
@@ -370,7 +371,8 @@ class FastEngine implements Engine {
   private readonly window = new Uint8Array(MAX_STORED);
   private windowEnd = 0;
   private sync = false;
-  private readonly tokens = new Int32Array(MAX_STORED + 1);
+  /** in the WebAssembly token writer's memory where there is one (no copy per block) */
+  private readonly tokens: Int32Array;
   // hash table: position (+ cur) and the 4 bytes found there
   private readonly tableOff = new Int32Array(1 << FAST_TABLE_BITS);
   private readonly tableVal = new Int32Array(1 << FAST_TABLE_BITS);
@@ -380,7 +382,9 @@ class FastEngine implements Engine {
   /** offset of the current block in table positions */
   private cur = MAX_STORED;
 
-  constructor(private readonly hw: HuffmanBlockWriter) {}
+  constructor(private readonly hw: HuffmanBlockWriter) {
+    this.tokens = hw.tw?.tok ?? new Int32Array(MAX_STORED + 1);
+  }
 
   write(b: Uint8Array): void {
     let off = 0;
@@ -559,7 +563,7 @@ export class GoDeflateEncoder {
       throw new RangeError(`go-flate: level must be an integer 1..9, got ${level}`);
     }
     this.level = level;
-    const hw = new HuffmanBlockWriter(this.bw);
+    const hw = new HuffmanBlockWriter(this.bw, wasmTokenWriter());
     this.engine = level === 1 ? new FastEngine(hw) : new ChainEngine(LEVELS[level], hw);
   }
 

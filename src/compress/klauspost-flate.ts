@@ -202,6 +202,9 @@ interface MatchExports {
   memory: WebAssembly.Memory;
   encode(s0: number, end: number, cur: number, n: number): number;
   write_tokens(n: number): number;
+  count_tokens(n: number): void;
+  go_lit_freq(): number;
+  go_off_freq(): number;
   hist(): number;
   table(): number;
   btable(): number;
@@ -223,8 +226,27 @@ interface MatchExports {
   bits(): number;
 }
 
+/**
+ * The token writer of a matcher instance, for Go's block writer (go-huffman.ts): the tokens
+ * it writes and counts are those in `tok`.
+ */
+export interface WasmTokenWriter {
+  /** its token array (an encoder that fills this one spares a copy per block) */
+  readonly tok: Int32Array;
+  /** Go's symbol counts, which countTokens writes */
+  readonly goLitFreq: Int32Array;
+  readonly goOffFreq: Int32Array;
+  countTokens(n: number): void;
+  writeTokens(bw: BitWriter, n: number, lit: HuffmanCode, off: HuffmanCode): void;
+}
+
+/** A token writer, where the module is built and WebAssembly is on. */
+export function wasmTokenWriter(): WasmTokenWriter | undefined {
+  return Matcher.make();
+}
+
 /** A matcher instance: its own memory holding the history, tables, tokens and output. */
-class Matcher {
+class Matcher implements WasmTokenWriter {
   readonly x: MatchExports;
   private readonly mem: ArrayBuffer; // (never grows: the C side allocates nothing)
   private readonly litCodes: Uint16Array;
@@ -233,6 +255,9 @@ class Matcher {
   private readonly offLens: Uint8Array;
   private readonly bits: Uint32Array;
   private readonly out: number;
+  readonly tok: Int32Array;
+  readonly goLitFreq: Int32Array;
+  readonly goOffFreq: Int32Array;
 
   /** A matcher, where the module is built and WebAssembly is on. */
   static make(): Matcher | undefined {
@@ -249,6 +274,9 @@ class Matcher {
     this.offLens = new Uint8Array(mem, x.off_lens(), 32);
     this.bits = new Uint32Array(mem, x.bits(), 2);
     this.out = x.out();
+    this.tok = new Int32Array(mem, x.tok(), MAX_STORE + 1);
+    this.goLitFreq = new Int32Array(mem, x.go_lit_freq(), LITERAL_COUNT);
+    this.goOffFreq = new Int32Array(mem, x.go_off_freq(), OFFSET_CODE_COUNT);
     new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
     new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
     new Int32Array(mem, x.len_base(), 32).set(LEN_BASE);
@@ -263,6 +291,10 @@ class Matcher {
 
   owns(a: Int32Array): boolean {
     return a.buffer === this.mem;
+  }
+
+  countTokens(n: number): void {
+    this.x.count_tokens(n);
   }
 
   /** writeTokens (huffman-code.ts) of the first n tokens in this memory. */

@@ -42,6 +42,26 @@ static uint16_t off_codes[32];
 static uint8_t off_lens[32];
 static uint8_t out[6 * (MAX_STORE + 1) + 64];
 static uint32_t bits[2]; // pending bits (< 16) and their count, in and out
+// Go's block writer (go-huffman.ts) writes its tokens here too, and counts them as Go does
+static int32_t go_lit_freq[286]; // literals, end of block (not counted here), length codes from 257
+static int32_t go_off_freq[30];
+EXPORT(go_lit_freq) int32_t *go_lit_freq_at(void) { return go_lit_freq; }
+EXPORT(go_off_freq) int32_t *go_off_freq_at(void) { return go_off_freq; }
+
+/** Go's indexTokens, the counting: tok[0, n) into go_lit_freq and go_off_freq. */
+EXPORT(count_tokens) void count_tokens(int n) {
+  for (int i = 0; i < 286; i++) go_lit_freq[i] = 0;
+  for (int i = 0; i < 30; i++) go_off_freq[i] = 0;
+  for (int i = 0; i < n; i++) {
+    const int32_t t = tok[i];
+    if (t < 256) {
+      go_lit_freq[t]++;
+    } else {
+      go_lit_freq[257 + len_code[(t >> 22) & 0xff]]++;
+      go_off_freq[(t >> 16) & 31]++;
+    }
+  }
+}
 
 EXPORT(hist) uint8_t *hist_at(void) { return hist; }
 EXPORT(table) int32_t *table_at(void) { return table; }

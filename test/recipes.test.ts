@@ -161,6 +161,32 @@ test('recompression threads are kept warm between downloads; one whose download 
   assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
 });
 
+test('produce jobs beyond the two slots wait for one; a download whose client stops reading gives its slot up, so others go on', async () => {
+  const srv = await serve(fx.stores.pulled, 'slots');
+  const { layers, blobUrl } = await pgzipImage(srv);
+  const big = layers.reduce((a, b) => (b.size > a.size ? b : a));
+  const url = blobUrl(big.digest);
+  const before = recompressionThreads();
+  const three = await Promise.all([1, 2, 3].map(() => bytes(url)));
+  for (const r of three) assert.equal(sha(r.body), big.digest);
+  assert.ok(recompressionThreads().waited > before.waited, 'the third of three downloads at once waited for a slot');
+  // two clients read their first bytes and then nothing (the blob is larger than the buffers between)
+  const stalledBefore = recompressionThreads().stalled;
+  const held = await Promise.all([1, 2].map(async () => {
+    const reader = (await fetch(url)).body!.getReader();
+    const first = await reader.read();
+    return { reader, parts: [Buffer.from(first.value!)] };
+  }));
+  for (let i = 0; i < 250 && recompressionThreads().stalled < stalledBefore + 2; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.ok(recompressionThreads().stalled >= stalledBefore + 2, 'both jobs stopped for want of a reader');
+  const other = await Promise.race([bytes(url), new Promise<never>((_, fail) => setTimeout(() => fail(new Error('a download beside two stalled ones did not finish in 30 s')), 30_000))]);
+  assert.equal(sha(other.body), big.digest, 'a download beside two stalled ones completes');
+  for (const h of held) {
+    for (let r = await h.reader.read(); !r.done; r = await h.reader.read()) h.parts.push(Buffer.from(r.value));
+    assert.equal(sha(Buffer.concat(h.parts)), big.digest, 'a stalled download, read on, verifies');
+  }
+});
+
 test('a layer file changed on disk: neither a whole recompressed blob nor a range from its first block past that file is served', async () => {
   const d = join(work, 'tampered');
   mkdirSync(d);

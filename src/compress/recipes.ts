@@ -74,8 +74,61 @@ export function recompressible(snap: Snapshot): Map<string, Layer> {
 const KEEP_WORKERS = 2;
 const KEEP_WORKERS_MS = 60_000;
 const idleWorkers: { w: Worker; timer: NodeJS.Timeout }[] = [];
-/** Jobs run on new threads and on kept ones, and threads ended with a job given up (tests check each). */
-const threadUse = { started: 0, reused: 0, stopped: 0 };
+/** Jobs run on new threads and on kept ones, threads ended with a job given up, produce jobs that waited for a slot or gave theirs up to a reader that stopped (tests check each). */
+const threadUse = { started: 0, reused: 0, stopped: 0, waited: 0, stalled: 0 };
+
+/**
+ * Blobs produced at once, at most: a client pulls its layers side by side, and five produce
+ * jobs on 2 cores took longer than one after another (each beyond the kept threads starts
+ * cold, and they share the cores). A job whose reader stops taking bytes (a slow or stalled
+ * client) gives its slot up while it waits, so no client can hold the others back.
+ */
+const PRODUCE_SLOTS = KEEP_WORKERS;
+let producing = 0;
+const slotQueue: (() => void)[] = [];
+
+/** A slot for a produce job: `start` runs once one is free (at once if one is). Returns the job's handle on it. */
+function produceSlot(start: () => void): { release(): void; resume(): void; cancel(): void } {
+  let holding = false;
+  let started = false;
+  let ended = false;
+  const take = () => {
+    holding = true;
+    producing++;
+  };
+  const go = () => {
+    if (ended) return;
+    take();
+    started = true;
+    start();
+  };
+  const release = () => {
+    if (!holding) return;
+    holding = false;
+    producing--;
+    while (producing < PRODUCE_SLOTS && slotQueue.length) slotQueue.shift()!();
+  };
+  if (producing < PRODUCE_SLOTS) go();
+  else {
+    threadUse.waited++;
+    slotQueue.push(go);
+  }
+  return {
+    /** the reader stopped taking bytes, or the job ended */
+    release,
+    /** the reader takes bytes again (a stalled job resumes even over the limit: it was let in before) */
+    resume: () => {
+      if (started && !ended && !holding) take();
+    },
+    /** the job ended (or was given up before it started) */
+    cancel: () => {
+      ended = true;
+      release();
+      const i = slotQueue.indexOf(go);
+      if (i >= 0) slotQueue.splice(i, 1);
+    },
+  };
+}
 export const recompressionThreads = (): Readonly<typeof threadUse> => ({ ...threadUse });
 
 interface JobRun {
@@ -288,7 +341,11 @@ export class Recipes implements BlobProducer {
     return p;
   }
 
-  /** A produce job as a Readable: the worker sends chunks as the reader takes them (credit-based). */
+  /**
+   * A produce job as a Readable: the worker sends chunks as the reader takes them
+   * (credit-based). It starts once a produce slot is free, and gives its slot up while the
+   * reader is not taking bytes.
+   */
   private stream(job: Job): Readable {
     let run: JobRun | undefined;
     let owed = 0;
@@ -297,23 +354,32 @@ export class Recipes implements BlobProducer {
       highWaterMark: 4 << 20,
       read() {
         if (owed) {
+          slot.resume();
           grant(owed);
           owed = 0;
         }
       },
       destroy(err, cb) {
+        slot.cancel();
         run?.stop();
         cb(err);
       },
     });
-    run = runWorker(job, (m) => {
-      if ('chunk' in m) {
-        if (out.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))) grant(1);
-        else owed++;
-      } else if ('done' in m) out.push(null);
-      else if ('error' in m) out.destroy(new Error(m.error));
-    }, (e) => out.destroy(e));
-    grant(8);
+    const slot = produceSlot(() => {
+      run = runWorker(job, (m) => {
+        if ('chunk' in m) {
+          if (out.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))) grant(1);
+          else if (owed++ === 0) {
+            threadUse.stalled++;
+            slot.release();
+          }
+        } else if ('done' in m) {
+          slot.cancel();
+          out.push(null);
+        } else if ('error' in m) out.destroy(new Error(m.error));
+      }, (e) => out.destroy(e));
+      grant(8);
+    });
     return out;
   }
 }

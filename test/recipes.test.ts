@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
-import { recompressionThreads } from '../src/compress/recipes.js';
+import { PRODUCE_SLOTS, recompressionThreads } from '../src/compress/recipes.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
 
@@ -161,26 +161,27 @@ test('recompression threads are kept warm between downloads; one whose download 
   assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
 });
 
-test('produce jobs beyond the two slots wait for one; a download whose client stops reading gives its slot up, so others go on', async () => {
+test('produce jobs beyond the slots wait for one; a download whose client stops reading gives its slot up, so others go on', async () => {
   const srv = await serve(fx.stores.pulled, 'slots');
   const { layers, blobUrl } = await pgzipImage(srv);
   const big = layers.reduce((a, b) => (b.size > a.size ? b : a));
   const url = blobUrl(big.digest);
+  const n = PRODUCE_SLOTS;
   const before = recompressionThreads();
-  const three = await Promise.all([1, 2, 3].map(() => bytes(url)));
-  for (const r of three) assert.equal(sha(r.body), big.digest);
-  assert.ok(recompressionThreads().waited > before.waited, 'the third of three downloads at once waited for a slot');
-  // two clients read their first bytes and then nothing (the blob is larger than the buffers between)
+  const all = await Promise.all(Array.from({ length: n + 1 }, () => bytes(url)));
+  for (const r of all) assert.equal(sha(r.body), big.digest);
+  assert.ok(recompressionThreads().waited > before.waited, `the last of ${n + 1} downloads at once waited for a slot`);
+  // as many clients as slots read their first bytes and then nothing (the blob is larger than the buffers between)
   const stalledBefore = recompressionThreads().stalled;
-  const held = await Promise.all([1, 2].map(async () => {
+  const held = await Promise.all(Array.from({ length: n }, async () => {
     const reader = (await fetch(url)).body!.getReader();
     const first = await reader.read();
     return { reader, parts: [Buffer.from(first.value!)] };
   }));
-  for (let i = 0; i < 250 && recompressionThreads().stalled < stalledBefore + 2; i++) await new Promise((res) => setTimeout(res, 20));
-  assert.ok(recompressionThreads().stalled >= stalledBefore + 2, 'both jobs stopped for want of a reader');
-  const other = await Promise.race([bytes(url), new Promise<never>((_, fail) => setTimeout(() => fail(new Error('a download beside two stalled ones did not finish in 30 s')), 30_000))]);
-  assert.equal(sha(other.body), big.digest, 'a download beside two stalled ones completes');
+  for (let i = 0; i < 250 && recompressionThreads().stalled < stalledBefore + n; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.ok(recompressionThreads().stalled >= stalledBefore + n, 'every such job stopped for want of a reader');
+  const other = await Promise.race([bytes(url), new Promise<never>((_, fail) => setTimeout(() => fail(new Error('a download beside the stalled ones did not finish in 30 s')), 30_000))]);
+  assert.equal(sha(other.body), big.digest, 'a download beside the stalled ones completes');
   for (const h of held) {
     for (let r = await h.reader.read(); !r.done; r = await h.reader.read()) h.parts.push(Buffer.from(r.value));
     assert.equal(sha(Buffer.concat(h.parts)), big.digest, 'a stalled download, read on, verifies');

@@ -2,6 +2,7 @@
 // scan, kept in csreg's state directory (recipes.json, keyed by the original compressed
 // digest), and the producer that serves those blobs from the rebuilt tar on worker threads.
 import { rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -69,9 +70,9 @@ export function recompressible(snap: Snapshot): Map<string, Layer> {
 /**
  * Recompression threads that finished a job, kept for the next one: a fresh thread's encoders
  * run 3-4x slower over its first 10 MB (JIT warm-up), which made most of a first pull's time.
- * A few are kept, for a while; one whose job was given up is ended instead (it may be mid-block).
+ * A few are kept (one per core, 2 to 4), for a while; one whose job was given up is ended instead (it may be mid-block).
  */
-const KEEP_WORKERS = 2;
+const KEEP_WORKERS = Math.max(2, Math.min(availableParallelism(), 4));
 const KEEP_WORKERS_MS = 60_000;
 const idleWorkers: { w: Worker; timer: NodeJS.Timeout }[] = [];
 /** Jobs run on new threads and on kept ones, threads ended with a job given up, produce jobs that waited for a slot or gave theirs up to a reader that stopped (tests check each). */
@@ -83,7 +84,7 @@ const threadUse = { started: 0, reused: 0, stopped: 0, waited: 0, stalled: 0 };
  * cold, and they share the cores). A job whose reader stops taking bytes (a slow or stalled
  * client) gives its slot up while it waits, so no client can hold the others back.
  */
-const PRODUCE_SLOTS = KEEP_WORKERS;
+export const PRODUCE_SLOTS = KEEP_WORKERS; // (each slot has a warm thread)
 let producing = 0;
 const slotQueue: (() => void)[] = [];
 

@@ -137,7 +137,7 @@ export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: 
   const e = encode(counted, p, pool);
   const h = createHash('sha256');
   let n = 0;
-  let last: Uint8Array = Buffer.alloc(0);
+  let last = Buffer.alloc(0);
   for await (const b of e.chunks) {
     n += b.length;
     if (n > limit) {
@@ -146,10 +146,9 @@ export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: 
     }
     h.update(b);
     await out?.(b);
-    last = b.length >= 10 ? b : Buffer.concat([last, b]); // (not every block copied)
+    last = Buffer.concat([last, b.subarray(Math.max(0, b.length - 10))]).subarray(-10); // (a copy of 10 bytes, not of every block)
   }
-  const tail = Buffer.from(last.subarray(-10));
-  return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: tail.toString('hex') };
+  return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: Buffer.from(last).toString('hex') };
 }
 
 /** The reproduction when the profile gives exactly the target blob, else undefined. */

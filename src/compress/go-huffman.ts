@@ -28,7 +28,7 @@ export class HuffmanBlockWriter {
   private readonly offEnc = new HuffmanCode(NUM_OFF);
   private readonly cg = new CodeLengthCoder();
 
-  /** `tw`: tokens are counted and written in WebAssembly (klauspost-match.c's writer), 3x as fast */
+  /** `tw`: tokens are counted and written in WebAssembly (klauspost-match.c's writer; at level 1 that was 45% of the time in TypeScript) */
   constructor(bw: BitWriter, readonly tw?: WasmTokenWriter) {
     this.bw = bw;
     this.litFreq = tw?.goLitFreq ?? new Int32Array(NUM_LIT);

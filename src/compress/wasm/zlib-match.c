@@ -28,7 +28,8 @@
 #define NUM_LIT 286
 #define NUM_OFF 30
 
-// (16 bytes of slack: 8-byte compares may read up to 2 bytes past the window, never use them)
+// (16 bytes of slack: the 8-byte compares stop short of the end, as a search starts at
+// most WINDOW_SIZE - MIN_LOOKAHEAD in; kept for safety)
 static uint8_t window[WINDOW_SIZE + 16];
 static uint16_t prev[W_SIZE];
 static uint16_t head[1 << HASH_BITS];

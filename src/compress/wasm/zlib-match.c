@@ -125,6 +125,17 @@ static inline int insert(int str, int *ins_h) {
   return h;
 }
 
+/** Both loops' variables back into state[] for the caller. */
+static void save(int strstart, int lookahead, int ins_h, int match_length, int match_available, int match_start, int symbols) {
+  state[S_STRSTART] = strstart;
+  state[S_LOOKAHEAD] = lookahead;
+  state[S_INS_H] = ins_h;
+  state[S_MATCH_LENGTH] = match_length;
+  state[S_MATCH_AVAILABLE] = match_available;
+  state[S_MATCH_START] = match_start;
+  state[S_SYM_NEXT] = symbols;
+}
+
 /**
  * zlib: processes the position at strstart (the caller filled the window: at least
  * MIN_LOOKAHEAD bytes ahead, or any when finishing), then every next one while MIN_LOOKAHEAD
@@ -235,13 +246,7 @@ EXPORT(step_zlib) int step_zlib(void) {
       lookahead--;
     }
   }
-  state[S_STRSTART] = strstart;
-  state[S_LOOKAHEAD] = lookahead;
-  state[S_INS_H] = ins_h;
-  state[S_MATCH_LENGTH] = match_length;
-  state[S_MATCH_AVAILABLE] = match_available;
-  state[S_MATCH_START] = match_start;
-  state[S_SYM_NEXT] = sym;
+  save(strstart, lookahead, ins_h, match_length, match_available, match_start, sym);
   return result;
 }
 
@@ -365,13 +370,7 @@ EXPORT(step_gnu) int step_gnu(void) {
       lookahead--;
     }
   }
-  state[S_STRSTART] = strstart;
-  state[S_LOOKAHEAD] = lookahead;
-  state[S_INS_H] = ins_h;
-  state[S_MATCH_LENGTH] = match_length;
-  state[S_MATCH_AVAILABLE] = match_available;
-  state[S_MATCH_START] = match_start;
-  state[S_SYM_NEXT] = last_lit;
+  save(strstart, lookahead, ins_h, match_length, match_available, match_start, last_lit);
   state[S_LAST_DIST] = last_dist;
   return result;
 }

@@ -161,7 +161,7 @@ test('recompression threads are kept warm between downloads; one whose download 
   assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
 });
 
-test('produce jobs beyond the slots wait for one; a download whose client stops reading gives its slot up, so others go on', async () => {
+test('produce jobs beyond the slots wait for one; a download whose client stops reading gives its slot up, so others go on', { timeout: 120_000 }, async () => {
   const srv = await serve(fx.stores.pulled, 'slots');
   const { layers, blobUrl } = await pgzipImage(srv);
   const big = layers.reduce((a, b) => (b.size > a.size ? b : a));
@@ -186,6 +186,16 @@ test('produce jobs beyond the slots wait for one; a download whose client stops 
     for (let r = await h.reader.read(); !r.done; r = await h.reader.read()) h.parts.push(Buffer.from(r.value));
     assert.equal(sha(Buffer.concat(h.parts)), big.digest, 'a stalled download, read on, verifies');
   }
+  // a download given up while it waits for a slot takes none, and every slot comes back
+  const busy = Array.from({ length: n }, () => bytes(url));
+  const ac = new AbortController();
+  const queued = fetch(url, { signal: ac.signal }).catch(() => undefined);
+  await new Promise((res) => setTimeout(res, 50));
+  ac.abort();
+  await queued;
+  for (const r of await Promise.all(busy)) assert.equal(sha(r.body), big.digest);
+  for (let i = 0; i < 100 && recompressionThreads().producing > 0; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(recompressionThreads().producing, 0, 'no slot is still taken once every download ended');
 });
 
 test('a layer file changed on disk: neither a whole recompressed blob nor a range from its first block past that file is served', async () => {

@@ -130,7 +130,8 @@ function produceSlot(start: () => void): { release(): void; resume(): void; canc
     },
   };
 }
-export const recompressionThreads = (): Readonly<typeof threadUse> => ({ ...threadUse });
+/** …and, now, how many produce slots are taken. */
+export const recompressionThreads = (): Readonly<typeof threadUse & { producing: number }> => ({ ...threadUse, producing });
 
 interface JobRun {
   /** the job's thread, for credit */
@@ -367,20 +368,28 @@ export class Recipes implements BlobProducer {
       },
     });
     const slot = produceSlot(() => {
-      run = runWorker(job, (m) => {
-        if ('chunk' in m) {
-          if (out.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))) grant(1);
-          else if (owed++ === 0) {
-            threadUse.stalled++;
-            slot.release();
-          }
-        } else if ('done' in m) {
-          slot.cancel();
-          out.push(null);
-        } else if ('error' in m) out.destroy(new Error(m.error));
-      }, (e) => out.destroy(e));
+      // (a slot may free up long after this call: a thread that cannot start fails the stream,
+      // on the next tick, as `slot` may not be assigned yet)
+      try {
+        run = runWorker(job, onMessage, (e) => out.destroy(e));
+      } catch (e) {
+        process.nextTick(() => out.destroy(e as Error));
+        return;
+      }
       grant(8);
     });
+    function onMessage(m: WorkerMessage): void {
+      if ('chunk' in m) {
+        if (out.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength))) grant(1);
+        else if (owed++ === 0) {
+          threadUse.stalled++;
+          slot.release();
+        }
+      } else if ('done' in m) {
+        slot.cancel();
+        out.push(null);
+      } else if ('error' in m) out.destroy(new Error(m.error));
+    }
     return out;
   }
 }

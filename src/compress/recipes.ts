@@ -2,7 +2,6 @@
 // scan, kept in csreg's state directory (recipes.json, keyed by the original compressed
 // digest), and the producer that serves those blobs from the rebuilt tar on worker threads.
 import { rmSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -70,9 +69,9 @@ export function recompressible(snap: Snapshot): Map<string, Layer> {
 /**
  * Recompression threads that finished a job, kept for the next one: a fresh thread's encoders
  * run 3-4x slower over its first 10 MB (JIT warm-up), which made most of a first pull's time.
- * A few are kept (one per core, 2 to 4), for a while; one whose job was given up is ended instead (it may be mid-block).
+ * A few are kept, for a while; one whose job was given up is ended instead (it may be mid-block).
  */
-const KEEP_WORKERS = Math.max(2, Math.min(availableParallelism(), 4));
+const KEEP_WORKERS = 2; // (each has a block pool of one thread per core: more would cost memory on big machines)
 const KEEP_WORKERS_MS = 60_000;
 const idleWorkers: { w: Worker; timer: NodeJS.Timeout }[] = [];
 /** Jobs run on new threads and on kept ones, threads ended with a job given up, produce jobs that waited for a slot or gave theirs up to a reader that stopped (tests check each). */

@@ -368,22 +368,28 @@ function fastHash(u: number): number {
 
 /** Level 1: Go's BestSpeed encoder (deflatefast.go) over blocks of 65535 bytes. */
 class FastEngine implements Engine {
-  private readonly window = new Uint8Array(MAX_STORED);
+  /** the block, the block before and the table live in the WebAssembly matcher's memory where there is one */
+  private readonly window: Uint8Array;
   private windowEnd = 0;
   private sync = false;
   /** in the WebAssembly token writer's memory where there is one (no copy per block) */
   private readonly tokens: Int32Array;
   // hash table: position (+ cur) and the 4 bytes found there
-  private readonly tableOff = new Int32Array(1 << FAST_TABLE_BITS);
-  private readonly tableVal = new Int32Array(1 << FAST_TABLE_BITS);
+  private readonly tableOff: Int32Array;
+  private readonly tableVal: Int32Array;
   /** the previous block, for matches reaching back across the block boundary */
-  private readonly prev = new Uint8Array(MAX_STORED);
+  private readonly prev: Uint8Array;
   private prevLen = 0;
   /** offset of the current block in table positions */
   private cur = MAX_STORED;
 
   constructor(private readonly hw: HuffmanBlockWriter) {
+    const g = hw.tw?.goFast;
     this.tokens = hw.tw?.tok ?? new Int32Array(MAX_STORED + 1);
+    this.window = g?.src ?? new Uint8Array(MAX_STORED);
+    this.prev = g?.prev ?? new Uint8Array(MAX_STORED);
+    this.tableOff = g?.off ?? new Int32Array(1 << FAST_TABLE_BITS);
+    this.tableVal = g?.val ?? new Int32Array(1 << FAST_TABLE_BITS);
   }
 
   write(b: Uint8Array): void {
@@ -460,8 +466,16 @@ class FastEngine implements Engine {
       for (let i = 0; i < len; i++) tokens[ntok++] = src[i];
       return ntok;
     }
-    const tOff = this.tableOff, tVal = this.tableVal;
     const cur = this.cur;
+    if (this.hw.tw) {
+      // (src is the matcher's own block: this.window)
+      ntok = this.hw.tw.goFast.encode(len, cur, this.prevLen);
+      this.cur = cur + len;
+      this.prev.set(src);
+      this.prevLen = len;
+      return ntok;
+    }
+    const tOff = this.tableOff, tVal = this.tableVal;
     const sLimit = len - FAST_INPUT_MARGIN;
     let nextEmit = 0;
     let s = 0;

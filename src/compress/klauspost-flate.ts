@@ -205,6 +205,11 @@ interface MatchExports {
   count_tokens(n: number): void;
   go_lit_freq(): number;
   go_off_freq(): number;
+  go_fast_encode(len: number, cur: number, prevLen: number): number;
+  gf_src(): number;
+  gf_prev(): number;
+  gf_off(): number;
+  gf_val(): number;
   hist(): number;
   table(): number;
   btable(): number;
@@ -238,6 +243,8 @@ export interface WasmTokenWriter {
   readonly goOffFreq: Int32Array;
   countTokens(n: number): void;
   writeTokens(bw: BitWriter, n: number, lit: HuffmanCode, off: HuffmanCode): void;
+  /** Go's level-1 matcher (go-flate.ts FastEngine.encode): its block, the block before, its table, and the matcher over them into `tok` */
+  readonly goFast: { src: Uint8Array; prev: Uint8Array; off: Int32Array; val: Int32Array; encode(len: number, cur: number, prevLen: number): number };
 }
 
 /** A token writer, where the module is built and WebAssembly is on. */
@@ -258,6 +265,7 @@ class Matcher implements WasmTokenWriter {
   readonly tok: Int32Array;
   readonly goLitFreq: Int32Array;
   readonly goOffFreq: Int32Array;
+  readonly goFast: WasmTokenWriter['goFast'];
 
   /** A matcher, where the module is built and WebAssembly is on. */
   static make(): Matcher | undefined {
@@ -277,6 +285,13 @@ class Matcher implements WasmTokenWriter {
     this.tok = new Int32Array(mem, x.tok(), MAX_STORE + 1);
     this.goLitFreq = new Int32Array(mem, x.go_lit_freq(), LITERAL_COUNT);
     this.goOffFreq = new Int32Array(mem, x.go_off_freq(), OFFSET_CODE_COUNT);
+    this.goFast = {
+      src: new Uint8Array(mem, x.gf_src(), MAX_STORE),
+      prev: new Uint8Array(mem, x.gf_prev(), MAX_STORE),
+      off: new Int32Array(mem, x.gf_off(), 1 << 14),
+      val: new Int32Array(mem, x.gf_val(), 1 << 14),
+      encode: (len, cur, prevLen) => x.go_fast_encode(len, cur, prevLen),
+    };
     new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
     new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
     new Int32Array(mem, x.len_base(), 32).set(LEN_BASE);

@@ -324,3 +324,113 @@ EXPORT(write_tokens) int write_tokens(int n) {
   bits[1] = (uint32_t)nb;
   return pos;
 }
+
+// ---------------------------------------------------------------------------------------
+// Go compress/flate's level 1 (deflatefast.go), for go-flate.ts's FastEngine, here beside the
+// token memory the writer reads: its block (gf_src), the block before (gf_prev) and its hash
+// table (positions offset by `cur`, and the 4 bytes found there). The same decisions as
+// FastEngine.encode, which stays as the fallback and the reference.
+#define GF_TABLE_BITS 14
+#define GF_INPUT_MARGIN 15
+#define GF_WINDOW (1 << 15)
+#define GF_MAX_MATCH 258
+static uint8_t gf_src[MAX_STORE + 16];
+static uint8_t gf_prev[MAX_STORE];
+static int32_t gf_off[1 << GF_TABLE_BITS];
+static int32_t gf_val[1 << GF_TABLE_BITS];
+EXPORT(gf_src) uint8_t *gf_src_at(void) { return gf_src; }
+EXPORT(gf_prev) uint8_t *gf_prev_at(void) { return gf_prev; }
+EXPORT(gf_off) int32_t *gf_off_at(void) { return gf_off; }
+EXPORT(gf_val) int32_t *gf_val_at(void) { return gf_val; }
+
+static inline uint32_t gf_hash(uint32_t u) { return (u * 0x1e35a7bdu) >> (32 - GF_TABLE_BITS); }
+
+/** Match length at gf_src[s:] against gf_src[t:] (t < 0: starting in the previous block), at most 254. */
+static int gf_match_len(int s, int t, int len, int prev_len) {
+  const int s1 = s + GF_MAX_MATCH - 4 < len ? s + GF_MAX_MATCH - 4 : len;
+  if (t >= 0) {
+    int n = 0;
+    while (s + n + 8 <= s1) {
+      uint64_t x = load64_at(gf_src + t + n) ^ load64_at(gf_src + s + n);
+      if (x) return n + (__builtin_ctzll(x) >> 3);
+      n += 8;
+    }
+    while (s + n < s1 && gf_src[t + n] == gf_src[s + n]) n++;
+    return n;
+  }
+  const int tp = prev_len + t;
+  if (tp < 0) return 0;
+  const int in_prev = prev_len - tp < s1 - s ? prev_len - tp : s1 - s;
+  int n = 0;
+  while (n < in_prev && gf_prev[tp + n] == gf_src[s + n]) n++;
+  if (n < in_prev || s + n == s1) return n;
+  // ran off the end of the previous block: continue at the start of this one
+  int k = 0;
+  while (s + n + k < s1 && gf_src[k] == gf_src[s + n + k]) k++;
+  return n + k;
+}
+
+/** Tokenizes gf_src[0, len) (len at least 17) into tok; returns the token count. */
+EXPORT(go_fast_encode) int go_fast_encode(int len, int cur, int prev_len) {
+  const int s_limit = len - GF_INPUT_MARGIN;
+  int ntok = 0;
+  int next_emit = 0;
+  int s = 0;
+  uint32_t cv = load32_at(gf_src);
+  uint32_t next_hash = gf_hash(cv);
+  for (;;) {
+    // Snappy's skipping: after 32 misses look at every 2nd byte, then every 3rd, ...
+    int skip = 32;
+    int next_s = s;
+    int cand_off = 0;
+    for (;;) {
+      s = next_s;
+      const int stride = skip >> 5;
+      next_s = s + stride;
+      skip += stride;
+      if (next_s > s_limit) goto done;
+      cand_off = gf_off[next_hash];
+      const uint32_t cand_val = (uint32_t)gf_val[next_hash];
+      const uint32_t now = load32_at(gf_src + next_s);
+      gf_off[next_hash] = s + cur;
+      gf_val[next_hash] = (int32_t)cv;
+      next_hash = gf_hash(now);
+      if (s - (cand_off - cur) > GF_WINDOW || cv != cand_val) {
+        cv = now;
+        continue;
+      }
+      break;
+    }
+    for (int i = next_emit; i < s; i++) tok[ntok++] = gf_src[i];
+    for (;;) {
+      // 4 bytes match at s; extend, emit, and try again right after the match
+      s += 4;
+      const int t = cand_off - cur + 4;
+      const int l = gf_match_len(s, t, len, prev_len);
+      const int xoff = s - t - 1;
+      tok[ntok++] = MATCH_TYPE | ((l + 4 - 3) << 22) | (off_code[xoff] << 16) | xoff;
+      s += l;
+      next_emit = s;
+      if (s >= s_limit) goto done;
+      const uint32_t x0 = load32_at(gf_src + s - 1);
+      const uint32_t h0 = gf_hash(x0);
+      gf_off[h0] = cur + s - 1;
+      gf_val[h0] = (int32_t)x0;
+      const uint32_t x1 = load32_at(gf_src + s);
+      const uint32_t h1 = gf_hash(x1);
+      cand_off = gf_off[h1];
+      const uint32_t cand_val = (uint32_t)gf_val[h1];
+      gf_off[h1] = cur + s;
+      gf_val[h1] = (int32_t)x1;
+      if (s - (cand_off - cur) > GF_WINDOW || x1 != cand_val) {
+        cv = load32_at(gf_src + s + 1);
+        next_hash = gf_hash(cv);
+        s++;
+        break;
+      }
+    }
+  }
+done:
+  for (int i = next_emit; i < len; i++) tok[ntok++] = gf_src[i];
+  return ntok;
+}

@@ -6,7 +6,9 @@
 // compared 8 bytes at a time and bits gather in 64 bits: most of a recompression's time.
 //
 // Each instance has its own memory: the history, the two hash tables and the tokens of one
-// window live here, and the TypeScript side works on views of the same arrays.
+// window live here, and the TypeScript side works on views of the same arrays. Go's encoder
+// (go-flate.ts, go-huffman.ts) uses an instance of its own for the token writer, Go's token
+// counting and its level-1 matcher (at the end of this file), which share the tokens.
 #include "wasm.h"
 
 #define MAX_STORE 65535

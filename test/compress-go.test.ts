@@ -108,7 +108,7 @@ test('the WebAssembly chain matcher (levels 2-9) is built and used, and writes e
   }), { seed: 20261206, numRuns: 40 });
 });
 
-test('the WebAssembly token counter and writer (every level; level 1 has no other WebAssembly part) write exactly what the TypeScript ones write', () => {
+test('the WebAssembly token counter and writer (every level) and level-1 matcher write exactly what the TypeScript ones write', () => {
   fc.assert(fc.property(mixedInputs, (data) => {
     const { w, t } = withAndWithoutWasm('klauspost-match', () => ours(data, 1));
     assert.equal(sha(w), sha(t), `level 1, ${data.length} bytes: WebAssembly and TypeScript token writers differ`);

@@ -87,8 +87,18 @@ export function withAndWithoutWasm<T>(name: string, encode: () => T): { w: T; t:
   }
 }
 
-/** Inputs for comparing two encoders: up to five pieces of text, log lines, random bytes and short-period repeats. */
+/**
+ * Inputs for comparing two encoders: up to five pieces of text, log lines, random bytes, base64
+ * (few matches but a skewed histogram: literal-only Huffman blocks) and short-period repeats.
+ */
 export const mixedInputs = fc
-  .array(fc.record({ kind: fc.constantFrom('text', 'log', 'random', 'repeat'), n: fc.integer({ min: 0, max: 90_000 }), seed: fc.nat() }), { maxLength: 5 })
-  .map((ps) => Buffer.concat(ps.map((p) =>
-    p.kind === 'text' ? text(p.n, p.seed) : p.kind === 'log' ? logLines(p.n, p.seed) : p.kind === 'random' ? randomBytes(p.n >> 2, p.seed) : Buffer.alloc(p.n >> 4, randomBytes(1 + (p.seed % 300), p.seed)))));
+  .array(fc.record({ kind: fc.constantFrom('text', 'log', 'random', 'base64', 'repeat'), n: fc.integer({ min: 0, max: 90_000 }), seed: fc.nat() }), { maxLength: 5 })
+  .map((ps) => Buffer.concat(ps.map((p) => {
+    switch (p.kind) {
+      case 'text': return text(p.n, p.seed);
+      case 'log': return logLines(p.n, p.seed);
+      case 'random': return randomBytes(p.n >> 2, p.seed);
+      case 'base64': return Buffer.from(randomBytes(p.n >> 1, p.seed).toString('base64'));
+      default: return Buffer.alloc(p.n >> 4, randomBytes(1 + (p.seed % 300), p.seed));
+    }
+  })));

@@ -92,8 +92,14 @@ export class HuffmanBlockWriter {
   /** Level 1 on barely compressible input: literals only, dynamic code or stored. */
   writeBlockHuff(eof: boolean, input: Uint8Array): void {
     const litFreq = this.litFreq;
-    litFreq.fill(0);
-    for (let i = 0; i < input.length; i++) litFreq[input[i]]++;
+    // (level 1's block is in the WebAssembly memory where there is one; a short tail too)
+    const tw = this.tw?.owns(input) ? this.tw : undefined;
+    if (tw) {
+      tw.countBytes(input);
+    } else {
+      litFreq.fill(0);
+      for (let i = 0; i < input.length; i++) litFreq[input[i]]++;
+    }
     litFreq[EOB] = 1;
     // Go leaves offFreq[1..] as they were; they cost nothing under the one-symbol offset code
     this.offFreq[0] = 1;
@@ -106,7 +112,8 @@ export class HuffmanBlockWriter {
       return;
     }
     this.cg.writeHeader(this.bw, numLit, numOff, eof);
-    writeLiterals(this.bw, input, this.litEnc);
+    if (tw) tw.writeLiterals(this.bw, input, this.litEnc);
+    else writeLiterals(this.bw, input, this.litEnc);
     writeEOB(this.bw, this.litEnc);
   }
 

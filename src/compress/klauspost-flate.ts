@@ -203,6 +203,8 @@ interface MatchExports {
   encode(s0: number, end: number, cur: number, n: number): number;
   write_tokens(n: number): number;
   count_tokens(n: number): void;
+  count_bytes(p: number, n: number): void;
+  write_literals(p: number, n: number): number;
   go_lit_freq(): number;
   go_off_freq(): number;
   go_fast_encode(len: number, cur: number, prevLen: number): number;
@@ -243,6 +245,12 @@ export interface WasmTokenWriter {
   readonly goOffFreq: Int32Array;
   countTokens(n: number): void;
   writeTokens(bw: BitWriter, n: number, lit: HuffmanCode, off: HuffmanCode): void;
+  /** whether `a` lives in this memory (countBytes and writeLiterals take only such input) */
+  owns(a: ArrayBufferView): boolean;
+  /** Go's literal-only block: the bytes of `input` counted into goLitFreq (the rest zeroed) */
+  countBytes(input: Uint8Array): void;
+  /** writeLiterals (huffman-code.ts) of `input` */
+  writeLiterals(bw: BitWriter, input: Uint8Array, lit: HuffmanCode): void;
   /** Go's level-1 matcher (go-flate.ts FastEngine.encode): its block, the block before, its table, and the matcher over them into `tok` */
   readonly goFast: { src: Uint8Array; prev: Uint8Array; off: Int32Array; val: Int32Array; encode(len: number, cur: number, prevLen: number): number };
 }
@@ -304,7 +312,7 @@ class Matcher implements WasmTokenWriter {
     return new Int32Array(this.mem, at, n);
   }
 
-  owns(a: Int32Array): boolean {
+  owns(a: ArrayBufferView): boolean {
     return a.buffer === this.mem;
   }
 
@@ -312,15 +320,28 @@ class Matcher implements WasmTokenWriter {
     this.x.count_tokens(n);
   }
 
+  countBytes(input: Uint8Array): void {
+    this.x.count_bytes(input.byteOffset, input.length);
+  }
+
   /** writeTokens (huffman-code.ts) of the first n tokens in this memory. */
   writeTokens(bw: BitWriter, n: number, lit: HuffmanCode, off: HuffmanCode): void {
-    this.litCodes.set(lit.codes);
-    this.litLens.set(lit.lens);
     this.offCodes.set(off.codes);
     this.offLens.set(off.lens);
+    this.write(bw, lit, () => this.x.write_tokens(n));
+  }
+
+  writeLiterals(bw: BitWriter, input: Uint8Array, lit: HuffmanCode): void {
+    this.write(bw, lit, () => this.x.write_literals(input.byteOffset, input.length));
+  }
+
+  /** Runs a writer of the module after bw's pending bits and appends what it wrote to bw. */
+  private write(bw: BitWriter, lit: HuffmanCode, writer: () => number): void {
+    this.litCodes.set(lit.codes);
+    this.litLens.set(lit.lens);
     this.bits[0] = bw.acc;
     this.bits[1] = bw.nbits;
-    const len = this.x.write_tokens(n);
+    const len = writer();
     bw.ensure(len);
     bw.buf.set(new Uint8Array(this.mem, this.out, len), bw.pos);
     bw.pos += len;

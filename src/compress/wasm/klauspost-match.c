@@ -285,6 +285,19 @@ static inline void flush32(uint64_t *acc, int *nb, int *pos) {
   *nb -= 32;
 }
 
+/** Whole 16-bit units of the pending bits to out, the rest (< 16) back to bits[]; returns out's length. */
+static int end_bits(uint64_t acc, int nb, int pos) {
+  while (nb >= 16) {
+    out[pos++] = (uint8_t)acc;
+    out[pos++] = (uint8_t)(acc >> 8);
+    acc >>= 16;
+    nb -= 16;
+  }
+  bits[0] = (uint32_t)acc;
+  bits[1] = (uint32_t)nb;
+  return pos;
+}
+
 /**
  * tok[0, n) (literals and matches, no EOB) in the block's codes, after the pending bits; writes
  * whole bytes to out and returns their count, leaving fewer than 16 bits pending.
@@ -316,15 +329,38 @@ EXPORT(write_tokens) int write_tokens(int n) {
     }
     flush32(&acc, &nb, &pos);
   }
-  while (nb >= 16) {
-    out[pos++] = (uint8_t)acc;
-    out[pos++] = (uint8_t)(acc >> 8);
-    acc >>= 16;
-    nb -= 16;
+  return end_bits(acc, nb, pos);
+}
+
+/**
+ * Go's literal-only block (writeBlockHuff), for input already in this memory (Go's level-1 block,
+ * gf_src): the bytes of p[0, n) counted into go_lit_freq (the rest of it zeroed), ...
+ */
+EXPORT(count_bytes) void count_bytes(const uint8_t *p, int n) {
+  for (int i = 0; i < 286; i++) go_lit_freq[i] = 0;
+  for (int i = 0; i < n; i++) go_lit_freq[p[i]]++;
+}
+
+/** ... then written in the block's literal code, as write_tokens writes tokens. */
+EXPORT(write_literals) int write_literals(const uint8_t *p, int n) {
+  uint64_t acc = bits[0];
+  int nb = (int)bits[1];
+  int pos = 0;
+  int i = 0;
+  // two codes of ≤ 15 bits on top of < 32 pending fit 64
+  for (; i + 1 < n; i += 2) {
+    acc |= (uint64_t)lit_codes[p[i]] << nb;
+    nb += lit_lens[p[i]];
+    acc |= (uint64_t)lit_codes[p[i + 1]] << nb;
+    nb += lit_lens[p[i + 1]];
+    flush32(&acc, &nb, &pos);
   }
-  bits[0] = (uint32_t)acc;
-  bits[1] = (uint32_t)nb;
-  return pos;
+  if (i < n) {
+    acc |= (uint64_t)lit_codes[p[i]] << nb;
+    nb += lit_lens[p[i]];
+    flush32(&acc, &nb, &pos);
+  }
+  return end_bits(acc, nb, pos);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ test('createGnuGzipStream', async () => {
   assert.equal(sha(out), sha(gnu(data, 6)));
 });
 
-test('the WebAssembly loop (levels 1-9) is built and used, and writes exactly what the TypeScript one writes', () => {
+test('the WebAssembly loop (levels 1-9) and block writer are built and used, and write exactly what the TypeScript ones write', () => {
   assert.ok(wasmModule('zlib-match'), 'dist/src/compress/wasm/zlib-match.wasm is built (npm run build, needs clang-14 and lld-14) and loads');
   const both = (data: Uint8Array, level: number, chunk = 0) => withAndWithoutWasm('zlib-match', () => ours(data, level, chunk));
   fc.assert(fc.property(fc.integer({ min: 1, max: 9 }), mixedInputs, (level, data) => {

@@ -65,3 +65,19 @@ export class BitWriter {
     return out;
   }
 }
+
+/**
+ * Runs a WebAssembly bit writer (wasm.h end_bits) after bw's pending bits and appends what it
+ * wrote: `bits` is its [value, count] of pending bits, `out` where in `mem` it writes, and
+ * `writer` runs it and returns how many bytes it wrote.
+ */
+export function appendWasmBits(bw: BitWriter, mem: ArrayBufferLike, bits: Uint32Array, out: number, writer: () => number): void {
+  bits[0] = bw.acc;
+  bits[1] = bw.nbits;
+  const len = writer();
+  bw.ensure(len);
+  bw.buf.set(new Uint8Array(mem, out, len), bw.pos);
+  bw.pos += len;
+  bw.acc = bits[0];
+  bw.nbits = bits[1];
+}

@@ -89,7 +89,7 @@ export class GnuDeflateEncoder {
     const m = (this.wasm = matchInstance(level, LIT_BUFSIZE));
     if (m) {
       ({ window: this.window, prev: this.prev, head: this.head, symLc: this.lBuf, symDist: this.dBuf } = m);
-      this.trees = new ZlibTrees(m.freqs);
+      this.trees = new ZlibTrees(m);
     } else {
       this.window = new Uint8Array(WINDOW_SIZE);
       this.prev = new Uint16Array(WSIZE);

@@ -12,7 +12,7 @@
 // Where the output is just a bit stream (accumulator width, flush granularity) we do
 // whatever is fastest in JavaScript.
 
-import { BitWriter } from './bit-writer.js';
+import { appendWasmBits, BitWriter } from './bit-writer.js';
 import {
   EOB as END_BLOCK,
   LEN_BASE,
@@ -335,18 +335,11 @@ class Matcher implements WasmTokenWriter {
     this.write(bw, lit, () => this.x.write_literals(input.byteOffset, input.length));
   }
 
-  /** Runs a writer of the module after bw's pending bits and appends what it wrote to bw. */
+  /** Runs a writer of the module with `lit` as the literal code. */
   private write(bw: BitWriter, lit: HuffmanCode, writer: () => number): void {
     this.litCodes.set(lit.codes);
     this.litLens.set(lit.lens);
-    this.bits[0] = bw.acc;
-    this.bits[1] = bw.nbits;
-    const len = writer();
-    bw.ensure(len);
-    bw.buf.set(new Uint8Array(this.mem, this.out, len), bw.pos);
-    bw.pos += len;
-    bw.acc = this.bits[0];
-    bw.nbits = this.bits[1];
+    appendWasmBits(bw, this.mem, this.bits, this.out, writer);
   }
 }
 

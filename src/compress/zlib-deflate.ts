@@ -93,7 +93,7 @@ export class ZlibDeflateEncoder {
     const m = (this.wasm = matchInstance(level, LIT_BUFSIZE));
     if (m) {
       ({ window: this.window, prev: this.prev, head: this.head, symDist: this.symDist, symLc: this.symLc } = m);
-      this.trees = new ZlibTrees(m.freqs);
+      this.trees = new ZlibTrees(m);
     } else {
       this.window = new Uint8Array(WINDOW_SIZE);
       this.prev = new Uint16Array(W_SIZE);

@@ -9,6 +9,7 @@
 // When a block ends, and how matches are found, differ between the two and stay with each.
 
 import type { BitWriter } from './bit-writer.js';
+import type { MatchInstance } from './zlib-window.js';
 import {
   CODEGEN_ORDER,
   EOB,
@@ -109,10 +110,13 @@ export class ZlibTrees {
   /** bit length of the block with the fixed trees */
   private staticLen = 0;
 
-  /** `freqs`: where the encoder counts its symbols, if in memory of its own (a WebAssembly matcher's) */
-  constructor(freqs?: { lit: Int32Array; off: Int32Array }) {
-    this.ltree = new Tree(NUM_LIT, MAX_BITS, LEN_EXTRA, 257, STATIC_LLEN, freqs?.lit);
-    this.dtree = new Tree(NUM_OFF, MAX_BITS, OFF_EXTRA, 0, STATIC_DLEN, freqs?.off);
+  /**
+   * `wasm`: the encoder's WebAssembly matcher, where its symbols and their counts live; the
+   * trees are then built on its counts and the symbols written there.
+   */
+  constructor(private readonly wasm?: MatchInstance) {
+    this.ltree = new Tree(NUM_LIT, MAX_BITS, LEN_EXTRA, 257, STATIC_LLEN, wasm?.freqs.lit);
+    this.dtree = new Tree(NUM_OFF, MAX_BITS, OFF_EXTRA, 0, STATIC_DLEN, wasm?.freqs.off);
     this.initBlock();
   }
 
@@ -158,7 +162,7 @@ export class ZlibTrees {
     } else if (staticLenb === optLenb) {
       bw.ensure(staticLenb + 16);
       bw.writeBits(2 + lastBit, 3);
-      compressBlock(bw, lc, dist, n, STATIC_LLEN, STATIC_LCODE, STATIC_DLEN, STATIC_DCODE);
+      this.compressBlock(bw, lc, dist, n, STATIC_LLEN, STATIC_LCODE, STATIC_DLEN, STATIC_DCODE);
     } else {
       bw.ensure(optLenb + 16);
       bw.writeBits(4 + lastBit, 3);
@@ -171,10 +175,16 @@ export class ZlibTrees {
       for (let rank = 0; rank < blcodes; rank++) bw.writeBits(this.bltree.len[CODEGEN_ORDER[rank]], 3);
       this.walkTree(this.ltree, bw);
       this.walkTree(this.dtree, bw);
-      compressBlock(bw, lc, dist, n, this.ltree.len, this.ltree.code, this.dtree.len, this.dtree.code);
+      this.compressBlock(bw, lc, dist, n, this.ltree.len, this.ltree.code, this.dtree.len, this.dtree.code);
     }
     this.initBlock();
     if (last) bw.align();
+  }
+
+  /** compress_block, in WebAssembly when the symbols are in its memory */
+  private compressBlock(bw: BitWriter, lc: Uint8Array, dist: Uint16Array, n: number, llen: Uint16Array, lcode: Uint16Array, dlen: Uint16Array, dcode: Uint16Array): void {
+    if (this.wasm?.symLc === lc && this.wasm.symDist === dist) this.wasm.compressBlock(bw, n, llen, lcode, dlen, dcode);
+    else compressBlock(bw, lc, dist, n, llen, lcode, dlen, dcode);
   }
 
   private pqdownheap(freq: Int32Array, k: number): void {

@@ -2,7 +2,8 @@
 // both keep the 1990s layout: the per-level search limits, how the hash tables slide, and
 // the WebAssembly module that runs either loop (wasm/zlib-match.c). Window geometry and hash
 // constants stay in each encoder, where V8 folds them into the hot loops.
-import { LEN_CODE, NUM_LIT, NUM_OFF, OFF_CODE, OFF_EXTRA } from './deflate-tables.js';
+import { appendWasmBits, type BitWriter } from './bit-writer.js';
+import { LEN_BASE, LEN_CODE, LEN_EXTRA, NUM_LIT, NUM_OFF, OFF_BASE, OFF_CODE, OFF_EXTRA } from './deflate-tables.js';
 import { wasmInstance } from './wasm.js';
 
 /** configuration_table: good_length, max_lazy (max_insert_length at levels 1-3), nice_length, max_chain. */
@@ -47,6 +48,16 @@ interface MatchExports {
   off_code(): number;
   off_extra(): number;
   state(): number;
+  compress_block(n: number): number;
+  lcode(): number;
+  llen(): number;
+  dcode(): number;
+  dlen(): number;
+  len_extra(): number;
+  len_base(): number;
+  off_base(): number;
+  out(): number;
+  bits(): number;
 }
 
 /** The loop's variables (state[]), in zlib-match.c's order; LAST_DIST, BLOCK_START, EOFILE and LEVEL are GNU gzip's only. */
@@ -62,6 +73,8 @@ export interface MatchInstance {
   symDist: Uint16Array;
   symLc: Uint8Array;
   freqs: { lit: Int32Array; off: Int32Array };
+  /** zlib-trees.ts compressBlock of the first n symbols in symLc/symDist, end of block included */
+  compressBlock(bw: BitWriter, n: number, llen: Uint16Array, lcode: Uint16Array, dlen: Uint16Array, dcode: Uint16Array): void;
 }
 
 /** A new instance set for `level`'s limits, if WebAssembly is available (else the encoder runs its TypeScript loop). */
@@ -72,6 +85,12 @@ export function matchInstance(level: number, symbols: number): MatchInstance | u
   new Uint8Array(mem, x.len_code(), LEN_CODE.length).set(LEN_CODE);
   new Uint8Array(mem, x.off_code(), OFF_CODE.length).set(OFF_CODE);
   new Uint8Array(mem, x.off_extra(), NUM_OFF).set(OFF_EXTRA.subarray(0, NUM_OFF));
+  new Uint8Array(mem, x.len_extra(), LEN_EXTRA.length).set(LEN_EXTRA);
+  new Int32Array(mem, x.len_base(), 32).set(LEN_BASE);
+  new Int32Array(mem, x.off_base(), 32).set(OFF_BASE);
+  const codes = { llen: new Uint16Array(mem, x.llen(), NUM_LIT), lcode: new Uint16Array(mem, x.lcode(), NUM_LIT), dlen: new Uint16Array(mem, x.dlen(), NUM_OFF), dcode: new Uint16Array(mem, x.dcode(), NUM_OFF) };
+  const bits = new Uint32Array(mem, x.bits(), 2);
+  const out = x.out();
   const st = new Int32Array(mem, x.state(), S.COUNT);
   [st[S.GOOD], st[S.LAZY], st[S.NICE], st[S.CHAIN]] = LEVEL_CONFIG[level];
   st[S.FAST] = +(level <= 3);
@@ -85,5 +104,12 @@ export function matchInstance(level: number, symbols: number): MatchInstance | u
     symDist: new Uint16Array(mem, x.sym_dist(), symbols),
     symLc: new Uint8Array(mem, x.sym_lc(), symbols),
     freqs: { lit: new Int32Array(mem, x.lfreq(), 2 * NUM_LIT + 1), off: new Int32Array(mem, x.dfreq(), 2 * NUM_OFF + 1) },
+    compressBlock(bw, n, llen, lcode, dlen, dcode) {
+      codes.llen.set(llen.subarray(0, NUM_LIT));
+      codes.lcode.set(lcode.subarray(0, NUM_LIT));
+      codes.dlen.set(dlen.subarray(0, NUM_OFF));
+      codes.dcode.set(dcode.subarray(0, NUM_OFF));
+      appendWasmBits(bw, mem, bits, out, () => x.compress_block(n));
+    },
   };
 }

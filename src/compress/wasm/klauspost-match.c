@@ -275,29 +275,6 @@ done:
   return n;
 }
 
-/** Moves 32 of the pending bits to out when there are that many. */
-static inline void flush32(uint64_t *acc, int *nb, int *pos) {
-  if (*nb < 32) return;
-  uint32_t v = (uint32_t)*acc;
-  __builtin_memcpy(out + *pos, &v, 4);
-  *pos += 4;
-  *acc >>= 32;
-  *nb -= 32;
-}
-
-/** Whole 16-bit units of the pending bits to out, the rest (< 16) back to bits[]; returns out's length. */
-static int end_bits(uint64_t acc, int nb, int pos) {
-  while (nb >= 16) {
-    out[pos++] = (uint8_t)acc;
-    out[pos++] = (uint8_t)(acc >> 8);
-    acc >>= 16;
-    nb -= 16;
-  }
-  bits[0] = (uint32_t)acc;
-  bits[1] = (uint32_t)nb;
-  return pos;
-}
-
 /**
  * tok[0, n) (literals and matches, no EOB) in the block's codes, after the pending bits; writes
  * whole bytes to out and returns their count, leaving fewer than 16 bits pending.
@@ -320,16 +297,16 @@ EXPORT(write_tokens) int write_tokens(int n) {
       nb += lit_lens[257 + lc];
       acc |= (uint64_t)(uint32_t)(xlen - len_base[lc]) << nb;
       nb += len_extra[lc];
-      flush32(&acc, &nb, &pos);
+      flush32(out, &acc, &nb, &pos);
       int oc = (t >> 16) & 31;
       acc |= (uint64_t)off_codes[oc] << nb;
       nb += off_lens[oc];
       acc |= (uint64_t)(uint32_t)((t & 0xffff) - off_base[oc]) << nb;
       nb += off_extra[oc];
     }
-    flush32(&acc, &nb, &pos);
+    flush32(out, &acc, &nb, &pos);
   }
-  return end_bits(acc, nb, pos);
+  return end_bits(out, bits, acc, nb, pos);
 }
 
 /**
@@ -353,14 +330,14 @@ EXPORT(write_literals) int write_literals(const uint8_t *p, int n) {
     nb += lit_lens[p[i]];
     acc |= (uint64_t)lit_codes[p[i + 1]] << nb;
     nb += lit_lens[p[i + 1]];
-    flush32(&acc, &nb, &pos);
+    flush32(out, &acc, &nb, &pos);
   }
   if (i < n) {
     acc |= (uint64_t)lit_codes[p[i]] << nb;
     nb += lit_lens[p[i]];
-    flush32(&acc, &nb, &pos);
+    flush32(out, &acc, &nb, &pos);
   }
-  return end_bits(acc, nb, pos);
+  return end_bits(out, bits, acc, nb, pos);
 }
 
 // ---------------------------------------------------------------------------------------

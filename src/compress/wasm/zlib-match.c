@@ -7,7 +7,8 @@
 // gzip's own output). Matches are compared 8 bytes at a time here.
 //
 // The window, hash chains, symbol buffer and symbol counts live in this instance's memory
-// (TypeScript fills the window and writes the blocks on views of them); the loop's variables
+// (TypeScript fills the window and builds each block's trees on views of them, and
+// compress_block at the end writes the block's symbols in those codes); the loop's variables
 // go in and out through `state`.
 #include "wasm.h"
 
@@ -373,4 +374,55 @@ EXPORT(step_gnu) int step_gnu(void) {
   save(strstart, lookahead, ins_h, match_length, match_available, match_start, last_lit);
   state[S_LAST_DIST] = last_dist;
   return result;
+}
+
+// ---------------------------------------------------------------------------------------
+// compress_block (zlib-trees.ts compressBlock): the block's symbols in the codes ZlibTrees
+// built (copied in per block), after the pending bits, as whole bytes to `out`.
+static uint16_t lcode[NUM_LIT];
+static uint16_t llen[NUM_LIT];
+static uint16_t dcode[NUM_OFF];
+static uint16_t dlen[NUM_OFF];
+static uint8_t len_extra[32];
+static int32_t len_base[32];
+static int32_t off_base[32];
+static uint8_t out[6 * GNU_LIT_BUFSIZE + 64];
+static uint32_t bits[2]; // pending bits (< 16) and their count, in and out
+EXPORT(lcode) uint16_t *lcode_at(void) { return lcode; }
+EXPORT(llen) uint16_t *llen_at(void) { return llen; }
+EXPORT(dcode) uint16_t *dcode_at(void) { return dcode; }
+EXPORT(dlen) uint16_t *dlen_at(void) { return dlen; }
+EXPORT(len_extra) uint8_t *len_extra_at(void) { return len_extra; }
+EXPORT(len_base) int32_t *len_base_at(void) { return len_base; }
+EXPORT(off_base) int32_t *off_base_at(void) { return off_base; }
+EXPORT(out) uint8_t *out_at(void) { return out; }
+EXPORT(bits) uint32_t *bits_at(void) { return bits; }
+
+#define PUT(v, n) (acc |= (uint64_t)(uint32_t)(v) << nb, nb += (n))
+
+/** Symbols [0, n) of sym_lc/sym_dist, then end of block; returns the bytes in out (< 16 bits stay in bits[]). */
+EXPORT(compress_block) int compress_block(int n) {
+  uint64_t acc = bits[0];
+  int nb = (int)bits[1];
+  int pos = 0;
+  for (int i = 0; i < n; i++) {
+    int dist = sym_dist[i];
+    int lc = sym_lc[i];
+    if (dist == 0) {
+      PUT(lcode[lc], llen[lc]);
+    } else {
+      // length (≤ 15 + 5 bits), flush, distance (≤ 15 + 13): each fits on < 32 pending
+      int code = len_code[lc];
+      PUT(lcode[code + 257], llen[code + 257]);
+      PUT(lc - len_base[code], len_extra[code]);
+      flush32(out, &acc, &nb, &pos);
+      dist--;
+      code = off_code[dist];
+      PUT(dcode[code], dlen[code]);
+      PUT(dist - off_base[code], off_extra[code]);
+    }
+    flush32(out, &acc, &nb, &pos);
+  }
+  PUT(lcode[256], llen[256]);
+  return end_bits(out, bits, acc, nb, pos);
 }

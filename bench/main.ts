@@ -662,6 +662,84 @@ async function benchFormats(store: Store, info: Record<ImageKey, ImageInfo>): Pr
   md.push(`Input: the first ${fmtB(input.length)} of the small-file layer's tar; csreg in-process on one thread (encoder only), the tool as a process reading it from a page-cached file (start-up included: a few ms; Python's ~20 ms); median of ${reps} after one warm-up. "same bytes": csreg's output equals the tool's.`, '');
 }
 
+// ---------------------------------------------------------------- 7. first pull vs push + pull
+/** A docker-registry of its own on an empty directory (a push to it uploads every blob), answering on 127.0.0.1:port. */
+async function startRegistry(port: number, dir: string): Promise<ChildProcess> {
+  mkdirSync(join(dir, 'data'), { recursive: true });
+  const config = join(dir, 'config.yml');
+  writeFileSync(config, `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  const proc = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
+  track(proc);
+  for (let i = 0; i < 600; i++) {
+    if (proc.exitCode !== null) break;
+    if ((await httpStatus(`http://127.0.0.1:${port}/v2/`, 2000)) === 200) return proc;
+    await sleep(10);
+  }
+  proc.kill('SIGKILL');
+  throw new Error(`docker-registry on ${dir} did not start`);
+}
+
+/**
+ * The issue's premise: without csreg, an image built here reaches a client by `podman push` to a
+ * registry and a pull from it; with csreg, by a pull alone. Both start from the store only: a
+ * fresh docker-registry (empty) for each push, a fresh csreg (empty state: its first pull
+ * compresses every layer once) for each pull.
+ */
+async function benchFirstPull(): Promise<void> {
+  const reps = Math.min(REPS, 3);
+  log(`first pull vs push + pull: ${reps} reps`);
+  const port = CSREG_PORT + 20;
+  const rows: { image: string; pushMs: number; pullMs: number; pushPullMs: number; csregFirstMs: number; runs: Record<'push' | 'pull' | 'csreg', number[]> }[] = [];
+  for (const img of IMAGES) {
+    const t = { push: [] as number[], pull: [] as number[], csreg: [] as number[] };
+    const tStart = now();
+    for (let rep = 0; more(rep, reps, tStart, 1); rep++) {
+      const d = join(SCRATCH, 'first-pull');
+      const dir = join(W, 'first-pull-registry');
+      rmSync(dir, { recursive: true, force: true });
+      const reg = await startRegistry(port, dir);
+      let push: number, pull: number;
+      try {
+        // (skopeo copy containers-storage: → docker:// is podman push: the same library, compression and all)
+        push = await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `containers-storage:[overlay@${STORE.root}+${STORE.runroot}]localhost/bench/${img}:1`, `docker://127.0.0.1:${port}/bench/${img}:1`]);
+        pull = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://127.0.0.1:${port}/bench/${img}:1`, `dir:${d}`]);
+      } finally {
+        reg.kill('SIGTERM');
+        await new Promise((r) => (reg.exitCode !== null || reg.signalCode !== null ? r(null) : reg.once('exit', r)));
+        rmSync(dir, { recursive: true, force: true });
+        rmSync(d, { recursive: true, force: true });
+      }
+      const state = join(W, 'state-first-pull');
+      rmSync(state, { recursive: true, force: true });
+      const cs = await startCsreg(STORE, port, '/v2/', ['--synthesize', 'gzip'], state);
+      let first: number;
+      try {
+        first = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://127.0.0.1:${port}/bench/${img}:1`, `dir:${d}`]);
+      } finally {
+        await stopCsreg(cs);
+        rmSync(d, { recursive: true, force: true });
+      }
+      if (rep > 0) {
+        t.push.push(push);
+        t.pull.push(pull);
+        t.csreg.push(first);
+      }
+    }
+    const sum = t.push.map((p, i) => p + t.pull[i]);
+    const row = { image: img, pushMs: median(t.push), pullMs: median(t.pull), pushPullMs: median(sum), csregFirstMs: median(t.csreg), runs: t };
+    rows.push(row);
+    log(`  ${img}: push ${fmtMs(row.pushMs)} + pull ${fmtMs(row.pullMs)}, csreg first pull ${fmtMs(row.csregFirstMs)}`);
+  }
+  results.firstPull = rows;
+  md.push('## First pull: csreg against podman push + pull', '',
+    'Without csreg, an image built on this machine reaches a client through a registry: `podman push` (here `skopeo copy containers-storage:… docker://…`, the same library: rebuild, pgzip, upload), then the client\'s pull. ' +
+    'With csreg the client pulls from the store. Each measure starts from the store alone: a fresh, empty docker-registry for each push; a fresh csreg (`--synthesize gzip`, empty state) for each pull, which then compresses every layer once to learn its digest for the manifest and serves the kept blobs. ' +
+    `Pulls with \`skopeo copy … dir:\`; median of n after one unmeasured warm-up (page cache).`, '');
+  table(['image', 'n', 'push', 'pull from docker-registry', 'push + pull', 'csreg first pull', 'csreg / (push + pull)'], rows.map((r) => [
+    r.image, r.runs.push.length, fmtMs(r.pushMs), fmtMs(r.pullMs), fmtMs(r.pushPullMs), fmtMs(r.csregFirstMs), `${r2(r.csregFirstMs / r.pushPullMs)}×`,
+  ]));
+}
+
 // ---------------------------------------------------------------- machine
 function machine(): Record<string, string | number> {
   const ver = (c: string, a: string[]) => out(c, a).split('\n')[0];
@@ -730,6 +808,7 @@ async function main(): Promise<void> {
     if (want('concurrency')) await benchConcurrency(csreg!);
     if (want('recompress')) await benchRecompress(store, info);
     if (want('formats')) await benchFormats(store, info);
+    if (want('first')) await benchFirstPull();
     if (csreg) await stopCsreg(csreg);
     csreg = undefined;
     if (want('many')) await benchMany();

@@ -5,12 +5,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
-import { CoreQueue, jobCores, PRODUCE_SLOTS, Recipes, recompressionThreads } from '../src/compress/recipes.js';
+import { PRODUCE_SLOTS, recompressionThreads } from '../src/compress/recipes.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
 
@@ -272,54 +272,6 @@ test('a "not reproducible" verdict from before a profile existed is tried again 
     assert.equal(v.profile, 'gnu-gzip-1.12/6');
     assert.ok(!v.tried.slice(2).includes('go1.19-gzip/6'), 'profiles tried before are not tried again');
   }
-});
-
-test('detect and measure jobs share the cores: one core per small layer, all of them for a layer the block pool compresses, in the order asked', async () => {
-  const q = new CoreQueue(2);
-  const log: string[] = [];
-  const gates = new Map<string, () => void>();
-  const task = (name: string) => () => new Promise<void>((resolve) => {
-    log.push(`start ${name}`);
-    gates.set(name, () => {
-      log.push(`end ${name}`);
-      resolve();
-    });
-  });
-  const tick = () => new Promise((r) => setImmediate(r));
-  const all = [q.run(1, task('a')), q.run(1, task('b')), q.run(2, task('pool')), q.run(1, task('c')), q.run(1, () => { throw new Error('no thread'); })]
-    .map((p) => p.then(() => 'done', (e: Error) => e.message));
-  await tick();
-  assert.deepEqual(log, ['start a', 'start b'], 'two one-core jobs at once; the pool job waits for both cores');
-  gates.get('a')!();
-  await tick();
-  assert.deepEqual(log.slice(2), ['end a'], 'one core free is not enough for the pool job, and the job after it waits its turn');
-  gates.get('b')!();
-  await tick();
-  assert.deepEqual(log.slice(3), ['end b', 'start pool']);
-  gates.get('pool')!();
-  await tick();
-  assert.deepEqual(log.slice(5), ['end pool', 'start c']);
-  gates.get('c')!();
-  assert.deepEqual(await Promise.all(all), ['done', 'done', 'done', 'done', 'no thread'], 'a job that cannot start fails alone…');
-  assert.equal(q.mostTaken, 2);
-  await q.run(2, async () => undefined); // …and gives its core back
-  // which jobs take every core: those whose tar a profile compresses on the block pool (pgzip, over 32 MiB)
-  const job = (tarSize: number, candidates: string[]) => ({ kind: 'detect' as const, location: Store.open(fx.stores.overlay).location, layerId: 'x', tarSize, target: { digest: 'sha256:x', size: 1 }, candidates });
-  const pool = availableParallelism() > 1 ? 4 : 1;
-  assert.equal(jobCores(job(64 << 20, ['go1.19-gzip/6', 'pgzip-1.2.5/flate-1.15.12/default']), 4), pool);
-  assert.equal(jobCores(job(64 << 20, ['go1.19-gzip/6', 'gnu-gzip-1.12/6']), 4), 1);
-  assert.equal(jobCores(job(16 << 20, ['pgzip-1.2.5/flate-1.15.12/default']), 4), 1);
-  assert.equal(jobCores({ ...job(64 << 20, []), kind: 'measure', profile: 'pgzip-1.2.5/flate-1.15.12/default' }, 4), pool);
-  // a scan of a store of two small layers (Go's level 6) runs both at once, where there are 2 cores
-  const f = fx.recipes.find((r) => r.variant === 'go6')!;
-  const store = Store.open(f.store);
-  const recipes = new Recipes(join(work, 'state-cores'), store);
-  const snap = await store.snapshot();
-  await recipes.scan(snap);
-  const layers = snap.layers.filter((l) => l.compressedDigest && l.compressedDigest !== l.diffDigest);
-  assert.equal(layers.length, 2);
-  for (const l of layers) assert.equal(recipes.verdict(l.compressedDigest!)?.profile, 'go1.19-gzip/6');
-  assert.equal(recipes.mostCoresTaken, Math.min(2, availableParallelism()), 'the two layers were detected side by side');
 });
 
 test('--synthesize gzip: a buildah image is served with the layer digests a push by skopeo gives, and podman pulls it', async (t) => {

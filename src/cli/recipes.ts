@@ -37,7 +37,7 @@ export async function recipesCommand(argv: string[]): Promise<number> {
     let done = 0;
     await recipes.scan(snap, {
       progress: (n) => progress.update((done += n)),
-      layer: (i, n, digest, v, ms) => process.stderr.write(`${progress.enabled ? '\n' : ''}[${i}/${n}] ${digest}: ${v?.profile ?? 'not reproducible'} (${(ms / 1000).toFixed(1)} s into the scan)\n`),
+      layer: (i, n, digest, v, ms) => process.stderr.write(`${progress.enabled ? '\n' : ''}[${i}/${n}] ${digest}: ${v?.profile ?? 'not reproducible'} in ${(ms / 1000).toFixed(1)} s\n`),
     });
     progress.finish(done);
   }

@@ -114,12 +114,7 @@ let blockPool: BlockPool | undefined;
  * One pool per thread, kept (its threads idle between uses) so that they are warm next time.
  */
 export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
-  return usesPool(p, tarSize) ? (blockPool ??= new BlockPool()) : undefined;
-}
-
-/** Whether compressing a tar of this size with the profile spreads over every core (poolFor). */
-export function usesPool(p: Profile, tarSize: number): boolean {
-  return !!p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1;
+  return p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1 ? (blockPool ??= new BlockPool()) : undefined;
 }
 
 /** What compressing a tar with a profile gave: the blob's digest and size, and how to make any range of it again. */

@@ -2,7 +2,6 @@
 // scan, kept in csreg's state directory (recipes.json, keyed by the original compressed
 // digest), and the producer that serves those blobs from the rebuilt tar on worker threads.
 import { rmSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -11,8 +10,8 @@ import type { Snapshot } from '../storage/snapshot.js';
 import type { Image, Layer } from '../storage/records.js';
 import type { BlobProducer, ProducedBlob } from '../oci/resolver.js';
 import { StateFile } from '../oci/state-file.js';
-import { orderProfiles, profileById, PROFILES } from './profiles.js';
-import { usesPool, type Reproduction } from './produce.js';
+import { orderProfiles, PROFILES } from './profiles.js';
+import type { Reproduction } from './produce.js';
 import type { Job, ParentMessage, WorkerMessage } from './recipe-worker.js';
 
 export interface Verdict extends Partial<Reproduction> {
@@ -195,59 +194,11 @@ function runWorker(job: Job, onMessage: (m: WorkerMessage) => void, onFail: (e: 
   };
 }
 
-/** The cores a job keeps busy: all of them when a profile it runs compresses its tar on the block pool, else one. */
-export function jobCores(job: Job, cores: number): number {
-  const profiles = job.kind === 'detect' ? job.candidates : [job.profile];
-  return profiles.some((id) => { const p = profileById(id); return p && usesPool(p, job.tarSize); }) ? cores : 1;
-}
-
-/** Tasks that each need some of the machine's cores, started in the order asked as soon as theirs are free. */
-export class CoreQueue {
-  readonly cores: number;
-  private free: number;
-  private readonly waiting: { cores: number; start(): void }[] = [];
-  /** the most cores taken at once (tests check it) */
-  mostTaken = 0;
-
-  constructor(cores: number) {
-    this.free = this.cores = Math.max(1, cores);
-  }
-
-  run<T>(cores: number, task: () => Promise<T>): Promise<T> {
-    const need = Math.min(Math.max(1, cores), this.cores);
-    return new Promise<T>((resolve, reject) => {
-      this.waiting.push({
-        cores: need,
-        start: () => {
-          this.free -= need;
-          this.mostTaken = Math.max(this.mostTaken, this.cores - this.free);
-          const done = () => {
-            this.free += need;
-            this.pump();
-          };
-          let p: Promise<T>;
-          try {
-            p = task();
-          } catch (e) {
-            p = Promise.reject(e);
-          }
-          p.then(resolve, reject).finally(done);
-        },
-      });
-      this.pump();
-    });
-  }
-
-  private pump(): void {
-    while (this.waiting.length && this.waiting[0].cores <= this.free) this.waiting.shift()!.start();
-  }
-}
-
 export class Recipes implements BlobProducer {
   private readonly file: StateFile<Record<string, Verdict>>;
   private readonly running = new Map<string, Promise<Verdict>>();
-  /** detect and measure jobs, side by side as long as the machine has the cores for them */
-  private readonly jobs = new CoreQueue(availableParallelism());
+  /** detections run one at a time: each keeps a core busy */
+  private queue: Promise<unknown> = Promise.resolve();
 
   /** diff digest → the SYNTHESIZE_PROFILE form of that tar (from any verdict, original or made) */
   private synthesizedForms?: Map<string, { digest: string; size: number }>;
@@ -315,24 +266,14 @@ export class Recipes implements BlobProducer {
     await Promise.all(work);
   }
 
-  /**
-   * Find recipes for every recompressible layer of the snapshot that has no verdict yet, as
-   * many at once as the cores allow; `layer` hears of each as it is done (the i-th, `ms` into the scan).
-   */
+  /** Find recipes for every recompressible layer of the snapshot that has no verdict yet, one after the other. */
   async scan(snap: Snapshot, on: { progress?: (bytes: number) => void; layer?: (i: number, n: number, digest: string, v: Verdict | undefined, ms: number) => void } = {}): Promise<void> {
     const pending = [...recompressible(snap).keys()].filter((d) => this.untried(d).length);
-    const started = Date.now();
-    let done = 0;
-    const results = await Promise.allSettled(pending.map(async (digest) => {
+    for (const [i, digest] of pending.entries()) {
+      const started = Date.now();
       await this.ensure([digest], snap, on.progress);
-      on.layer?.(++done, pending.length, digest, this.verdict(digest), Date.now() - started);
-    }));
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
-  }
-
-  /** The most cores detect and measure jobs took at once so far (tests check that small layers share them). */
-  get mostCoresTaken(): number {
-    return this.jobs.mostTaken;
+      on.layer?.(i + 1, pending.length, digest, this.verdict(digest), Date.now() - started);
+    }
   }
 
   /**
@@ -370,9 +311,11 @@ export class Recipes implements BlobProducer {
   private detect(digest: string, layer: Layer, onProgress?: (bytes: number) => void): Promise<Verdict> {
     let p = this.running.get(digest);
     if (p) return p;
+    const matches = new Map<string, number>();
+    for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
     const job: Job = {
       kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0,
-      target: { digest, size: layer.compressedSize! }, candidates: this.untried(digest),
+      target: { digest, size: layer.compressedSize! }, candidates: orderProfiles(matches).map((x) => x.id).filter((id) => this.untried(digest).includes(id)),
     };
     p = this.enqueue(job, (m) => ('result' in m ? m.result : undefined), onProgress).then(async (r) => {
       const before = this.verdict(digest)?.tried ?? [];
@@ -384,19 +327,9 @@ export class Recipes implements BlobProducer {
     return p;
   }
 
-  /**
-   * Run a detect or measure job once the cores it needs are free (in the order asked): one, or
-   * all of them for a tar its profile compresses on the block pool. A store of small layers
-   * (most images') is scanned, and a first `--synthesize gzip` manifest made, a core per layer.
-   */
+  /** Run a detect or measure job after those queued before it (each keeps a core busy); its answer. */
   private enqueue<T>(job: Job, answer: (m: WorkerMessage) => T | undefined, onProgress?: (bytes: number) => void): Promise<T> {
-    return this.jobs.run(jobCores(job, this.jobs.cores), () => new Promise<T>((resolve, reject) => {
-      if (job.kind === 'detect') {
-        // most likely first: the profiles that reproduced other layers, as known when it starts
-        const matches = new Map<string, number>();
-        for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
-        job.candidates = orderProfiles(matches).map((x) => x.id).filter((id) => job.candidates.includes(id));
-      }
+    const p = this.queue.catch(() => undefined).then(() => new Promise<T>((resolve, reject) => {
       runWorker(job, (m) => {
         const a = answer(m);
         if ('progress' in m) onProgress?.(m.progress);
@@ -405,6 +338,8 @@ export class Recipes implements BlobProducer {
         else reject(new Error(`${job.kind} job for layer ${job.layerId}: unexpected answer`));
       }, reject);
     }));
+    this.queue = p;
+    return p;
   }
 
   /**

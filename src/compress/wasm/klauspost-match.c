@@ -8,7 +8,8 @@
 // Each instance has its own memory: the history, the two hash tables and the tokens of one
 // window live here, and the TypeScript side works on views of the same arrays. Go's encoder
 // (go-flate.ts, go-huffman.ts) uses an instance of its own for the token writer, Go's token
-// counting and its level-1 matcher (at the end of this file), which share the tokens.
+// counting, its literal-only blocks (count_bytes, write_literals) and its level-1 matcher (at
+// the end of this file), which share the tokens and the level-1 block.
 #include "wasm.h"
 
 #define MAX_STORE 65535

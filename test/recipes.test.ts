@@ -11,6 +11,7 @@ import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { PRODUCE_SLOTS, recompressionThreads } from '../src/compress/recipes.js';
+import { hintedProfiles } from '../src/compress/hints.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
 
@@ -41,7 +42,7 @@ async function bytes(url: string, headers: Record<string, string> = {}): Promise
   return { status: r.status, body: Buffer.from(await r.arrayBuffer()), headers: r.headers };
 }
 
-function verdicts(state: string): Record<string, { profile: string | null; blockOffsets?: number[] }> {
+function verdicts(state: string): Record<string, { profile: string | null; blockOffsets?: number[]; tried: string[] }> {
   return JSON.parse(readFileSync(join(state, 'recipes.json'), 'utf8'));
 }
 
@@ -101,8 +102,35 @@ for (const variant of ['go6', 'go1', 'gnu6', 'py9'] as const) {
     // on a small input GNU gzip -9 and zlib -9 (with the same OS byte) emit the same bytes: either reproduces it
     const same = variant === 'py9' ? ['gnu-gzip-1.12/9'] : [];
     assert.ok(profiles.every((p) => p === VARIANTS[variant][1] || same.includes(p!)), `${profiles.join(', ')}`);
+    // the guesses' order: go6's config is as BuildKit writes one, so Go's gzip is tried first and
+    // nothing else; the others carry buildah's label, so containers/image's pgzip comes first
+    const tried = Object.values(verdicts(srv.state)).map((x) => x.tried);
+    if (variant === 'go6') assert.ok(tried.every((t) => t.join() === 'go1.19-gzip/6'), JSON.stringify(tried));
+    else if (variant !== 'py9') assert.ok(tried.every((t) => t[0] === 'pgzip-1.2.5/flate-1.15.12/default' && t.length > 1), JSON.stringify(tried));
   });
 }
+
+test('image configs order the guesses: buildah\'s label, BuildKit\'s and Jib\'s history entries, matched to layers only when they are as many', () => {
+  const PGZIP = 'pgzip-1.2.5/flate-1.15.12/default';
+  const JAVA = ['zlib-1.2/6+java', 'zlib-1.2/6+java-legacy'];
+  const buildkit = { comment: 'buildkit.dockerfile.v0', created_by: 'RUN /bin/sh -c make # buildkit' };
+  const docker = {
+    config: { Labels: { maintainer: 'x' } },
+    history: [{ created_by: '/bin/sh -c #(nop) ADD file:abc in / ' }, { created_by: '/bin/sh -c #(nop)  CMD ["bash"]', empty_layer: true }, buildkit, { ...buildkit, empty_layer: true }, buildkit],
+  };
+  assert.deepEqual(hintedProfiles(docker, 0, 3), [], 'a base layer no tool marked');
+  assert.deepEqual(hintedProfiles(docker, 1, 3), ['go1.19-gzip/6'], 'empty-layer entries are skipped');
+  assert.deepEqual(hintedProfiles(docker, 2, 3), ['go1.19-gzip/6']);
+  assert.deepEqual(hintedProfiles(docker, 1, 4), [], 'history entries and layers that do not pair up say nothing per layer');
+  const buildah = { config: { Labels: { 'io.buildah.version': '1.28.2' } }, history: docker.history };
+  assert.deepEqual(hintedProfiles(buildah, 2, 3), [PGZIP, 'go1.19-gzip/6'], 'pushed by containers/image first, then who made the layer');
+  assert.deepEqual(hintedProfiles(buildah, 0, 3), [PGZIP]);
+  const jib = { history: [{ created_by: 'bazel build ...' }, { author: 'Jib', created_by: 'jib-maven-plugin:3.4.0', comment: 'dependencies' }, { created_by: 'jib-gradle-plugin:3.4.0' }] };
+  assert.deepEqual(hintedProfiles(jib, 1, 3), JAVA);
+  assert.deepEqual(hintedProfiles(jib, 2, 3), JAVA);
+  assert.deepEqual(hintedProfiles(jib, 0, 3), []);
+  for (const bad of [null, 'x', 3, [], { history: 'x' }, { history: [null, 7] }, { config: { Labels: null } }]) assert.deepEqual(hintedProfiles(bad, 0, 2), [], JSON.stringify(bad));
+});
 
 test('a layer GNU gzip -1 made (with a file name) is reported not reproducible; the image is served synthesized', async () => {
   const f = fx.recipes.find((r) => r.variant === 'gnu1')!;

@@ -10,6 +10,8 @@ import type { Snapshot } from '../storage/snapshot.js';
 import type { Image, Layer } from '../storage/records.js';
 import type { BlobProducer, ProducedBlob } from '../oci/resolver.js';
 import { StateFile } from '../oci/state-file.js';
+import { configKey } from '../oci/manifest.js';
+import { hintedProfiles } from './hints.js';
 import { orderProfiles, PROFILES } from './profiles.js';
 import type { Reproduction } from './produce.js';
 import type { Job, ParentMessage, WorkerMessage } from './recipe-worker.js';
@@ -47,6 +49,24 @@ function byDiff(snap: Snapshot): Map<string, Layer> {
     m = new Map();
     for (const l of snap.layers) if (!l.incomplete && l.diffDigest && !m.has(l.diffDigest)) m.set(l.diffDigest, l);
     diffMaps.set(snap, m);
+  }
+  return m;
+}
+
+/** For each layer, an image it belongs to: the image, the layer's place in its chain (0 = bottom) and the chain's length. */
+const imageMaps = new WeakMap<Snapshot, Map<string, { image: Image; index: number; layers: number }>>();
+function imageOfLayer(snap: Snapshot): Map<string, { image: Image; index: number; layers: number }> {
+  let m = imageMaps.get(snap);
+  if (!m) {
+    m = new Map();
+    for (const image of snap.images) {
+      const chain = snap.layerChain(image.topLayer);
+      if (chain.problem) continue;
+      chain.layers.forEach((l, index) => {
+        if (!m!.has(l.id)) m!.set(l.id, { image, index, layers: chain.layers.length });
+      });
+    }
+    imageMaps.set(snap, m);
   }
   return m;
 }
@@ -261,7 +281,7 @@ export class Recipes implements BlobProducer {
     const work: Promise<Verdict>[] = [];
     for (const d of digests) {
       const layer = layers.get(d);
-      if (layer && this.untried(d).length) work.push(this.detect(d, layer, onProgress));
+      if (layer && this.untried(d).length) work.push(this.detect(d, layer, snap, onProgress));
     }
     await Promise.all(work);
   }
@@ -308,16 +328,13 @@ export class Recipes implements BlobProducer {
     return p;
   }
 
-  private detect(digest: string, layer: Layer, onProgress?: (bytes: number) => void): Promise<Verdict> {
+  private detect(digest: string, layer: Layer, snap: Snapshot, onProgress?: (bytes: number) => void): Promise<Verdict> {
     let p = this.running.get(digest);
     if (p) return p;
-    const matches = new Map<string, number>();
-    for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
-    const job: Job = {
-      kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0,
-      target: { digest, size: layer.compressedSize! }, candidates: orderProfiles(matches).map((x) => x.id).filter((id) => this.untried(digest).includes(id)),
-    };
-    p = this.enqueue(job, (m) => ('result' in m ? m.result : undefined), onProgress).then(async (r) => {
+    p = this.candidates(digest, layer, snap).then((candidates) => {
+      const job: Job = { kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target: { digest, size: layer.compressedSize! }, candidates };
+      return this.enqueue(job, (m) => ('result' in m ? m.result : undefined), onProgress);
+    }).then(async (r) => {
       const before = this.verdict(digest)?.tried ?? [];
       const v: Verdict = { ...r, tried: [...before, ...r.tried], diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() };
       await this.record(digest, v);
@@ -325,6 +342,27 @@ export class Recipes implements BlobProducer {
     }).finally(() => this.running.delete(digest));
     this.running.set(digest, p);
     return p;
+  }
+
+  /**
+   * The profiles not yet tried on a layer, most likely first: those its image's config points
+   * to (hints.ts), then those that reproduced other layers (most often first), then the rest.
+   */
+  private async candidates(digest: string, layer: Layer, snap: Snapshot): Promise<string[]> {
+    const matches = new Map<string, number>();
+    for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
+    let hinted: string[] = [];
+    const at = imageOfLayer(snap).get(layer.id);
+    const key = at && configKey(at.image);
+    if (at && key) {
+      try {
+        hinted = hintedProfiles(JSON.parse((await this.store.imageBigData(at.image, key)).toString('utf8')), at.index, at.layers);
+      } catch {
+        // an unreadable or malformed config gives no hint: the usual order
+      }
+    }
+    const untried = this.untried(digest);
+    return [...new Set([...hinted, ...orderProfiles(matches).map((x) => x.id)])].filter((id) => untried.includes(id));
   }
 
   /** Run a detect or measure job after those queued before it (each keeps a core busy); its answer. */

@@ -110,7 +110,7 @@ for (const variant of ['go6', 'go1', 'gnu6', 'py9'] as const) {
   });
 }
 
-test('image configs order the guesses: buildah\'s label, BuildKit\'s and Jib\'s history entries, matched to layers only when they are as many', () => {
+test('image configs order the guesses: buildah\'s label, BuildKit\'s, ko\'s and Jib\'s history entries, matched to layers only when they are as many', () => {
   const PGZIP = 'pgzip-1.2.5/flate-1.15.12/default';
   const JAVA = ['zlib-1.2/6+java', 'zlib-1.2/6+java-legacy'];
   const buildkit = { comment: 'buildkit.dockerfile.v0', created_by: 'RUN /bin/sh -c make # buildkit' };
@@ -129,6 +129,8 @@ test('image configs order the guesses: buildah\'s label, BuildKit\'s and Jib\'s 
   assert.deepEqual(hintedProfiles(jib, 1, 3), JAVA);
   assert.deepEqual(hintedProfiles(jib, 2, 3), JAVA);
   assert.deepEqual(hintedProfiles(jib, 0, 3), []);
+  const ko = { history: [{ created_by: 'bazel build //base' }, { author: 'ko', created_by: 'ko build ko://example.com/cmd/app', comment: 'go build output, at /ko-app/app' }] };
+  assert.deepEqual(hintedProfiles(ko, 1, 2), ['go1.19-gzip/1']);
   for (const bad of [null, 'x', 3, [], { history: 'x' }, { history: [null, 7] }, { config: { Labels: null } }]) assert.deepEqual(hintedProfiles(bad, 0, 2), [], JSON.stringify(bad));
 });
 

@@ -6,6 +6,7 @@ import { PROFILES } from './profiles.js';
 
 const PGZIP = PROFILES[0].id;
 const GO6 = 'go1.19-gzip/6';
+const GO1 = 'go1.19-gzip/1';
 const JAVA = ['zlib-1.2/6+java', 'zlib-1.2/6+java-legacy'];
 
 interface HistoryEntry {
@@ -19,7 +20,8 @@ interface HistoryEntry {
  * Profiles the config points to for its layer `index` (0 = bottom) of `layers`, most likely
  * first: an image buildah or podman built (their `io.buildah.version` label) was pushed by
  * containers/image (pgzip); a layer BuildKit made (its history comment) by Go's compress/gzip
- * (docker push, BuildKit's exporter); a layer Jib made (its history author) by Java's zlib.
+ * (docker push, BuildKit's exporter); a layer ko made (its history author) by
+ * go-containerregistry's, at BestSpeed; a layer Jib made (its history author) by Java's zlib.
  * History entries map to layers only when the non-empty ones are exactly as many.
  */
 export function hintedProfiles(config: unknown, index: number, layers: number): string[] {
@@ -31,6 +33,7 @@ export function hintedProfiles(config: unknown, index: number, layers: number): 
   const history = Array.isArray(c.history) ? (c.history as HistoryEntry[]).filter((h) => h && typeof h === 'object' && h.empty_layer !== true) : [];
   const entry = history.length === layers ? history[index] : undefined;
   if (entry?.comment === 'buildkit.dockerfile.v0') hints.push(GO6);
+  if (entry?.author === 'ko') hints.push(GO1);
   if (entry?.author === 'Jib' || (typeof entry?.created_by === 'string' && entry.created_by.startsWith('jib-'))) hints.push(...JAVA);
   return [...new Set(hints)];
 }

@@ -151,9 +151,9 @@ export async function measure(tar: Tar, p: Profile, pool?: BlockPool, onBytes?: 
   return { digest: 'sha256:' + h.digest('hex'), size: n, blockOffsets: e.blockOffsets?.slice(), trailer: Buffer.from(last).toString('hex') };
 }
 
-/** The reproduction when the profile gives exactly the target blob, else undefined. */
-export async function tryProfile(tar: Tar, p: Profile, target: Target, pool?: BlockPool, onBytes?: (n: number) => void): Promise<Reproduction | undefined> {
-  const m = await measure(tar, p, pool, onBytes, target.size);
+/** The reproduction when the profile gives exactly the target blob, else undefined (`out` gets its output as it is made). */
+export async function tryProfile(tar: Tar, p: Profile, target: Target, pool?: BlockPool, onBytes?: (n: number) => void, out?: (b: Uint8Array) => Promise<void>): Promise<Reproduction | undefined> {
+  const m = await measure(tar, p, pool, onBytes, target.size, out);
   if (!m || m.size !== target.size || m.digest !== target.digest) return undefined;
   return { blockOffsets: m.blockOffsets, trailer: m.trailer };
 }

@@ -12,14 +12,16 @@ import { profileById } from './profiles.js';
 import { measure, poolFor, produce, tryProfile, type Measured, type Reproduction, type Target } from './produce.js';
 
 export type Job =
-  | { kind: 'detect'; location: StoreLocation; layerId: string; tarSize: number; target: Target; candidates: string[] }
+  /** find the profile that reproduces the target; with keepTo, the reproduced blob is written there too */
+  | { kind: 'detect'; location: StoreLocation; layerId: string; tarSize: number; target: Target; candidates: string[]; keepTo?: string }
   | { kind: 'produce'; location: StoreLocation; layerId: string; tarSize: number; target: Target; profile: string; rep: Reproduction; range?: { start: number; end: number } }
   /** compress the tar with a profile and say what that gives (a form csreg makes, not an original) */
   | { kind: 'measure'; location: StoreLocation; layerId: string; tarSize: number; profile: string; keepTo?: string };
 
 export type WorkerMessage =
   | { progress: number }
-  | { result: { profile: string | null; tried: string[] } & Partial<Reproduction> }
+  /** kept: the reproduced blob was written whole to the job's keepTo */
+  | { result: { profile: string | null; tried: string[]; kept?: boolean } & Partial<Reproduction> }
   /** kept: the blob was written whole to the job's keepTo */
   | { measured: Measured & { kept: boolean } }
   | { chunk: Uint8Array }
@@ -56,30 +58,43 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
     const p = profileById(id);
     if (!p) continue;
     tried.push(id);
-    const rep = await tryProfile(await tarFrom(0), p, j.target, poolFor(p, j.tarSize), onBytes);
+    // the blob a profile reproduces is kept too, so the first pull after the detection does not
+    // compress it again
+    const keep = await keepFile(j.keepTo);
+    const rep = await tryProfile(await tarFrom(0), p, j.target, poolFor(p, j.tarSize), onBytes, keep.out).finally(keep.close);
     if (rep) {
-      port.postMessage({ result: { profile: id, tried, ...rep } } satisfies WorkerMessage);
+      port.postMessage({ result: { profile: id, tried, kept: keep.kept(), ...rep } } satisfies WorkerMessage);
       return;
     }
   }
   port.postMessage({ result: { profile: null, tried } } satisfies WorkerMessage);
 }
 
+/**
+ * A blob written to `file` as it is made (anew: a previous attempt's bytes are dropped), if
+ * there is one; a write that fails (a full disk) only stops the writing. kept(): written whole.
+ */
+async function keepFile(file: string | undefined): Promise<{ out: (b: Uint8Array) => Promise<void>; close: () => Promise<void>; kept: () => boolean }> {
+  const fh = file ? await open(file, 'w', 0o600).catch(() => undefined) : undefined;
+  let ok = !!fh;
+  let pos = 0;
+  return {
+    out: async (b) => {
+      if (ok) await fh!.write(b, 0, b.length, pos).then(() => (pos += b.length), () => (ok = false));
+    },
+    close: async () => fh?.close(),
+    kept: () => ok,
+  };
+}
+
 async function measureJob(j: Extract<Job, { kind: 'measure' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
   const pool = poolFor(p, j.tarSize);
-  // the blob is also written to keepTo, so its first pull need not compress it again; a write
-  // that fails (a full disk) only stops the writing
-  const fh = j.keepTo ? await open(j.keepTo, 'wx', 0o600).catch(() => undefined) : undefined;
-  let kept = !!fh;
-  let pos = 0;
-  const out = async (b: Uint8Array) => {
-    if (!kept) return;
-    await fh!.write(b, 0, b.length, pos).then(() => (pos += b.length), () => (kept = false));
-  };
-  const m = await measure(await tarFrom(0), p, pool, undefined, Infinity, out).finally(() => fh?.close());
-  port.postMessage({ measured: { ...m!, kept } } satisfies WorkerMessage);
+  // the blob is also written to keepTo, so its first pull need not compress it again
+  const keep = await keepFile(j.keepTo);
+  const m = await measure(await tarFrom(0), p, pool, undefined, Infinity, keep.out).finally(keep.close);
+  port.postMessage({ measured: { ...m!, kept: keep.kept() } } satisfies WorkerMessage);
 }
 
 async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {

@@ -224,8 +224,9 @@ export class Recipes implements BlobProducer {
   private synthesizedForms?: Map<string, { digest: string; size: number }>;
 
   /**
-   * @param keeper where a blob compressed for `--synthesize gzip` is kept as it is measured
-   * (the served-blob cache), so that its first pull reads it instead of compressing it again
+   * @param keeper where a blob compressed for `--synthesize gzip` is kept as it is measured,
+   * and an original blob as a recipe is found for it (the served-blob cache), so that its first
+   * pull reads it instead of compressing it again
    */
   constructor(stateDir: string, private readonly store: Store, readonly synthesize: SynthesizeForm = 'tar', private readonly keeper?: BlobKeeper) {
     this.file = new StateFile(join(stateDir, 'recipes.json'), () => ({}));
@@ -331,15 +332,21 @@ export class Recipes implements BlobProducer {
   private detect(digest: string, layer: Layer, snap: Snapshot, onProgress?: (bytes: number) => void): Promise<Verdict> {
     let p = this.running.get(digest);
     if (p) return p;
+    // (the blob a profile reproduces is kept in the served-blob cache, as a made one is)
+    const keepTo = this.keeper?.reserve(layer.compressedSize!);
     p = this.candidates(digest, layer, snap).then((candidates) => {
-      const job: Job = { kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target: { digest, size: layer.compressedSize! }, candidates };
+      const job: Job = { kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target: { digest, size: layer.compressedSize! }, candidates, keepTo };
       return this.enqueue(job, (m) => ('result' in m ? m.result : undefined), onProgress);
-    }).then(async (r) => {
+    }).then(async ({ kept, ...r }) => {
       const before = this.verdict(digest)?.tried ?? [];
       const v: Verdict = { ...r, tried: [...before, ...r.tried], diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() };
+      if (keepTo && kept && v.profile) await this.keeper!.adopt(keepTo, digest);
       await this.record(digest, v);
       return v;
-    }).finally(() => this.running.delete(digest));
+    }).finally(() => {
+      this.running.delete(digest);
+      if (keepTo) rmSync(keepTo, { force: true }); // (not kept: gone already if adopted)
+    });
     this.running.set(digest, p);
     return p;
   }

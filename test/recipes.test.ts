@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
-import { PRODUCE_SLOTS, recompressionThreads } from '../src/compress/recipes.js';
+import { PRODUCE_SLOTS, Recipes, recompressionThreads } from '../src/compress/recipes.js';
 import { hintedProfiles } from '../src/compress/hints.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
@@ -228,7 +228,7 @@ test('produce jobs beyond the slots wait for one; a download whose client stops 
   assert.equal(recompressionThreads().producing, 0, 'no slot is still taken once every download ended');
 });
 
-test('a layer file changed on disk: neither a whole recompressed blob nor a range from its first block past that file is served', async () => {
+test('a layer file changed on disk: neither a whole recompressed blob nor a range from its first block past that file is served, and a detection fails instead of calling it not reproducible', async () => {
   const d = join(work, 'tampered');
   mkdirSync(d);
   execFileSync('cp', ['-a', fx.stores.pulled.root, join(d, 'root')]);
@@ -261,6 +261,10 @@ test('a layer file changed on disk: neither a whole recompressed blob nor a rang
   // a range that starts in the first block and ends past busybox (read whole, its CRC-64 checked)
   const range = await outcome({ Range: `bytes=0-${original.length >> 1}` });
   assert.ok(typeof range === 'string', `a range from the first block past the changed file is not served (busybox does not match its tar-split CRC-64): got ${range.length} bytes`);
+  // a detection now fails instead of recording the layer as "not reproducible"
+  const fresh = new Recipes(join(work, 'state-tampered-fresh'), store);
+  await assert.rejects(fresh.ensure([layers[0].digest], snap), /does not match|digest/);
+  assert.equal(fresh.verdict(layers[0].digest), undefined, 'no verdict for a layer whose files changed');
 });
 
 test('--scan-recipes finds recipes in the background and keeps the blobs it reproduced; the served-blob cache serves pulls, and a tampered copy is never served', { skip: roomToKeep(work) }, async () => {

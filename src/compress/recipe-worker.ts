@@ -61,12 +61,15 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
     // the blob a profile reproduces is kept too, so the first pull after the detection does not
     // compress it again
     const keep = await keepFile(j.keepTo);
-    const rep = await tryProfile(await tarFrom(0), p, j.target, poolFor(p, j.tarSize), onBytes, keep.out).finally(keep.close);
+    // (the tar is not hashed on its own: a blob that matches the target's digest vouches for it)
+    const rep = await tryProfile(await tarFrom(0, 'caller'), p, j.target, poolFor(p, j.tarSize), onBytes, keep.out).finally(keep.close);
     if (rep) {
       port.postMessage({ result: { profile: id, tried, kept: keep.kept(), ...rep } } satisfies WorkerMessage);
       return;
     }
   }
+  // none did: "not reproducible" only if the tar is the layer's (a file changed on disk fails here)
+  for await (const _ of await tarFrom(0)) void _;
   port.postMessage({ result: { profile: null, tried } } satisfies WorkerMessage);
 }
 

@@ -679,6 +679,19 @@ async function startRegistry(port: number, dir: string): Promise<ChildProcess> {
   throw new Error(`docker-registry on ${dir} did not start`);
 }
 
+/** Time of a pull (skopeo, into `dir:d`, removed after) of bench/IMG:1 from a csreg just started on `store` with an empty state. */
+async function pullFromFreshCsreg(store: typeof STORE, args: string[], port: number, img: ImageKey, d: string): Promise<number> {
+  const state = join(W, 'state-first-pull');
+  rmSync(state, { recursive: true, force: true });
+  const cs = await startCsreg(store, port, '/v2/', args, state);
+  try {
+    return await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://127.0.0.1:${port}/bench/${img}:1`, `dir:${d}`]);
+  } finally {
+    await stopCsreg(cs);
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
 /**
  * The issue's premise: without csreg, an image built here reaches a client by `podman push` to a
  * registry and a pull from it; with csreg, by a pull alone. Both start from the store only: a
@@ -709,16 +722,7 @@ async function benchFirstPull(): Promise<void> {
         rmSync(dir, { recursive: true, force: true });
         rmSync(d, { recursive: true, force: true });
       }
-      const state = join(W, 'state-first-pull');
-      rmSync(state, { recursive: true, force: true });
-      const cs = await startCsreg(STORE, port, '/v2/', ['--synthesize', 'gzip'], state);
-      let first: number;
-      try {
-        first = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://127.0.0.1:${port}/bench/${img}:1`, `dir:${d}`]);
-      } finally {
-        await stopCsreg(cs);
-        rmSync(d, { recursive: true, force: true });
-      }
+      const first = await pullFromFreshCsreg(STORE, ['--synthesize', 'gzip'], port, img, d);
       if (rep > 0) {
         t.push.push(push);
         t.pull.push(pull);
@@ -739,16 +743,7 @@ async function benchFirstPull(): Promise<void> {
       const tStart = now();
       for (let rep = 0; more(rep, reps, tStart, 1); rep++) {
         const d = join(SCRATCH, 'first-pull');
-        const state = join(W, 'state-first-pull-mirror');
-        rmSync(state, { recursive: true, force: true });
-        const cs = await startCsreg(MIRROR, port, '/v2/', [], state);
-        let first: number;
-        try {
-          first = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://127.0.0.1:${port}/bench/${img}:1`, `dir:${d}`]);
-        } finally {
-          await stopCsreg(cs);
-          rmSync(d, { recursive: true, force: true });
-        }
+        const first = await pullFromFreshCsreg(MIRROR, [], port, img, d);
         const reg = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${REG}/bench/${img}:1`, `dir:${d}`]);
         rmSync(d, { recursive: true, force: true });
         if (rep > 0) {

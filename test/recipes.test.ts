@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
-import { PRODUCE_SLOTS, Recipes, recompressionThreads } from '../src/compress/recipes.js';
+import { imageOfLayer, PRODUCE_SLOTS, Recipes, recompressionThreads } from '../src/compress/recipes.js';
 import { hintedProfiles } from '../src/compress/hints.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
@@ -132,6 +132,19 @@ test('image configs order the guesses: buildah\'s label, BuildKit\'s, ko\'s and 
   const ko = { history: [{ created_by: 'bazel build //base' }, { author: 'ko', created_by: 'ko build ko://example.com/cmd/app', comment: 'go build output, at /ko-app/app' }] };
   assert.deepEqual(hintedProfiles(ko, 1, 2), ['go1.19-gzip/1']);
   for (const bad of [null, 'x', 3, [], { history: 'x' }, { history: [null, 7] }, { config: { Labels: null } }]) assert.deepEqual(hintedProfiles(bad, 0, 2), [], JSON.stringify(bad));
+});
+
+test('a layer several images share takes its hints from the image with the fewest layers (a base image pulled, not one built on it)', async () => {
+  const snap = await Store.open(fx.stores.overlay).snapshot();
+  const chains = snap.images.map((image) => ({ image, layers: snap.layerChain(image.topLayer) })).filter((c) => !c.layers.problem);
+  let shared = 0;
+  for (const [id, at] of imageOfLayer(snap)) {
+    const holders = chains.filter((c) => c.layers.layers.some((l) => l.id === id));
+    if (holders.length > 1) shared++;
+    assert.equal(at.layers, Math.min(...holders.map((c) => c.layers.layers.length)), `layer ${id}`);
+    assert.equal(at.image.id && snap.layerChain(at.image.topLayer).layers[at.index].id, id);
+  }
+  assert.ok(shared > 0, 'the fixture store has layers several images share');
 });
 
 test('a layer GNU gzip -1 made (with a file name) is reported not reproducible; the image is served synthesized', async () => {

@@ -53,9 +53,14 @@ function byDiff(snap: Snapshot): Map<string, Layer> {
   return m;
 }
 
-/** For each layer, an image it belongs to: the image, the layer's place in its chain (0 = bottom) and the chain's length. */
+/**
+ * For each layer, the image most likely to have brought it into the store: of the images whose
+ * chain holds it, the one with the fewest layers (a base image pulled from a registry, rather
+ * than an image built on it here); with the layer's place in its chain (0 = bottom) and the
+ * chain's length.
+ */
 const imageMaps = new WeakMap<Snapshot, Map<string, { image: Image; index: number; layers: number }>>();
-function imageOfLayer(snap: Snapshot): Map<string, { image: Image; index: number; layers: number }> {
+export function imageOfLayer(snap: Snapshot): Map<string, { image: Image; index: number; layers: number }> {
   let m = imageMaps.get(snap);
   if (!m) {
     m = new Map();
@@ -63,7 +68,8 @@ function imageOfLayer(snap: Snapshot): Map<string, { image: Image; index: number
       const chain = snap.layerChain(image.topLayer);
       if (chain.problem) continue;
       chain.layers.forEach((l, index) => {
-        if (!m!.has(l.id)) m!.set(l.id, { image, index, layers: chain.layers.length });
+        const known = m!.get(l.id);
+        if (!known || known.layers > chain.layers.length) m!.set(l.id, { image, index, layers: chain.layers.length });
       });
     }
     imageMaps.set(snap, m);

@@ -2,12 +2,17 @@
 // built an image usually pushed it as well (design.md, "who compressed the layers users have").
 // A guess only orders the candidates (a right one spares a whole failed pass over the layer);
 // every verdict still comes from reproducing the blob.
-import { PROFILES } from './profiles.js';
+import { profileById, PROFILES } from './profiles.js';
 
+/** (a profile id that no longer exists fails at load, not silently as a guess never made) */
+const known = (id: string): string => {
+  if (!profileById(id)) throw new Error(`hints: no profile ${id}`);
+  return id;
+};
 const PGZIP = PROFILES[0].id;
-const GO6 = 'go1.19-gzip/6';
-const GO1 = 'go1.19-gzip/1';
-const JAVA = ['zlib-1.2/6+java', 'zlib-1.2/6+java-legacy'];
+const GO6 = known('go1.19-gzip/6');
+const GO1 = known('go1.19-gzip/1');
+const JAVA = ['zlib-1.2/6+java', 'zlib-1.2/6+java-legacy'].map(known);
 
 interface HistoryEntry {
   author?: unknown;

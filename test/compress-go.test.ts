@@ -15,6 +15,8 @@ import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32, crc32Combine, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
 import { wasmModule } from '../src/compress/wasm.js';
+import { BlockPool } from '../src/compress/block-pool.js';
+import { goGzipParallel, reparsed } from '../src/compress/go-parallel.js';
 import { encodeChunked, logLines, mixedInputs, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
 
 // dist/test/x.js -> repo root
@@ -71,9 +73,22 @@ before(() => {
   inputs.set('text 4M', text(4 << 20, 99));
 });
 
-after(() => {
+let pool: BlockPool | undefined;
+after(async () => {
+  await pool?.close();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
+
+/** goGzipParallel's output on two pool threads, the input in chunks of `chunk` bytes. */
+async function onPool(data: Uint8Array, level: number, segment?: number, overlap?: number, chunk = 65536): Promise<Buffer> {
+  pool ??= new BlockPool(2);
+  const tar = (async function* () {
+    for (let i = 0; i < data.length; i += chunk) yield data.subarray(i, i + chunk);
+  })();
+  const out: Uint8Array[] = [];
+  for await (const b of goGzipParallel(tar, level, pool, segment, overlap)) out.push(b);
+  return Buffer.concat(out);
+}
 
 test('crc32 matches zlib (zlib\'s own where Node exports it, and the table version older Nodes use)', () => {
   const data = randomBytes(100_003, 5);
@@ -162,6 +177,36 @@ test('inputs past 16 MiB (hash offsets rebased) match Go', () => {
   }
   const data = Buffer.concat(parts);
   for (const level of [2, 6]) assert.equal(sha(ours(data, level, 65536)), sha(golang(data, level)), `17 MiB at level ${level}`);
+});
+
+test('levels 4-9 on pool threads (segments parsed apart, joined where the parses meet) write Go\'s bytes', async () => {
+  // segments far smaller than in use, so that many cuts fall in every kind of input; with no
+  // overlap most segments' parses have not met the true one at their join and are parsed again
+  // from the true state; random bytes make stored blocks, some of whose bytes slid out of Go's window
+  const cases: [string, Buffer][] = [...inputs].filter(([n]) => ['text+random', 'zeros 1M', 'phrase 300K', 'random 300K', 'text 4M'].includes(n) || n.startsWith('tar '));
+  const before = reparsed.count;
+  for (const [name, data] of cases) {
+    for (const level of [4, 6, 9]) {
+      const want = sha(golang(data, level));
+      for (const [segment, overlap, chunk] of [[1 << 20, 8192, 65536], [70_001, 1000, 4099], [100_003, 0, 1 << 20]]) {
+        assert.equal(sha(await onPool(data, level, segment, overlap, chunk)), want, `${name} (${data.length} bytes) at level ${level}, segments of ${segment} with ${overlap} before`);
+      }
+    }
+  }
+  assert.ok(reparsed.count > before, 'some segments were parsed again from the true state');
+});
+
+test('levels 4-9 on pool threads: any input, any cut, the single-stream bytes', async () => {
+  const cases = fc.sample(fc.tuple(fc.integer({ min: 4, max: 9 }), mixedInputs, fc.integer({ min: 66_000, max: 200_000 }), fc.integer({ min: 0, max: 5000 })), { seed: 20261208, numRuns: 30 });
+  for (const [level, data, segment, overlap] of cases) {
+    assert.equal(sha(await onPool(data, level, segment, overlap, 30_000)), sha(ours(data, level)), `level ${level}, ${data.length} bytes, segments of ${segment} with ${overlap} before`);
+  }
+});
+
+test('levels 4-9 on pool threads past 16 MiB, in the sizes used, match Go', async () => {
+  const data = Buffer.concat([inputs.get('text 4M')!, inputs.get('text+random')!, inputs.get('text 4M')!, randomBytes(3 << 20, 9), inputs.get('text 4M')!, inputs.get('text 4M')!]);
+  assert.ok(data.length > 16 << 20);
+  assert.equal(sha(await onPool(data, 6)), sha(golang(data, 6)));
 });
 
 test('createGoGzipStream', async () => {

@@ -1,15 +1,20 @@
 // pgzip blocks are independent (each needs only the previous block's tail as dictionary), so
 // they are compressed on a pool of worker threads, as pgzip does with goroutines; results are
-// handed back in order by the caller.
+// handed back in order by the caller. The same threads run segments of Go's deflate
+// (go-parallel.ts).
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { SegmentTask } from './go-flate.js';
+import type { ParsedSegment } from './go-parallel.js';
 import type { CompressedBlock } from './pgzip.js';
 
+/** What a pool thread is sent (block-worker.ts). */
+export type PoolTask = { kind: 'pgzip'; data: Uint8Array; dict: Uint8Array; crc: boolean } | { kind: 'go-segment'; task: SegmentTask };
+
 interface Task {
-  data: Uint8Array;
-  dict: Uint8Array;
-  crc: boolean;
-  resolve(out: CompressedBlock): void;
+  message: PoolTask;
+  transfer: ArrayBuffer[];
+  resolve(out: unknown): void;
   reject(e: Error): void;
 }
 
@@ -30,11 +35,20 @@ export class BlockPool {
 
   /** pgzip's block of `data` (its buffer is handed over) after `dict`; with the CRC-32 of `data` if `crc` */
   compress(data: Uint8Array, dict: Uint8Array, crc: boolean): Promise<CompressedBlock> {
-    const p = new Promise<CompressedBlock>((resolve, reject) => {
-      this.queue.push({ data, dict, crc, resolve, reject });
+    return this.run({ kind: 'pgzip', data, dict, crc }, [data.buffer as ArrayBuffer]);
+  }
+
+  /** Go deflate's segment (go-parallel.ts parseSegment; its data buffer is handed over) */
+  segment(task: SegmentTask): Promise<ParsedSegment> {
+    return this.run({ kind: 'go-segment', task }, [task.data.buffer as ArrayBuffer]);
+  }
+
+  private run<T>(message: PoolTask, transfer: ArrayBuffer[]): Promise<T> {
+    const p = new Promise<T>((resolve, reject) => {
+      this.queue.push({ message, transfer, resolve: resolve as (out: unknown) => void, reject });
       this.next();
     });
-    p.catch(() => undefined); // blocks of a stream given up are not awaited (their threads may be ended)
+    p.catch(() => undefined); // tasks of a stream given up are not awaited (their threads may be ended)
     return p;
   }
 
@@ -42,12 +56,13 @@ export class BlockPool {
     const w = this.idle.pop();
     if (w || this.all.length >= this.size) return w;
     const fresh = new Worker(SCRIPT);
-    fresh.on('message', (out: CompressedBlock) => {
+    fresh.on('message', (out: { error?: string }) => {
       const t = this.busy.get(fresh)!;
       this.busy.delete(fresh);
       this.idle.push(fresh);
       fresh.unref(); // an idle thread never holds the process open
-      t.resolve(out);
+      if (out.error !== undefined) t.reject(new Error(out.error));
+      else t.resolve(out);
       this.next();
     });
     const gone = (e: Error) => {
@@ -70,7 +85,7 @@ export class BlockPool {
       const t = this.queue.shift()!;
       this.busy.set(w, t);
       w.ref();
-      w.postMessage({ data: t.data, dict: t.dict, crc: t.crc }, [t.data.buffer as ArrayBuffer]);
+      w.postMessage(t.message, t.transfer);
     }
   }
 

@@ -1,8 +1,19 @@
-// A BlockPool thread: compresses the pgzip blocks it is sent.
+// A BlockPool thread: compresses the pgzip blocks, and runs the Go deflate segments, it is sent.
 import { parentPort } from 'node:worker_threads';
+import type { PoolTask } from './block-pool.js';
+import { parseSegment } from './go-parallel.js';
 import { compressBlock } from './pgzip.js';
 
-parentPort!.on('message', (m: { data: Uint8Array; dict: Uint8Array; crc: boolean }) => {
-  const out = compressBlock(m.data, m.dict, m.crc);
-  parentPort!.postMessage(out, [out.bytes.buffer as ArrayBuffer]);
+parentPort!.on('message', (m: PoolTask) => {
+  try {
+    if (m.kind === 'pgzip') {
+      const out = compressBlock(m.data, m.dict, m.crc);
+      parentPort!.postMessage(out, [out.bytes.buffer as ArrayBuffer]);
+    } else {
+      const out = parseSegment(m.task);
+      parentPort!.postMessage(out, [out.tokens.buffer as ArrayBuffer, out.marks.buffer as ArrayBuffer]);
+    }
+  } catch (e) {
+    parentPort!.postMessage({ error: (e as Error).message });
+  }
 });

@@ -22,7 +22,7 @@ const WINDOW_MASK = WINDOW - 1;
 const MIN_MATCH = 4; // Go never emits length-3 matches
 const MAX_MATCH = 258;
 const MIN_LOOKAHEAD = MIN_MATCH + MAX_MATCH;
-const MAX_BLOCK_TOKENS = 1 << 14;
+export const MAX_BLOCK_TOKENS = 1 << 14;
 const HASH_BITS = 17;
 const HASH_SHIFT = 32 - HASH_BITS;
 const MAX_HASH_OFFSET = 1 << 24;
@@ -69,12 +69,71 @@ interface ChainExports {
   tok(): number;
   off_code(): number;
   state(): number;
+  enter(from: number, to: number, hashOffset: number): void;
 }
 /** its variables (state[]), in go-flate-chain.c's order */
-const enum S { INDEX, CHAIN_HEAD, LENGTH, OFFSET, BYTE_AVAILABLE, NTOK, HASH_OFFSET, WINDOW_END, SYNC, GREEDY, LAZY, FAST_SKIP, NICE, TRIES, EMIT_INDEX, COUNT }
+const enum S { INDEX, CHAIN_HEAD, LENGTH, OFFSET, BYTE_AVAILABLE, NTOK, HASH_OFFSET, WINDOW_END, SYNC, GREEDY, LAZY, FAST_SKIP, NICE, TRIES, EMIT_INDEX, STOP, COUNT }
+
+/**
+ * Where the lazy parse (levels 4-9) stands at the top of an iteration: with the hash chains,
+ * which every position enters in order whatever the parse, this decides all that follows. A
+ * parse started anywhere with the chains of the bytes before it soon meets the true one (same
+ * position, same state), and from there on emits the same tokens (go-parallel.ts).
+ */
+export interface ParseState {
+  pos: number;
+  length: number;
+  offset: number;
+  byteAvailable: boolean;
+}
+
+/**
+ * Whether two parses stand at the same point. The position and the pending byte decide it: no
+ * byte pending means a match just ended (nothing else pending); a byte pending means the last
+ * iteration searched (it would have emitted its pending match otherwise), and a search's answer
+ * depends on the position alone.
+ */
+export const sameParse = (a: ParseState, b: ParseState): boolean => a.pos === b.pos && a.byteAvailable === b.byteAvailable;
+
+/**
+ * The absolute position of the window's first byte during the iteration at `pos`, with the
+ * input written in 32 KiB pieces as GoDeflateEncoder writes it: the window slides by 32 KiB
+ * when a step stops past 65274, which it does at the first iteration past that point.
+ * (Not during Close's last step, which never slides.)
+ */
+export function windowStart(pos: number): number {
+  return pos <= 2 * WINDOW - MIN_LOOKAHEAD ? 0 : Math.ceil((pos - (2 * WINDOW - MIN_LOOKAHEAD)) / WINDOW) * WINDOW;
+}
+
+/** A lazy level's segment of the input: its parse from `start` (fresh, or `from`) and the tokens it emits from its first iteration at or past `joinAt` to its first at or past `stopAt` (or to the end, with Close, if `last`). */
+export interface SegmentTask {
+  level: number;
+  /** the input from windowStart(start) up to at least stopAt + 64 KiB, or to its end if `last` */
+  data: Uint8Array;
+  start: number;
+  joinAt: number;
+  stopAt: number;
+  last: boolean;
+  from?: ParseState;
+}
+
+export interface SegmentResult {
+  /** the state at the first iteration at or past joinAt (the tokens start there) */
+  join: ParseState;
+  tokens: Int32Array;
+  /** the state at the first iteration at or past stopAt (not `last`) */
+  end: ParseState;
+  /** `last`: where Close's final step began, and the window's start then */
+  syncStart?: number;
+  syncBase?: number;
+}
 
 /** Levels 2-9: hash-chain matcher (deflate.go). */
 class ChainEngine implements Engine {
+  /** absolute position of window[0] */
+  private base = 0;
+  /** absolute position before whose first iteration at or past it step() stops (segments) */
+  private stopAt = INT32_MAX;
   private readonly wasm = wasmInstance<ChainExports>('go-flate-chain');
   private readonly state?: Int32Array;
   private readonly window: Uint8Array;
@@ -98,7 +157,8 @@ class ChainEngine implements Engine {
    * which with its fixed starting length (3) never happens at any level */
   private readonly tries: number;
 
-  constructor(private readonly p: LevelParams, private readonly hw: HuffmanBlockWriter) {
+  /** `hw` writes the blocks; a segment engine has none: segment() collects its tokens */
+  constructor(private readonly p: LevelParams, private readonly hw?: HuffmanBlockWriter) {
     this.greedy = p.fastSkip !== SKIP_NEVER;
     this.tries = MIN_MATCH - 1 >= p.good ? p.chain >> 2 : p.chain;
     const x = this.wasm;
@@ -135,6 +195,7 @@ class ChainEngine implements Engine {
     st[S.HASH_OFFSET] = this.hashOffset;
     st[S.WINDOW_END] = this.windowEnd;
     st[S.SYNC] = +this.sync;
+    st[S.STOP] = Math.min(this.stopAt - this.base, INT32_MAX);
     for (;;) {
       const r = x.step();
       if (r === 0) break;
@@ -161,9 +222,93 @@ class ChainEngine implements Engine {
   close(): void {
     this.sync = true;
     this.step();
-    this.hw.writeStoredHeader(0, true);
-    this.hw.bw.align();
+    this.hw!.writeStoredHeader(0, true);
+    this.hw!.bw.align();
   }
+
+  /** A segment (see SegmentTask) on this engine, which need not be fresh. */
+  segment(t: SegmentTask): SegmentResult {
+    const data = t.data;
+    const dataAt = windowStart(t.start);
+    // as the true stream stands between two steps at `start`: the window full from its start,
+    // every position before `start` in the chains
+    this.base = dataAt;
+    this.hashOffset = 1;
+    this.hashHead.fill(0);
+    let fed = Math.min(2 * WINDOW, data.length);
+    this.window.set(data.subarray(0, fed));
+    this.windowEnd = fed;
+    this.index = t.start - dataAt;
+    const enter = Math.min(this.index, this.windowEnd - (MIN_MATCH - 1));
+    if (this.wasm) this.wasm.enter(0, enter, this.hashOffset);
+    else {
+      const win = this.window, head = this.hashHead, prev = this.hashPrev;
+      for (let i = 0; i < enter; i++) {
+        const h = Math.imul((win[i] << 24) | (win[i + 1] << 16) | (win[i + 2] << 8) | win[i + 3], HASH_MUL) >>> HASH_SHIFT;
+        prev[i & WINDOW_MASK] = head[h];
+        head[h] = i + this.hashOffset;
+      }
+    }
+    this.length = t.from?.length ?? MIN_MATCH - 1;
+    this.offset = t.from?.offset ?? 0;
+    this.byteAvailable = t.from?.byteAvailable ?? false;
+    this.ntok = 0;
+    this.sync = false;
+    // the tokens, in one array grown as needed (about one per 3 input bytes on layer tars)
+    let got = new Int32Array(Math.max(1024, data.length >> 2));
+    let count = 0;
+    const take = () => {
+      if (this.ntok) this.emitBlock(this.ntok, 0);
+      this.ntok = 0;
+    };
+    const state = (): ParseState => ({ pos: this.base + this.index, length: this.length, offset: this.offset, byteAvailable: this.byteAvailable });
+    // where the last write ended (Close's step starts there, with no slide after it)
+    let lastFill = t.start;
+    // Go's write loop (a step, then a 32 KiB fill) until the first iteration at or past stopAt
+    const runTo = (stopAt: number): ParseState => {
+      this.stopAt = stopAt;
+      for (;;) {
+        this.step();
+        if (this.base + this.index >= stopAt) break;
+        if (fed >= data.length) {
+          if (stopAt === INT32_MAX) break;
+          throw new Error("go-flate: a segment's input ends before its stop");
+        }
+        fed += this.fill(data.subarray(0, Math.min(fed + FEED, data.length)), fed);
+        lastFill = this.base + this.index;
+      }
+      take();
+      return state();
+    };
+    this.collect = (tokens, ntok) => {
+      if (count + ntok > got.length) {
+        const more = new Int32Array(Math.max(2 * got.length, count + ntok));
+        more.set(got.subarray(0, count));
+        got = more;
+      }
+      got.set(tokens.subarray(0, ntok), count);
+      count += ntok;
+    };
+    const join = runTo(t.joinAt);
+    count = 0;
+    let end: ParseState;
+    let syncStart: number | undefined, syncBase: number | undefined;
+    if (t.last) {
+      runTo(INT32_MAX);
+      syncStart = lastFill;
+      syncBase = this.base;
+      this.sync = true;
+      this.step();
+      take();
+      end = state();
+    } else end = runTo(t.stopAt);
+    this.collect = undefined;
+    this.stopAt = INT32_MAX;
+    const tokens = count === got.length ? got : got.slice(0, count);
+    return { join, tokens, end, syncStart, syncBase };
+  }
+
+  private collect?: (tokens: Int32Array, ntok: number) => void;
 
   private fill(b: Uint8Array, off: number): number {
     if (this.index >= 2 * WINDOW - MIN_LOOKAHEAD) this.slide();
@@ -175,6 +320,7 @@ class ChainEngine implements Engine {
 
   private slide(): void {
     this.window.copyWithin(0, WINDOW, 2 * WINDOW);
+    this.base += WINDOW;
     this.index -= WINDOW;
     this.windowEnd -= WINDOW;
     // a block starting in the dropped half can no longer be emitted as stored
@@ -191,10 +337,11 @@ class ChainEngine implements Engine {
   }
 
   private emitBlock(ntok: number, index: number): void {
+    if (this.collect) return this.collect(this.tokens, ntok);
     if (index <= 0) return;
     const input = this.blockStart <= index ? this.window.subarray(this.blockStart, index) : null;
     this.blockStart = index;
-    this.hw.writeBlock(this.tokens, ntok, false, input);
+    this.hw!.writeBlock(this.tokens, ntok, false, input);
   }
 
   /** Tokenize while at least MIN_LOOKAHEAD bytes are ahead (or everything, when closing). */
@@ -211,6 +358,7 @@ class ChainEngine implements Engine {
     const nice = this.p.nice;
     const tries = this.tries;
     const maxInsert = windowEnd - (MIN_MATCH - 1);
+    const stopAt = Math.min(this.stopAt - this.base, INT32_MAX);
     let index = this.index;
     let chainHead = this.chainHead;
     let length = this.length;
@@ -219,6 +367,7 @@ class ChainEngine implements Engine {
     let ntok = this.ntok;
 
     for (;;) {
+      if (index >= stopAt) break;
       const lookahead = windowEnd - index;
       if (lookahead < MIN_LOOKAHEAD) {
         if (!sync) break;
@@ -307,6 +456,17 @@ class ChainEngine implements Engine {
     this.byteAvailable = byteAvailable;
     this.ntok = ntok;
   }
+}
+
+const segmentEngines = new Map<number, ChainEngine>();
+
+/** Runs a segment of a lazy level (4-9) on this thread's engine for that level. */
+export function goSegment(t: SegmentTask): SegmentResult {
+  const p = LEVELS[t.level];
+  if (!p || p.fastSkip !== SKIP_NEVER) throw new RangeError(`go-flate: segments need a lazy level (4-9), got ${t.level}`);
+  let e = segmentEngines.get(t.level);
+  if (!e) segmentEngines.set(t.level, (e = new ChainEngine(p)));
+  return e.segment(t);
 }
 
 /**

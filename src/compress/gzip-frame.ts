@@ -15,6 +15,15 @@ export function levelXfl(level: number): number {
   return level === 9 ? 2 : level === 1 ? 4 : 0;
 }
 
+/** CRC-32 and ISIZE (length mod 2^32), little-endian. */
+export function gzipTrailer(crc: number, size: number): Uint8Array {
+  const trailer = new Uint8Array(8);
+  const dv = new DataView(trailer.buffer);
+  dv.setUint32(0, crc, true);
+  dv.setUint32(4, size % 0x100000000, true);
+  return trailer;
+}
+
 /**
  * A streaming gzip encoder: push() returns output bytes ready so far; finish() returns the rest
  * (final block + trailer). Output does not depend on how the input is chunked as long as the
@@ -48,11 +57,7 @@ export class GzipFrame implements ChunkEncoder {
     if (this.finished) return [];
     this.finished = true;
     const out = this.withHeader(this.deflate.finish());
-    const trailer = new Uint8Array(8);
-    const dv = new DataView(trailer.buffer);
-    dv.setUint32(0, this.crc, true);
-    dv.setUint32(4, this.size % 0x100000000, true); // ISIZE: length mod 2^32
-    out.push(trailer);
+    out.push(gzipTrailer(this.crc, this.size));
     return out;
   }
 

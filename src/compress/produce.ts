@@ -96,6 +96,7 @@ function encode(tar: Tar, p: Profile, pool: BlockPool | undefined, trailer?: Uin
       })(),
     };
   }
+  if (p.onPool && pool) return { chunks: p.onPool(tar, pool) };
   const enc = p.create();
   return {
     blockOffsets: enc.blockOffsets,
@@ -109,13 +110,14 @@ function encode(tar: Tar, p: Profile, pool: BlockPool | undefined, trailer?: Uin
 let blockPool: BlockPool | undefined;
 
 /**
- * The block pool, for a profile with blocks, when worth its threads: each new thread first
- * spends ~0.3 s of CPU warming up the encoder (measured), which only larger tars win back.
+ * The block pool, for a profile that can use one, when worth its threads (a new thread takes
+ * ~40 ms to start and compile; a pgzip block or a Go segment is 1 MiB): from 4 MiB of tar.
  * One pool per thread, kept (its threads idle between uses) so that they are warm next time.
  */
 export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
-  return p.blockSize && tarSize > 32 * p.blockSize && availableParallelism() > 1 ? (blockPool ??= new BlockPool()) : undefined;
+  return (p.blockSize || p.onPool) && tarSize > POOL_FROM && availableParallelism() > 1 ? (blockPool ??= new BlockPool()) : undefined;
 }
+const POOL_FROM = 4 << 20;
 
 /** What compressing a tar with a profile gave: the blob's digest and size, and how to make any range of it again. */
 export interface Measured extends Reproduction {

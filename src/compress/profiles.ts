@@ -1,6 +1,8 @@
 // The compressors whose output csreg reproduces bit for bit, each a named profile (program,
 // library version, level, block size), tried in order of how likely they made a layer.
+import type { BlockPool } from './block-pool.js';
 import { GoGzipEncoder } from './go-gzip.js';
+import { goGzipParallel } from './go-parallel.js';
 import { GnuGzipEncoder } from './gnu-gzip.js';
 import { ZlibGzipEncoder } from './zlib-gzip.js';
 import { PgzipEncoder, PGZIP_BLOCK_SIZE } from './pgzip.js';
@@ -21,6 +23,8 @@ export interface Profile {
   create(): Encoder;
   /** pgzip's format: independent blocks of this many input bytes, made by pgzipBlock (in parallel, and a Range can start at any block) */
   blockSize?: number;
+  /** the same bytes as create()'s, with most of the work on the pool's threads */
+  onPool?(tar: AsyncIterable<Uint8Array>, pool: BlockPool): AsyncGenerator<Uint8Array>;
 }
 
 export const PROFILES: Profile[] = [
@@ -30,9 +34,9 @@ export const PROFILES: Profile[] = [
     create: () => new PgzipEncoder(),
     blockSize: PGZIP_BLOCK_SIZE,
   },
-  { id: 'go1.19-gzip/6', who: 'Go compress/gzip default level (docker push, BuildKit, containerd)', create: () => new GoGzipEncoder({ level: 6 }) },
+  { id: 'go1.19-gzip/6', who: 'Go compress/gzip default level (docker push, BuildKit, containerd)', create: () => new GoGzipEncoder({ level: 6 }), onPool: (tar, pool) => goGzipParallel(tar, 6, pool) },
   { id: 'go1.19-gzip/1', who: 'Go compress/gzip BestSpeed (go-containerregistry: crane, ko)', create: () => new GoGzipEncoder({ level: 1 }) },
-  { id: 'go1.19-gzip/9', who: 'Go compress/gzip BestCompression', create: () => new GoGzipEncoder({ level: 9 }) },
+  { id: 'go1.19-gzip/9', who: 'Go compress/gzip BestCompression', create: () => new GoGzipEncoder({ level: 9 }), onPool: (tar, pool) => goGzipParallel(tar, 9, pool) },
   { id: 'gnu-gzip-1.12/6', who: 'GNU gzip -n (tar czf, hand-built layers)', create: () => new GnuGzipEncoder({ level: 6 }) },
   { id: 'gnu-gzip-1.12/9', who: 'GNU gzip -n -9', create: () => new GnuGzipEncoder({ level: 9 }) },
   { id: 'gnu-gzip-1.12/1', who: 'GNU gzip -n -1', create: () => new GnuGzipEncoder({ level: 1 }) },

@@ -30,7 +30,7 @@ static uint8_t off_code[32768];
 /** the matcher's variables, as ChainEngine keeps them (booleans as 0/1) */
 enum {
   S_INDEX, S_CHAIN_HEAD, S_LENGTH, S_OFFSET, S_BYTE_AVAILABLE, S_NTOK, S_HASH_OFFSET,
-  S_WINDOW_END, S_SYNC, S_GREEDY, S_LAZY, S_FAST_SKIP, S_NICE, S_TRIES, S_EMIT_INDEX, S_COUNT
+  S_WINDOW_END, S_SYNC, S_GREEDY, S_LAZY, S_FAST_SKIP, S_NICE, S_TRIES, S_EMIT_INDEX, S_STOP, S_COUNT
 };
 static int32_t state[S_COUNT];
 
@@ -81,8 +81,18 @@ static int find_match(int pos, int candidate, int max_len, int nice, int tries, 
 
 static inline uint32_t hash4(uint32_t key) { return (key * HASH_MUL) >> HASH_SHIFT; }
 
+/** Enters positions [from, to) in the hash chains, in order, as the matcher would have (a segment's start). */
+EXPORT(enter) void enter(int from, int to, int hash_offset) {
+  for (int i = from; i < to; i++) {
+    uint32_t h = hash4((uint32_t)win[i] << 24 | (uint32_t)win[i + 1] << 16 | (uint32_t)win[i + 2] << 8 | win[i + 3]);
+    prev[i & WINDOW_MASK] = head[h];
+    head[h] = i + hash_offset;
+  }
+}
+
 /**
- * Tokenizes while at least MIN_LOOKAHEAD bytes are ahead (all of them when syncing). Returns 0
+ * Tokenizes while at least MIN_LOOKAHEAD bytes are ahead (all of them when syncing), stopping
+ * before the first iteration at or past state[S_STOP] (a segment's end). Returns 0
  * when done, 1 when tok holds a full block ending at state[S_EMIT_INDEX] (write it, empty tok,
  * call again), 2 when the last block is to be written and the step is done.
  */
@@ -97,6 +107,7 @@ EXPORT(step) int step(void) {
   const int tries = state[S_TRIES];
   const int hash_offset = state[S_HASH_OFFSET];
   const int max_insert = window_end - (MIN_MATCH - 1);
+  const int stop_at = state[S_STOP];
   int index = state[S_INDEX];
   int chain_head = state[S_CHAIN_HEAD];
   int length = state[S_LENGTH];
@@ -106,6 +117,7 @@ EXPORT(step) int step(void) {
   int result = 0;
 
   for (;;) {
+    if (index >= stop_at) break;
     const int lookahead = window_end - index;
     if (lookahead < MIN_LOOKAHEAD) {
       if (!sync) break;

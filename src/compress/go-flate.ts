@@ -254,8 +254,8 @@ class ChainEngine implements Engine {
     this.byteAvailable = t.from?.byteAvailable ?? false;
     this.ntok = 0;
     this.sync = false;
-    // the tokens, in one array grown as needed (about one per 3 input bytes on layer tars)
-    let got = new Int32Array(Math.max(1024, data.length >> 2));
+    // the tokens, gathered in this engine's scratch array (grown as needed), copied out at the end
+    let got = this.gathered;
     let count = 0;
     const take = () => {
       if (this.ntok) this.emitBlock(this.ntok, 0);
@@ -284,7 +284,7 @@ class ChainEngine implements Engine {
       if (count + ntok > got.length) {
         const more = new Int32Array(Math.max(2 * got.length, count + ntok));
         more.set(got.subarray(0, count));
-        got = more;
+        got = this.gathered = more;
       }
       got.set(tokens.subarray(0, ntok), count);
       count += ntok;
@@ -304,11 +304,11 @@ class ChainEngine implements Engine {
     } else end = runTo(t.stopAt);
     this.collect = undefined;
     this.stopAt = INT32_MAX;
-    const tokens = count === got.length ? got : got.slice(0, count);
-    return { join, tokens, end, syncStart, syncBase };
+    return { join, tokens: got.slice(0, count), end, syncStart, syncBase };
   }
 
   private collect?: (tokens: Int32Array, ntok: number) => void;
+  private gathered = new Int32Array(1 << 16);
 
   private fill(b: Uint8Array, off: number): number {
     if (this.index >= 2 * WINDOW - MIN_LOOKAHEAD) this.slide();

@@ -183,7 +183,7 @@ test('levels 4-9 on pool threads (segments parsed apart, joined where the parses
   // segments far smaller than in use, so that many cuts fall in every kind of input; with no
   // overlap most segments' parses have not met the true one at their join and are parsed again
   // from the true state; random bytes make stored blocks, some of whose bytes slid out of Go's window
-  const cases: [string, Buffer][] = [...inputs].filter(([n]) => ['text+random', 'zeros 1M', 'phrase 300K', 'random 300K', 'text 4M'].includes(n) || n.startsWith('tar '));
+  const cases: [string, Buffer][] = [...inputs].filter(([n]) => ['empty', 'one byte', 'text+random', 'zeros 1M', 'phrase 300K', 'random 300K', 'text 4M'].includes(n) || n.startsWith('tar '));
   const before = reparsed.count;
   for (const [name, data] of cases) {
     for (const level of [4, 6, 9]) {

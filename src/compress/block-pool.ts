@@ -9,7 +9,7 @@ import type { ParsedSegment } from './go-parallel.js';
 import type { CompressedBlock } from './pgzip.js';
 
 /** What a pool thread is sent (block-worker.ts). */
-export type PoolTask = { kind: 'pgzip'; data: Uint8Array; dict: Uint8Array; crc: boolean } | { kind: 'go-segment'; task: SegmentTask };
+export type PoolTask = { kind: 'pgzip'; data: Uint8Array; dict: Uint8Array; crc: boolean } | { kind: 'go-segment'; task: SegmentTask; crcFrom: number };
 
 interface Task {
   message: PoolTask;
@@ -39,8 +39,8 @@ export class BlockPool {
   }
 
   /** Go deflate's segment (go-parallel.ts parseSegment; its data buffer is handed over) */
-  segment(task: SegmentTask): Promise<ParsedSegment> {
-    return this.run({ kind: 'go-segment', task }, [task.data.buffer as ArrayBuffer]);
+  segment(task: SegmentTask, crcFrom: number): Promise<ParsedSegment> {
+    return this.run({ kind: 'go-segment', task, crcFrom }, [task.data.buffer as ArrayBuffer]);
   }
 
   private run<T>(message: PoolTask, transfer: ArrayBuffer[]): Promise<T> {

@@ -10,7 +10,7 @@ parentPort!.on('message', (m: PoolTask) => {
       const out = compressBlock(m.data, m.dict, m.crc);
       parentPort!.postMessage(out, [out.bytes.buffer as ArrayBuffer]);
     } else {
-      const out = parseSegment(m.task);
+      const out = parseSegment(m.task, m.crcFrom);
       parentPort!.postMessage(out, [out.tokens.buffer as ArrayBuffer, out.marks.buffer as ArrayBuffer]);
     }
   } catch (e) {

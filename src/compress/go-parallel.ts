@@ -12,7 +12,7 @@
 
 import { BitWriter } from './bit-writer.js';
 import type { BlockPool } from './block-pool.js';
-import { crc32 } from './crc32.js';
+import { crc32, crc32Combine } from './crc32.js';
 import { MAX_STORED } from './deflate-tables.js';
 import { goSegment, MAX_BLOCK_TOKENS, sameParse, windowStart, type ParseState, type SegmentResult, type SegmentTask } from './go-flate.js';
 import { HuffmanBlockWriter } from './go-huffman.js';
@@ -129,12 +129,19 @@ const tokenLength = (x: number): number => 1 + (x >>> 30) * (((x >>> 22) & 0xff)
 
 const MARK_EVERY = 64;
 
-/** A segment's parse (go-flate.ts goSegment, run on a pool thread), with marks: the input its first 64, 128, ... tokens cover. */
+/**
+ * A segment's parse (go-flate.ts goSegment, run on a pool thread), with marks (the input its
+ * first 64, 128, ... tokens cover) and the CRC-32 of its share of the input, [crcFrom, stopAt)
+ * (to the end of its data if last), which the gzip trailer combines.
+ */
 export interface ParsedSegment extends SegmentResult {
   marks: Int32Array;
+  crc: number;
 }
 
-export function parseSegment(task: SegmentTask): ParsedSegment {
+export function parseSegment(task: SegmentTask, crcFrom: number): ParsedSegment {
+  const dataAt = windowStart(task.start);
+  const crc = crc32(task.data.subarray(crcFrom - dataAt, task.last ? task.data.length : task.stopAt - dataAt));
   const r = goSegment(task);
   const t = r.tokens;
   const marks = new Int32Array(Math.floor(t.length / MARK_EVERY));
@@ -146,7 +153,7 @@ export function parseSegment(task: SegmentTask): ParsedSegment {
     }
     marks[q] = pos;
   }
-  return { ...r, marks };
+  return { ...r, marks, crc };
 }
 
 /** The input the first n of a segment's tokens cover. */
@@ -180,7 +187,7 @@ export async function* goGzipParallel(tar: AsyncIterable<Uint8Array>, level: num
   const dispatch = (last: boolean) => {
     const task = { start: startOf(k), joinAt: k * segment, stopAt: last ? input.end : (k + 1) * segment, last };
     const dataEnd = last ? input.end : task.stopAt + LOOKAHEAD;
-    pending.push({ task, dataEnd, result: pool.segment({ ...task, level, data: input.copy(windowStart(task.start), dataEnd) }) });
+    pending.push({ task, dataEnd, result: pool.segment({ ...task, level, data: input.copy(windowStart(task.start), dataEnd) }, task.joinAt) });
     k++;
   };
   // (a segment parsed again needs the window before the true state, which is past its start)
@@ -191,13 +198,13 @@ export async function* goGzipParallel(tar: AsyncIterable<Uint8Array>, level: num
     if (!sameParse(r.join, truth)) {
       reparsed.count++;
       const t = { ...p.task, start: truth.pos, joinAt: truth.pos, from: truth };
-      r = parseSegment({ ...t, level, data: input.copy(windowStart(t.start), p.dataEnd) });
+      r = parseSegment({ ...t, level, data: input.copy(windowStart(t.start), p.dataEnd) }, p.task.joinAt);
     }
+    crc = crc32Combine(crc, r.crc, (p.task.last ? p.dataEnd : p.task.stopAt) - p.task.joinAt);
     cutter.add(r);
     truth = r.end;
   };
   for await (const chunk of tar) {
-    crc = crc32(chunk, crc);
     input.append(chunk, keepFrom());
     while ((k + 1) * segment + LOOKAHEAD <= input.end) dispatch(false);
     while (pending.length > depth) {

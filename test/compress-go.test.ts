@@ -14,7 +14,8 @@ import { buffer } from 'node:stream/consumers';
 import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32, crc32Combine, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
-import { wasmModule } from '../src/compress/wasm.js';
+import { useWasm, wasmModule } from '../src/compress/wasm.js';
+import { HuffmanCode } from '../src/compress/huffman-code.js';
 import { BlockPool } from '../src/compress/block-pool.js';
 import { goGzipParallel, reparsed } from '../src/compress/go-parallel.js';
 import { encodeChunked, logLines, mixedInputs, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
@@ -128,6 +129,35 @@ test('the WebAssembly token counter and writer (every level) and level-1 matcher
     const { w, t } = withAndWithoutWasm('klauspost-match', () => ours(data, 1));
     assert.equal(sha(w), sha(t), `level 1, ${data.length} bytes: WebAssembly and TypeScript token writers differ`);
   }), { seed: 20261207, numRuns: 40 });
+});
+
+test('the WebAssembly Huffman code builder gives every symbol the length and code the TypeScript one gives', () => {
+  assert.ok(wasmModule('huffman-code'), 'dist/src/compress/wasm/huffman-code.wasm is built and loads');
+  const both = (freq: Int32Array, count: number, maxBits: number) => {
+    const make = () => {
+      const h = new HuffmanCode(count);
+      h.generate(freq, count, maxBits);
+      return h;
+    };
+    try {
+      useWasm(false);
+      const t = make();
+      useWasm(true);
+      const w = make();
+      assert.deepEqual([...w.lens], [...t.lens], `lengths, ${count} symbols, at most ${maxBits} bits`);
+      assert.deepEqual([...w.codes], [...t.codes], `codes, ${count} symbols, at most ${maxBits} bits`);
+    } finally {
+      useWasm(true);
+    }
+  };
+  // Fibonacci frequencies want codes longer than the limit: the length-limited part runs
+  const fib = [1, 1];
+  while (fib.length < 286) fib.push(Math.min(fib[fib.length - 1] + fib[fib.length - 2], 1 << 21));
+  both(Int32Array.from(fib), 286, 15);
+  both(Int32Array.from(fib.slice(0, 19)), 19, 7);
+  const alphabets = fc.constantFrom([19, 7], [30, 15], [286, 15]);
+  const freqs = fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 1 << 21 })), { minLength: 286, maxLength: 286 });
+  fc.assert(fc.property(alphabets, freqs, ([count, maxBits], f) => both(Int32Array.from(f), count, maxBits)), { seed: 20261209, numRuns: 300 });
 });
 
 test('rejects invalid levels', () => {

@@ -22,6 +22,7 @@ import {
   OFF_EXTRA,
   reverseBits,
 } from './deflate-tables.js';
+import { wasmInstance, wasmModule } from './wasm.js';
 
 const FREQ_MAX = 0x7fffffff; // sentinel frequency past the last leaf
 export const NO_CODE = FREQ_MAX;
@@ -78,6 +79,14 @@ export class HuffmanCode {
 
   /** Build the code of symbols [0, count) from `freq`, lengths at most maxBits; the rest stay as they were. */
   generate(freq: Int32Array, count: number, maxBits: number): void {
+    const w = builder();
+    if (w) {
+      w.freq.set(freq.subarray(0, count));
+      if (w.x.generate(count, maxBits) < 0) throw new Error('huffman: leaf count mismatch');
+      this.lens.set(w.lens.subarray(0, count));
+      this.codes.set(w.codes.subarray(0, count));
+      return;
+    }
     const lens = this.lens, codes = this.codes;
     let used = 0;
     for (let i = 0; i < count; i++) {
@@ -118,6 +127,26 @@ export class HuffmanCode {
       if (l !== 0) codes[s] = reverseBits(nextCode[l]++, l);
     }
   }
+}
+
+/** generate() in WebAssembly (wasm/huffman-code.c): one instance per thread, like the scratch above. */
+interface BuilderExports {
+  generate(count: number, maxBits: number): number;
+  freq(): number;
+  lens(): number;
+  codes(): number;
+}
+let built: { x: BuilderExports; freq: Int32Array; lens: Uint8Array; codes: Uint16Array } | undefined;
+
+/** The WebAssembly builder, where built and WebAssembly is on (tests turn it off to compare). */
+function builder(): typeof built {
+  if (!wasmModule('huffman-code')) return undefined;
+  if (!built) {
+    const x = wasmInstance<BuilderExports>('huffman-code')!;
+    const mem = x.memory.buffer;
+    built = { x, freq: new Int32Array(mem, x.freq(), 320), lens: new Uint8Array(mem, x.lens(), 320), codes: new Uint16Array(mem, x.codes(), 320) };
+  }
+  return built;
 }
 
 /**

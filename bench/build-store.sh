@@ -2,13 +2,15 @@
 # The benchmark's recipe: builds the bench store with the real tools (buildah, skopeo, podman)
 # and fills a local docker-registry with the same images. Called by bench/run.sh, which has
 # already started docker-registry on $REG (its data lives in $W/registry) and decides whether
-# this recipe needs to run at all (stamp = sha256 of this file + make-many.ts + scale).
+# this recipe needs to run at all (stamp = sha256 of this file, make-many.ts, the relayer and
+# the Go gzip oracle it runs, + scale).
 #
 #   $W/store/{root,run}   overlay store: localhost/bench/{small,large,layered}:1
-#   $W/mirror/{root,run}  overlay store: the three images pulled back from docker-registry
+#   $W/mirror/{root,run}  overlay store: the three images pulled back from docker-registry, and
+#                         bench/layered-go6:1 (bench/layered as docker/BuildKit push it)
 #   $W/many/{root,run}    overlay store: the layered image + COUNT images sharing its layers
 #   $W/plain/            files for the plain-read ceiling (made by the harness)
-#   registry $REG         bench/{small,large,layered}:1, pushed by skopeo (gzip, OCI)
+#   registry $REG         bench/{small,large,layered}:1, pushed by skopeo (gzip, OCI); bench/layered-go6:1
 #
 # Inputs (env): W, REG, SCALE (full|small).
 set -euo pipefail
@@ -92,6 +94,19 @@ for img in small large layered; do
   log "pulling bench/$img:1 back from docker-registry into the mirror store (skopeo)"
   skopeo copy -q --src-tls-verify=false "docker://$REG/bench/$img:1" "containers-storage:[overlay@$W/mirror/root+$W/mirror/run]$REG/bench/$img:1"
 done
+
+# A pulled image as docker or BuildKit pushes one: bench/layered with its layers compressed by
+# Go's compress/gzip at the default level (test/oracles/gogzip) and BuildKit's config, through
+# docker-registry into the mirror store (the commonest kind of layer on public registries).
+log "bench/layered-go6:1: bench/layered as docker/BuildKit push it (Go compress/gzip 6), via docker-registry into the mirror store"
+mkdir -p "$W/gogzip/src/gogzip"
+cp test/oracles/gogzip/main.go "$W/gogzip/src/gogzip/"
+(cd "$W/gogzip/src/gogzip" && GO111MODULE=off GOPATH="$W/gogzip:/usr/share/gocode" GOCACHE="$W/gogzip/cache" GOFLAGS= go build -o "$W/gogzip/gogzip" .)
+skopeo copy -q --dest-oci-accept-uncompressed-layers "$(src localhost/bench/layered:1)" "oci:$W/gogzip/plain:x"
+AS_BUILDKIT=1 python3 test/fixtures/relayer.py "$W/gogzip/plain" "$W/gogzip/go6" "$W/gogzip/gogzip" -level 6
+skopeo copy -q --dest-tls-verify=false "oci:$W/gogzip/go6:x" "docker://$REG/bench/layered-go6:1"
+skopeo copy -q --src-tls-verify=false "docker://$REG/bench/layered-go6:1" "containers-storage:[overlay@$W/mirror/root+$W/mirror/run]$REG/bench/layered-go6:1"
+rm -rf "$W/gogzip"
 
 log "store of $MANY images sharing the layered image's layers"
 M=$W/many

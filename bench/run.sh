@@ -49,7 +49,7 @@ trap 'exit 130' INT TERM
 mkdir -p "$W"
 umount_below
 rm -f "$W/pids"
-stamp=$(cat bench/build-store.sh bench/make-many.ts | sha256sum | cut -d' ' -f1)-$SCALE
+stamp=$(cat bench/build-store.sh bench/make-many.ts test/fixtures/relayer.py test/oracles/gogzip/main.go | sha256sum | cut -d' ' -f1)-$SCALE
 fresh=0
 if [ "$(cat "$W/.stamp" 2>/dev/null)" != "$stamp" ]; then
   log "recipe changed or no store yet: rebuilding $W"

@@ -6,8 +6,8 @@
 # the Go gzip oracle it runs, + scale).
 #
 #   $W/store/{root,run}   overlay store: localhost/bench/{small,large,layered}:1
-#   $W/mirror/{root,run}  overlay store: the three images pulled back from docker-registry, and
-#                         bench/layered-go6:1 (bench/layered as docker/BuildKit push it)
+#   $W/mirror/{root,run}  overlay store: the three images pulled back from docker-registry
+#   $W/mirror-go6/{root,run} overlay store: bench/layered-go6:1 (bench/layered as docker/BuildKit push it)
 #   $W/many/{root,run}    overlay store: the layered image + COUNT images sharing its layers
 #   $W/plain/            files for the plain-read ceiling (made by the harness)
 #   registry $REG         bench/{small,large,layered}:1, pushed by skopeo (gzip, OCI); bench/layered-go6:1
@@ -97,15 +97,16 @@ done
 
 # A pulled image as docker or BuildKit pushes one: bench/layered with its layers compressed by
 # Go's compress/gzip at the default level (test/oracles/gogzip) and BuildKit's config, through
-# docker-registry into the mirror store (the commonest kind of layer on public registries).
-log "bench/layered-go6:1: bench/layered as docker/BuildKit push it (Go compress/gzip 6), via docker-registry into the mirror store"
+# docker-registry into a store of its own (the commonest kind of layer on public registries; in
+# the mirror store, skopeo would reuse the layers bench/layered brought, keeping their digests).
+log "bench/layered-go6:1: bench/layered as docker/BuildKit push it (Go compress/gzip 6), via docker-registry into its own store"
 mkdir -p "$W/gogzip/src/gogzip"
 cp test/oracles/gogzip/main.go "$W/gogzip/src/gogzip/"
 (cd "$W/gogzip/src/gogzip" && GO111MODULE=off GOPATH="$W/gogzip:/usr/share/gocode" GOCACHE="$W/gogzip/cache" GOFLAGS= go build -o "$W/gogzip/gogzip" .)
 skopeo copy -q --dest-oci-accept-uncompressed-layers "$(src localhost/bench/layered:1)" "oci:$W/gogzip/plain:x"
 AS_BUILDKIT=1 python3 test/fixtures/relayer.py "$W/gogzip/plain" "$W/gogzip/go6" "$W/gogzip/gogzip" -level 6
 skopeo copy -q --dest-tls-verify=false "oci:$W/gogzip/go6:x" "docker://$REG/bench/layered-go6:1"
-skopeo copy -q --src-tls-verify=false "docker://$REG/bench/layered-go6:1" "containers-storage:[overlay@$W/mirror/root+$W/mirror/run]$REG/bench/layered-go6:1"
+skopeo copy -q --src-tls-verify=false "docker://$REG/bench/layered-go6:1" "containers-storage:[overlay@$W/mirror-go6/root+$W/mirror-go6/run]$REG/bench/layered-go6:1"
 rm -rf "$W/gogzip"
 
 log "store of $MANY images sharing the layered image's layers"

@@ -59,6 +59,8 @@ const STORE = { root: join(W, 'store/root'), runroot: join(W, 'store/run') };
 const MANY = { root: join(W, 'many/root'), runroot: join(W, 'many/run') };
 /** the same images pulled back from docker-registry: csreg serves their original blobs (recipes) */
 const MIRROR = { root: join(W, 'mirror/root'), runroot: join(W, 'mirror/run') };
+/** bench/layered as docker or BuildKit push it (Go compress/gzip 6), pulled into a store of its own */
+const MIRROR_GO6 = { root: join(W, 'mirror-go6/root'), runroot: join(W, 'mirror-go6/run') };
 const IMAGES = ['small', 'large', 'layered'] as const;
 type ImageKey = (typeof IMAGES)[number];
 const DESCR: Record<ImageKey, string> = {
@@ -754,7 +756,7 @@ async function benchFirstPull(): Promise<void> {
       const tStart = now();
       for (let rep = 0; more(rep, reps, tStart, 1); rep++) {
         const d = join(SCRATCH, 'first-pull');
-        const first = await pullFromFreshCsreg(MIRROR, [], port, img, d);
+        const first = await pullFromFreshCsreg(img === 'layered-go6' ? MIRROR_GO6 : MIRROR, [], port, img, d);
         const reg = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${REG}/bench/${img}:1`, `dir:${d}`]);
         rmSync(d, { recursive: true, force: true });
         if (rep > 0) {

@@ -18,6 +18,7 @@ import { useWasm, wasmModule } from '../src/compress/wasm.js';
 import { HuffmanCode } from '../src/compress/huffman-code.js';
 import { BlockPool } from '../src/compress/block-pool.js';
 import { goGzipParallel, reparsed } from '../src/compress/go-parallel.js';
+import { goSegment } from '../src/compress/go-flate.js';
 import { encodeChunked, logLines, mixedInputs, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
 
 // dist/test/x.js -> repo root
@@ -231,6 +232,16 @@ test('levels 4-9 on pool threads: any input, any cut, the single-stream bytes', 
   for (const [level, data, segment, overlap] of cases) {
     assert.equal(sha(await onPool(data, level, segment, overlap, 30_000)), sha(ours(data, level)), `level ${level}, ${data.length} bytes, segments of ${segment} with ${overlap} before`);
   }
+});
+
+test('a segment whose data ends before its stop, or of a greedy level, is refused (on a pool thread: the task fails, the thread stays)', async () => {
+  pool ??= new BlockPool(2);
+  const data = text(100_000, 3);
+  const task = { level: 6, start: 0, joinAt: 0, stopAt: 200_000, last: false };
+  assert.throws(() => goSegment({ ...task, data: data.slice() }), /ends before its stop/);
+  assert.throws(() => goSegment({ ...task, level: 3, data: data.slice() }), RangeError);
+  await assert.rejects(pool.segment({ ...task, data: data.slice() }, 0), /ends before its stop/);
+  assert.equal(sha(await onPool(data, 6)), sha(ours(data, 6)), 'the pool works on');
 });
 
 test('levels 4-9 on pool threads past 16 MiB, in the sizes used, match Go', async () => {

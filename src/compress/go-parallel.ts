@@ -147,10 +147,7 @@ export function parseSegment(task: SegmentTask, crcFrom: number): ParsedSegment 
   const marks = new Int32Array(Math.floor(t.length / MARK_EVERY));
   let pos = 0;
   for (let q = 0, i = 0; q < marks.length; q++) {
-    for (const end = i + MARK_EVERY; i < end; i++) {
-      const x = t[i];
-      pos += 1 + (x >>> 30) * (((x >>> 22) & 0xff) + 2);
-    }
+    for (const end = i + MARK_EVERY; i < end; i++) pos += tokenLength(t[i]);
     marks[q] = pos;
   }
   return { ...r, marks, crc };

@@ -109,15 +109,16 @@ function encode(tar: Tar, p: Profile, pool: BlockPool | undefined, trailer?: Uin
 
 let blockPool: BlockPool | undefined;
 
+/** tar size from which a pool is worth its threads (a new one takes ~40 ms to start and compile; a pgzip block or a Go segment is 1 MiB) */
+const POOL_FROM = 4 << 20;
+
 /**
- * The block pool, for a profile that can use one, when worth its threads (a new thread takes
- * ~40 ms to start and compile; a pgzip block or a Go segment is 1 MiB): from 4 MiB of tar.
+ * The block pool, for a profile that can use one (blocks, or onPool), when worth its threads.
  * One pool per thread, kept (its threads idle between uses) so that they are warm next time.
  */
 export function poolFor(p: Profile, tarSize: number): BlockPool | undefined {
   return (p.blockSize || p.onPool) && tarSize > POOL_FROM && availableParallelism() > 1 ? (blockPool ??= new BlockPool()) : undefined;
 }
-const POOL_FROM = 4 << 20;
 
 /** What compressing a tar with a profile gave: the blob's digest and size, and how to make any range of it again. */
 export interface Measured extends Reproduction {

@@ -14,10 +14,10 @@ import { buffer } from 'node:stream/consumers';
 import { GoGzipEncoder, createGoGzipStream } from '../src/compress/go-gzip.js';
 import { crc32, crc32Combine, tableCrc32 } from '../src/compress/crc32.js';
 import fc from 'fast-check';
-import { useWasm, wasmModule } from '../src/compress/wasm.js';
+import { useWasm, wasmInstancesMade, wasmModule } from '../src/compress/wasm.js';
 import { HuffmanCode } from '../src/compress/huffman-code.js';
 import { BlockPool } from '../src/compress/block-pool.js';
-import { goGzipParallel, reparsed } from '../src/compress/go-parallel.js';
+import { goGzipParallel, parseSegment, reparsed } from '../src/compress/go-parallel.js';
 import { goSegment } from '../src/compress/go-flate.js';
 import { encodeChunked, logLines, mixedInputs, randomBytes, sha, text, withAndWithoutWasm } from './compress-support.js';
 
@@ -225,6 +225,27 @@ test('levels 4-9 on pool threads (segments parsed apart, joined where the parses
     }
   }
   assert.ok(reparsed.count > before, 'some segments were parsed again from the true state');
+});
+
+test('levels 4-9 in segments with the TypeScript matcher (no WebAssembly) write the single stream\'s bytes too', async () => {
+  // the segments parsed on this thread (the pool's threads always have the WebAssembly)
+  const here = { size: 2, segment: async (t: Parameters<typeof parseSegment>[0], crcFrom: number) => parseSegment(t, crcFrom) } as unknown as BlockPool;
+  const data = Buffer.concat([inputs.get('text+random')!, inputs.get('phrase 300K')!]);
+  const run = async (segment: number, overlap: number) => {
+    const out: Uint8Array[] = [];
+    for await (const b of goGzipParallel((async function* () { yield data; })(), 6, here, segment, overlap)) out.push(b);
+    return sha(Buffer.concat(out));
+  };
+  const want = sha(ours(data, 6));
+  try {
+    useWasm(false);
+    const made = wasmInstancesMade('go-flate-chain');
+    assert.equal(await run(100_000, 2000), want);
+    assert.equal(await run(100_003, 0), want, 'segments parsed again from the true state');
+    assert.equal(wasmInstancesMade('go-flate-chain'), made, 'no WebAssembly matcher was made');
+  } finally {
+    useWasm(true);
+  }
 });
 
 test('levels 4-9 on pool threads: any input, any cut, the single-stream bytes', async () => {

@@ -15,7 +15,7 @@ import { BitWriter } from './bit-writer.js';
 import { MATCH, MAX_STORED, OFF_CODE } from './deflate-tables.js';
 import { HuffmanBlockWriter } from './go-huffman.js';
 import { wasmTokenWriter } from './klauspost-flate.js';
-import { wasmInstance } from './wasm.js';
+import { wasmInstance, wasmModule } from './wasm.js';
 
 const WINDOW = 1 << 15;
 const WINDOW_MASK = WINDOW - 1;
@@ -458,14 +458,16 @@ class ChainEngine implements Engine {
   }
 }
 
-const segmentEngines = new Map<number, ChainEngine>();
+/** this thread's segment engines, by level and by whether they run in WebAssembly (tests turn it off) */
+const segmentEngines = new Map<string, ChainEngine>();
 
 /** Runs a segment of a lazy level (4-9) on this thread's engine for that level. */
 export function goSegment(t: SegmentTask): SegmentResult {
   const p = LEVELS[t.level];
   if (!p || p.fastSkip !== SKIP_NEVER) throw new RangeError(`go-flate: segments need a lazy level (4-9), got ${t.level}`);
-  let e = segmentEngines.get(t.level);
-  if (!e) segmentEngines.set(t.level, (e = new ChainEngine(p)));
+  const key = `${t.level}${wasmModule('go-flate-chain') ? '' : ' ts'}`;
+  let e = segmentEngines.get(key);
+  if (!e) segmentEngines.set(key, (e = new ChainEngine(p)));
   return e.segment(t);
 }
 

@@ -111,6 +111,36 @@ for (const variant of ['go6', 'go1', 'gnu6', 'py9'] as const) {
   });
 }
 
+test('an image whose layers the store had from another compression\'s pull is served by its original digests (its manifest\'s layers paired with its chain)', async () => {
+  const f = fx.recipes.find((r) => r.variant === 'reused')!;
+  const store = Store.open(f.store);
+  const snap = await store.snapshot();
+  const srv = await serve(f.store, 'reused');
+  const r = await bytes(`${srv.url}/v2/${repoOf(f.ref)}/manifests/${f.manifestDigest}`);
+  assert.equal(r.status, 200, 'by its original digest');
+  assert.equal(sha(r.body), f.manifestDigest);
+  // the premise: podman reused the layers GNU gzip's image brought, so no layer records Go's digests
+  const layers = (JSON.parse(r.body.toString()) as { layers: { digest: string }[] }).layers;
+  for (const l of layers) assert.ok(!snap.layers.some((x) => x.compressedDigest === l.digest), `no layer record names ${l.digest}`);
+  // every blob comes from the reused layers, verified end to end by skopeo
+  await skopeoByDigest(srv, repoOf(f.ref), f.manifestDigest);
+  for (const l of layers) assert.equal(verdicts(srv.state)[l.digest]?.profile, 'go1.19-gzip/6', l.digest);
+  // a blob request with no manifest request before it (a fresh server knowing the recipes) finds the pairing itself
+  mkdirSync(join(work, 'state-reused-blob'), { recursive: true });
+  writeFileSync(join(work, 'state-reused-blob', 'recipes.json'), readFileSync(join(srv.state, 'recipes.json')));
+  const again = await serve(f.store, 'reused-blob');
+  const blob = await bytes(`${again.url}/v2/${repoOf(f.ref)}/blobs/${layers[0].digest}`);
+  assert.equal(blob.status, 200);
+  assert.equal(sha(blob.body), layers[0].digest);
+  // the GNU gzip image that brought the tars is still served by its own digests
+  const gnu = fx.recipes.find((x) => x.variant === 'gnu6')!;
+  assert.equal(sha((await bytes(`${srv.url}/v2/${repoOf(gnu.ref)}/manifests/${gnu.manifestDigest}`)).body), gnu.manifestDigest);
+  // and `csreg recipes list` counts both images and lists the reused layers' blobs
+  const list = JSON.parse(await run(process.execPath, [main, ...storeArgs(f.store), 'recipes', 'list', '--state-dir', srv.state, '--json'])) as { summary: { imagesServableByOriginalDigest: number }; layers: { digest: string; profile: string }[] };
+  assert.equal(list.summary.imagesServableByOriginalDigest, 2);
+  for (const l of layers) assert.equal(list.layers.find((x) => x.digest === l.digest)?.profile, 'go1.19-gzip/6');
+});
+
 test('image configs order the guesses: buildah\'s label, BuildKit\'s, ko\'s and Jib\'s history entries, matched to layers only when they are as many', () => {
   const PGZIP = 'pgzip-1.2.5/flate-1.15.12/default';
   const JAVA = ['zlib-1.2/6+java', 'zlib-1.2/6+java-legacy'];

@@ -2,7 +2,7 @@
 // layer's original blob, and report how many layers and images became servable by their
 // original (upstream) digests.
 import { parseArgs } from 'node:util';
-import { Recipes, recompressible } from '../compress/recipes.js';
+import { Recipes, recompressible, recompressibleLayers } from '../compress/recipes.js';
 import { Resolver } from '../oci/resolver.js';
 import { Store } from '../storage/store.js';
 import { defaultStateDir } from './serve.js';
@@ -31,9 +31,10 @@ export async function recipesCommand(argv: string[]): Promise<number> {
   const store = Store.open({ root: values.root, runroot: values.runroot, driver: values['storage-driver'] });
   const recipes = new Recipes(values['state-dir'] ?? defaultStateDir(), store);
   const snap = await store.snapshot();
-  const layers = [...recompressible(snap).entries()];
+  await recipes.noteReused(snap.images, snap);
+  const layers = recompressibleLayers(snap);
   if (verb === 'scan') {
-    const progress = new Progress('recompressing', layers.filter(([d]) => !recipes.verdict(d)).reduce((n, [, l]) => n + (l.diffSize ?? 0), 0));
+    const progress = new Progress('recompressing', layers.filter(([d]) => !recipes.verdict(d)).reduce((n, [, c]) => n + (c.layer.diffSize ?? 0), 0));
     let done = 0;
     await recipes.scan(snap, {
       progress: (n) => progress.update((done += n)),
@@ -41,7 +42,7 @@ export async function recipesCommand(argv: string[]): Promise<number> {
     });
     progress.finish(done);
   }
-  const verdicts = layers.map(([digest, layer]) => ({ digest, layer: layer.id, size: layer.compressedSize, profile: recipes.verdict(digest)?.profile }));
+  const verdicts = layers.map(([digest, c]) => ({ digest, layer: c.layer.id, size: c.size, profile: recipes.verdict(digest)?.profile }));
   const resolver = new Resolver(store, snap, 'any-child', undefined, recipes);
   let images = 0;
   let servable = 0;

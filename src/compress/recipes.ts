@@ -10,7 +10,8 @@ import type { Snapshot } from '../storage/snapshot.js';
 import type { Image, Layer } from '../storage/records.js';
 import type { BlobProducer, ProducedBlob } from '../oci/resolver.js';
 import { StateFile } from '../oci/state-file.js';
-import { configKey } from '../oci/manifest.js';
+import { configKey, parseManifest } from '../oci/manifest.js';
+import { MT } from '../oci/media.js';
 import { hintedProfiles } from './hints.js';
 import { orderProfiles, PROFILES } from './profiles.js';
 import type { Reproduction } from './produce.js';
@@ -90,6 +91,69 @@ export function recompressible(snap: Snapshot): Map<string, Layer> {
     candidateMaps.set(snap, m);
   }
   return m;
+}
+
+/**
+ * Layers an image's manifest names by a compressed digest their record does not keep: the store
+ * had the tar already (pulled with another compression) and containers/image reused the layer,
+ * which keeps its first digest. Digest → layer and blob size, per snapshot, noted as manifests
+ * are read (noteReusedLayers); a layer is paired with the manifest's entry of the same index in
+ * its image's chain (which follows the config's diff_ids), and detection checks the pairing.
+ */
+const reusedMaps = new WeakMap<Snapshot, Map<string, { layer: Layer; size: number }>>();
+/** the digests each image record's manifests name by reuse (a record's manifests never change) */
+const reusedByImage = new WeakMap<Image, Promise<{ digest: string; index: number; size: number }[]>>();
+
+function reusedIn(snap: Snapshot): Map<string, { layer: Layer; size: number }> {
+  let m = reusedMaps.get(snap);
+  if (!m) reusedMaps.set(snap, (m = new Map()));
+  return m;
+}
+
+/** A layer whose original blob a recipe can give, by that blob's digest: recorded on the layer, or named by a manifest that reused it. */
+export function recompressibleLayer(snap: Snapshot, digest: string): { layer: Layer; size: number } | undefined {
+  const l = recompressible(snap).get(digest);
+  return l ? { layer: l, size: l.compressedSize! } : reusedIn(snap).get(digest);
+}
+
+/** Every layer whose original blob a recipe can give, by blob digest: those recorded, and the reused ones noted so far. */
+export function recompressibleLayers(snap: Snapshot): [string, { layer: Layer; size: number }][] {
+  return [...[...recompressible(snap)].map(([d, l]): [string, { layer: Layer; size: number }] => [d, { layer: l, size: l.compressedSize! }]), ...reusedIn(snap)];
+}
+
+/** The reused layers' digests (see reusedMaps) of these images, noted for the snapshot and returned. */
+export async function noteReusedLayers(store: Store, images: Iterable<Image>, snap: Snapshot): Promise<string[]> {
+  const found: string[] = [];
+  for (const image of images) {
+    const chain = snap.layerChain(image.topLayer);
+    if (chain.problem) continue;
+    let named = reusedByImage.get(image);
+    if (!named) reusedByImage.set(image, (named = manifestGzipLayers(store, image)));
+    for (const { digest, index, size } of await named) {
+      const l = chain.layers[index];
+      if (!l || l.incomplete || !l.diffDigest || digest === l.compressedDigest || digest === l.diffDigest || recompressible(snap).has(digest)) continue;
+      if (!reusedIn(snap).has(digest)) reusedIn(snap).set(digest, { layer: l, size });
+      found.push(digest);
+    }
+  }
+  return found;
+}
+
+/** The gzip layers of an image's stored image manifests, by index (none when a manifest cannot be read). */
+async function manifestGzipLayers(store: Store, image: Image): Promise<{ digest: string; index: number; size: number }[]> {
+  const out: { digest: string; index: number; size: number }[] = [];
+  for (const key of image.bigDataNames.filter((k) => k.startsWith('manifest'))) {
+    try {
+      const m = parseManifest(await store.imageBigData(image, key));
+      if (m.kind !== 'image') continue;
+      m.layers.forEach((d, index) => {
+        if (d.mediaType === MT.ociLayerGzip || d.mediaType === MT.dockerLayerGzip) out.push({ digest: d.digest, index, size: d.size });
+      });
+    } catch {
+      // unreadable or malformed: no pairing from it
+    }
+  }
+  return out;
 }
 
 /**
@@ -272,7 +336,7 @@ export class Recipes implements BlobProducer {
   find(digest: string, snap: Snapshot): ProducedBlob | undefined {
     const v = this.verdict(digest);
     // an original blob: the layer that records it; a form csreg made: any layer with that tar
-    const layer = v?.profile ? (v.made ? byDiff(snap).get(v.diffDigest) : recompressible(snap).get(digest)) : undefined;
+    const layer = v?.profile ? (v.made ? byDiff(snap).get(v.diffDigest) : recompressibleLayer(snap, digest)?.layer) : undefined;
     if (!v?.profile || !layer || layer.diffDigest !== v.diffDigest || v.trailer === undefined) return undefined;
     const rep: Reproduction = { blockOffsets: v.blockOffsets, trailer: v.trailer };
     const target = { digest, size: v.size };
@@ -284,18 +348,28 @@ export class Recipes implements BlobProducer {
 
   /** Find recipes for those of the digests that are recompressible layers without a verdict yet. */
   async ensure(digests: Iterable<string>, snap: Snapshot, onProgress?: (bytes: number) => void): Promise<void> {
-    const layers = recompressible(snap);
     const work: Promise<Verdict>[] = [];
     for (const d of digests) {
-      const layer = layers.get(d);
-      if (layer && this.untried(d).length) work.push(this.detect(d, layer, snap, onProgress));
+      const c = recompressibleLayer(snap, d);
+      if (c && this.untried(d).length) work.push(this.detect(d, c.layer, c.size, snap, onProgress));
     }
     await Promise.all(work);
   }
 
+  /** BlobProducer: the layer a reused layer's original blob is made from. */
+  sourceLayer(digest: string, snap: Snapshot): Layer | undefined {
+    return reusedIn(snap).get(digest)?.layer;
+  }
+
+  /** Notes the layers these images' manifests name by reuse (see reusedMaps); their digests. */
+  noteReused(images: Iterable<Image>, snap: Snapshot): Promise<string[]> {
+    return noteReusedLayers(this.store, images, snap);
+  }
+
   /** Find recipes for every recompressible layer of the snapshot that has no verdict yet, one after the other. */
   async scan(snap: Snapshot, on: { progress?: (bytes: number) => void; layer?: (i: number, n: number, digest: string, v: Verdict | undefined, ms: number) => void } = {}): Promise<void> {
-    const pending = [...recompressible(snap).keys()].filter((d) => this.untried(d).length);
+    const reused = await this.noteReused(snap.images, snap);
+    const pending = [...new Set([...recompressible(snap).keys(), ...reused])].filter((d) => this.untried(d).length);
     for (const [i, digest] of pending.entries()) {
       const started = Date.now();
       await this.ensure([digest], snap, on.progress);
@@ -309,7 +383,7 @@ export class Recipes implements BlobProducer {
    */
   async ensureImages(images: Image[], snap: Snapshot): Promise<void> {
     const layers = images.flatMap((i) => snap.layerChain(i.topLayer).layers);
-    await this.ensure(layers.map((l) => l.compressedDigest ?? ''), snap);
+    await this.ensure([...layers.map((l) => l.compressedDigest ?? ''), ...(await this.noteReused(images, snap))], snap);
     if (this.synthesize !== 'gzip') return;
     const original = (l: Layer) => l.compressedDigest !== undefined && l.compressedDigest !== l.diffDigest && !!this.verdict(l.compressedDigest)?.profile;
     await Promise.all(layers.filter((l) => l.diffDigest && !original(l) && !this.synthesizedLayer(l.diffDigest)).map((l) => this.make(l)));
@@ -335,17 +409,17 @@ export class Recipes implements BlobProducer {
     return p;
   }
 
-  private detect(digest: string, layer: Layer, snap: Snapshot, onProgress?: (bytes: number) => void): Promise<Verdict> {
+  private detect(digest: string, layer: Layer, size: number, snap: Snapshot, onProgress?: (bytes: number) => void): Promise<Verdict> {
     let p = this.running.get(digest);
     if (p) return p;
     // (the blob a profile reproduces is kept in the served-blob cache, as a made one is)
-    const keepTo = this.keeper?.reserve(layer.compressedSize!);
+    const keepTo = this.keeper?.reserve(size);
     p = this.candidates(digest, layer, snap).then((candidates) => {
-      const job: Job = { kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target: { digest, size: layer.compressedSize! }, candidates, keepTo };
+      const job: Job = { kind: 'detect', location: this.store.location, layerId: layer.id, tarSize: layer.diffSize ?? 0, target: { digest, size }, candidates, keepTo };
       return this.enqueue(job, (m) => ('result' in m ? m.result : undefined), onProgress);
     }).then(async ({ kept, ...r }) => {
       const before = this.verdict(digest)?.tried ?? [];
-      const v: Verdict = { ...r, tried: [...before, ...r.tried], diffDigest: layer.diffDigest!, size: layer.compressedSize!, at: new Date().toISOString() };
+      const v: Verdict = { ...r, tried: [...before, ...r.tried], diffDigest: layer.diffDigest!, size, at: new Date().toISOString() };
       if (keepTo && kept && v.profile) await this.keeper!.adopt(keepTo, digest);
       await this.record(digest, v);
       return v;

@@ -31,6 +31,8 @@ export interface BlobProducer {
   find(digest: string, snap: Snapshot): ProducedBlob | undefined;
   /** the compressed form of a layer tar that synthesized manifests list, when they list compressed layers and it is known */
   synthesizedLayer?(diffDigest: string): { digest: string; size: number } | undefined;
+  /** the layer a blob it can make comes from, when no layer record names that blob (a reused layer's other compression) */
+  sourceLayer?(digest: string, snap: Snapshot): Layer | undefined;
 }
 
 export interface ServedManifest {
@@ -252,13 +254,14 @@ export class Resolver {
     return this.usedBy(digest, listed);
   }
 
-  /** Whether the blob is the config or a layer (by diff, compressed or synthesized digest) of one of the images. */
+  /** Whether the blob is the config or a layer (by diff, compressed, synthesized or reused-layer digest) of one of the images. */
   private usedBy(digest: string, images: Iterable<Image>): boolean {
     const made = (l: Layer) => !!l.diffDigest && this.producer?.synthesizedLayer?.(l.diffDigest)?.digest === digest;
+    const source = this.producer?.sourceLayer?.(digest, this.snap);
     for (const img of images) {
       const key = configKey(img);
       if (key && img.bigDataDigests[key] === digest) return true;
-      if (this.snap.layerChain(img.topLayer).layers.some((l) => l.diffDigest === digest || l.compressedDigest === digest || made(l))) return true;
+      if (this.snap.layerChain(img.topLayer).layers.some((l) => l.diffDigest === digest || l.compressedDigest === digest || made(l) || l.id === source?.id)) return true;
     }
     return false;
   }

@@ -39,7 +39,10 @@ function wantsWireGzip(ctx: Context): boolean {
 export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
   const repo = ctx.repos.get(name);
-  const member = !!ctx.cache?.linkedTo(digest, name) || (repo !== undefined && (await ctx.resolver.belongsTo(digest, repo)));
+  let member = !!ctx.cache?.linkedTo(digest, name) || (repo !== undefined && (await ctx.resolver.belongsTo(digest, repo)));
+  // an original blob of a layer reused from a pull with another compression: only its image's
+  // manifest names it (noted when that manifest was served, or now, for this snapshot)
+  if (!member && repo && ctx.recipes && (await ctx.recipes.noteReused(repo.images, ctx.snapshot)).includes(digest)) member = await ctx.resolver.belongsTo(digest, repo);
   // an original compressed layer seen for the first time: find its recipe now
   if (member && !ctx.resolver.blob(digest)) await ctx.recipes?.ensure([digest], ctx.snapshot).catch((e: Error) => ctx.log.error('recipe detection failed', { digest, error: e.message }));
   let src = ctx.resolver.blob(digest);

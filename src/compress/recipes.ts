@@ -139,13 +139,15 @@ export async function noteReusedLayers(store: Store, images: Iterable<Image>, sn
   return found;
 }
 
-/** The gzip layers of an image's stored image manifests, by index (none when a manifest cannot be read). */
+/** The gzip layers of the image's own stored manifests (those of its config), by index (none when a manifest cannot be read). */
 async function manifestGzipLayers(store: Store, image: Image): Promise<{ digest: string; index: number; size: number }[]> {
   const out: { digest: string; index: number; size: number }[] = [];
+  const configName = configKey(image);
+  const config = configName && image.bigDataDigests[configName];
   for (const key of image.bigDataNames.filter((k) => k.startsWith('manifest'))) {
     try {
       const m = parseManifest(await store.imageBigData(image, key));
-      if (m.kind !== 'image') continue;
+      if (m.kind !== 'image' || !config || m.config?.digest !== config) continue;
       m.layers.forEach((d, index) => {
         if (d.mediaType === MT.ociLayerGzip || d.mediaType === MT.dockerLayerGzip) out.push({ digest: d.digest, index, size: d.size });
       });

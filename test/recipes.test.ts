@@ -124,7 +124,8 @@ test('an image whose layers the store had from another compression\'s pull is se
   for (const l of layers) assert.ok(!snap.layers.some((x) => x.compressedDigest === l.digest), `no layer record names ${l.digest}`);
   // every blob comes from the reused layers, verified end to end by skopeo
   await skopeoByDigest(srv, repoOf(f.ref), f.manifestDigest);
-  for (const l of layers) assert.equal(verdicts(srv.state)[l.digest]?.profile, 'go1.19-gzip/6', l.digest);
+  // found at the first guess: the hints come from the Go image's (BuildKit's) config, not from GNU gzip's image's
+  for (const l of layers) assert.deepEqual([verdicts(srv.state)[l.digest]?.profile, verdicts(srv.state)[l.digest]?.tried], ['go1.19-gzip/6', ['go1.19-gzip/6']], l.digest);
   // a blob request with no manifest request before it (a fresh server knowing the recipes) finds the pairing itself
   mkdirSync(join(work, 'state-reused-blob'), { recursive: true });
   writeFileSync(join(work, 'state-reused-blob', 'recipes.json'), readFileSync(join(srv.state, 'recipes.json')));

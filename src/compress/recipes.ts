@@ -100,11 +100,17 @@ export function recompressible(snap: Snapshot): Map<string, Layer> {
  * are read (noteReusedLayers); a layer is paired with the manifest's entry of the same index in
  * its image's chain (which follows the config's diff_ids), and detection checks the pairing.
  */
-const reusedMaps = new WeakMap<Snapshot, Map<string, { layer: Layer; size: number }>>();
+const reusedMaps = new WeakMap<Snapshot, Map<string, Reused>>();
+/** a reused layer's original blob: the layer, the blob's size, and where the image that names it has it (its hints) */
+interface Reused {
+  layer: Layer;
+  size: number;
+  at: { image: Image; index: number; layers: number };
+}
 /** the digests each image record's manifests name by reuse (a record's manifests never change) */
 const reusedByImage = new WeakMap<Image, Promise<{ digest: string; index: number; size: number }[]>>();
 
-function reusedIn(snap: Snapshot): Map<string, { layer: Layer; size: number }> {
+function reusedIn(snap: Snapshot): Map<string, Reused> {
   let m = reusedMaps.get(snap);
   if (!m) reusedMaps.set(snap, (m = new Map()));
   return m;
@@ -132,7 +138,7 @@ export async function noteReusedLayers(store: Store, images: Iterable<Image>, sn
     for (const { digest, index, size } of await named) {
       const l = chain.layers[index];
       if (!l || l.incomplete || !l.diffDigest || digest === l.compressedDigest || digest === l.diffDigest || recompressible(snap).has(digest)) continue;
-      if (!reusedIn(snap).has(digest)) reusedIn(snap).set(digest, { layer: l, size });
+      if (!reusedIn(snap).has(digest)) reusedIn(snap).set(digest, { layer: l, size, at: { image, index, layers: chain.layers.length } });
       found.push(digest);
     }
   }
@@ -441,7 +447,8 @@ export class Recipes implements BlobProducer {
     const matches = new Map<string, number>();
     for (const v of Object.values(this.file.get())) if (v.profile) matches.set(v.profile, (matches.get(v.profile) ?? 0) + 1);
     let hinted: string[] = [];
-    const at = imageOfLayer(snap).get(layer.id);
+    // (a reused layer's blob: from the image whose manifest names it, not the one that brought the tar)
+    const at = reusedIn(snap).get(digest)?.at ?? imageOfLayer(snap).get(layer.id);
     const key = at && configKey(at.image);
     if (at && key) {
       try {

@@ -111,15 +111,19 @@ EXPORT(generate) int generate(int count, int max_bits) {
     }
     return 0;
   }
-  // insertion sort: at most a few hundred distinct keys
-  for (int i = 1; i < used; i++) {
-    const int32_t v = order[i];
-    int j = i - 1;
-    while (j >= 0 && order[j] > v) {
-      order[j + 1] = order[j];
-      j--;
+  // Shell sort (Ciura's gaps): at most a few hundred keys, all distinct, so any sort gives the same order
+  static const int gaps[] = {132, 57, 23, 10, 4, 1};
+  for (int g = 0; g < 6; g++) {
+    const int gap = gaps[g];
+    for (int i = gap; i < used; i++) {
+      const int32_t v = order[i];
+      int j = i;
+      while (j >= gap && order[j - gap] > v) {
+        order[j] = order[j - gap];
+        j -= gap;
+      }
+      order[j] = v;
     }
-    order[j + 1] = v;
   }
   for (int k = 0; k < used; k++) order_freq[k] = (int32_t)((uint32_t)order[k] >> 9);
   order_freq[used] = FREQ_MAX;

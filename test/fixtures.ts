@@ -15,7 +15,7 @@ export interface Fixtures {
   images: { store: keyof Fixtures['stores']; name: string; id: string }[];
   pushed: { ref: string; format: 'v2s2' | 'oci' | 'list'; compression: 'gzip' | 'zstd'; manifestDigest: string }[];
   /** images whose layers other compressors made (Go compress/gzip -level 6 and 1, GNU gzip -n -6, GNU gzip -1 with a name), each pulled by podman into its own store */
-  /** reused: the go6 image pulled into a store that had its tars from the gnu6 one (its layers keep GNU gzip's digests) */
+  /** reused: the go6 image pulled into a store that had its tars already, uncompressed (then the gnu6 image, then it: all share the layers) */
   recipes: { variant: 'go6' | 'go1' | 'gnu1' | 'gnu6' | 'py9' | 'reused'; ref: string; manifestDigest: string; store: FixtureStore }[];
   /** the Go compress/gzip oracle program (test/oracles/gogzip) */
   gogzip: string;

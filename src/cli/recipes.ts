@@ -2,7 +2,7 @@
 // layer's original blob, and report how many layers and images became servable by their
 // original (upstream) digests.
 import { parseArgs } from 'node:util';
-import { Recipes, recompressible, recompressibleLayers } from '../compress/recipes.js';
+import { Recipes, recompressibleLayers } from '../compress/recipes.js';
 import { Resolver } from '../oci/resolver.js';
 import { Store } from '../storage/store.js';
 import { defaultStateDir } from './serve.js';
@@ -46,9 +46,11 @@ export async function recipesCommand(argv: string[]): Promise<number> {
   const resolver = new Resolver(store, snap, 'any-child', undefined, recipes);
   let images = 0;
   let servable = 0;
+  // images with a layer a recipe gives an original blob of (recorded on the layer, or named by a manifest that reused it)
+  const byRecipe = new Set(layers.map(([, c]) => c.layer.id));
   for (const image of snap.images) {
     const keys = image.bigDataNames.filter((k) => k.startsWith('manifest'));
-    if (!keys.length || !snap.layerChain(image.topLayer).layers.some((l) => l.compressedDigest && recompressible(snap).has(l.compressedDigest))) continue;
+    if (!keys.length || !snap.layerChain(image.topLayer).layers.some((l) => byRecipe.has(l.id))) continue;
     images++;
     for (const k of keys) {
       if (await resolver.servableStored(image, k)) {

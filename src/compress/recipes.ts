@@ -165,8 +165,9 @@ async function manifestGzipLayers(store: Store, image: Image): Promise<{ digest:
 }
 
 /**
- * Recompression threads that finished a job, kept for the next one: a fresh thread's encoders
- * run 3-4x slower over its first 10 MB (JIT warm-up), which made most of a first pull's time.
+ * Recompression threads that finished a job, kept for the next one: a fresh job costs ~0.3 s
+ * more (starting its threads, JIT of the tar path; before the WebAssembly encoders, 3-4x over
+ * the first 10 MB), which made most of a first pull's time.
  * A few are kept, for a while; one whose job was given up is ended instead (it may be mid-block).
  */
 const KEEP_WORKERS = 2; // (each has a block pool of one thread per core: more would cost memory on big machines)

@@ -541,7 +541,10 @@ test('tar-split: malformed files are refused with a TarSplitError; hostile names
     ['a directory', [file('sub')]],
     ['a missing file', [file('nothere')]],
     ['a size larger than the file', [file('ok', 1 << 30)]],
-    ['a size smaller than the file', [file('ok', 2)]],
+    // (with the CRC-64 of the bytes it names: only the size can refuse them)
+    ['a size smaller than the file', [file('ok', 2, new Crc64().update(Buffer.from('he')).digest())]],
+    ['a size one smaller than the file', [file('ok', 4, new Crc64().update(Buffer.from('hell')).digest())]],
+    ['a size one larger than the file', [file('ok', 6)]],
     ['a wrong CRC', [file('ok', 5)]],
   ];
   // both ways of opening: openat2 beneath the root (where the kernel has it), and the realpath checks
@@ -554,8 +557,11 @@ test('tar-split: malformed files are refused with a TarSplitError; hostile names
   writeFileSync(join(root, 'big'), big);
   for (const checked of [false, true]) {
     for (const [what, lines] of hostile) {
-      const p = writeTarSplit(dir, 'h.gz', [seg(Buffer.alloc(512)), ...lines, seg(Buffer.alloc(1024))]);
-      assert.equal(await rebuildOutcome(p, [root], what, checked), 'refused', `${what} (${checked ? 'realpath checks' : 'openat2'})`);
+      // (with the tar going on after the file, and with the file last: read another way)
+      for (const after of [[seg(Buffer.alloc(1024))], []]) {
+        const p = writeTarSplit(dir, 'h.gz', [seg(Buffer.alloc(512)), ...lines, ...after]);
+        assert.equal(await rebuildOutcome(p, [root], what, checked), 'refused', `${what} (${checked ? 'realpath checks' : 'openat2'}${after.length ? '' : ', last'})`);
+      }
     }
     // and the same files under plain and unusual names read back (a small one, read by the
     // reader thread, and one large enough to be read by this thread)

@@ -255,13 +255,22 @@ class Resolver {
   private readAll(fd: number, z: Buffer, size: number, buf: Buffer, at: number, spare: Buffer): void {
     let n: number;
     if (this.viaKoffi()) {
-      // through koffi as the open: one pread into the place, and one at the end that must find nothing
+      // through koffi as the open: one pread into the place, and one at the end that must find
+      // nothing; where the buffer goes on past the place (the tar's padding or next header,
+      // copied in already), one pread of size + 1 does both: a byte read there means a longer
+      // file and a failed stream (an open, a read and a close: the reader thread is syscall-bound)
       n = 0;
+      let ended = false;
+      if (size && at + size < buf.length) {
+        n = pread(fd, buf.subarray(at), size + 1, 0);
+        if (n < 0) throw errnoError(`read ${z.subarray(0, -1).toString()}`, n);
+        ended = n === size; // (n < size: short, read on)
+      }
       for (let got = 1; n < size && got > 0; n += got) {
         got = pread(fd, n ? buf.subarray(at + n) : buf.subarray(at), size - n, n);
         if (got < 0) throw errnoError(`read ${z.subarray(0, -1).toString()}`, got);
       }
-      if (n === size && pread(fd, spare, 1, size) > 0) n++;
+      if (n === size && !ended && pread(fd, spare, 1, size) > 0) n++;
     } else {
       // one readv(2) into the place and a spare byte: exactly `size` of the size + 1 asked is the end
       n = readvSync(fd, [buf.subarray(at, at + size), spare], 0);

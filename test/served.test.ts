@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -13,7 +13,7 @@ import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
 import { ServedBlobs } from '../src/oci/served.js';
 import { loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
-import { returnFreedBuffers } from '../src/storage/syscalls.js';
+import { readCached, returnFreedBuffers } from '../src/storage/syscalls.js';
 import { KeptFile } from '../src/oci/blob-cache.js';
 import { sendFile } from '../src/registry/send-file.js';
 import { createServer, get as httpGet } from 'node:http';
@@ -151,9 +151,55 @@ test('csreg serve can tell glibc to return freed buffers (the mallopt binding wo
   assert.equal(returnFreedBuffers(), true);
 });
 
+/** A directory on a disk (not tmpfs, whose pages are never evicted), for the page-cache tests. */
+const diskDir = mkdtempSync(join('/var/tmp', 'csreg-served-'));
+after(() => rmSync(diskDir, { recursive: true, force: true }));
+const TMPFS_MAGIC = 0x01021994;
+const onTmpfs = statfsSync(diskDir).type === TMPFS_MAGIC;
+
+/** Write a file and have its pages dropped from the page cache (written back first: dirty pages stay). */
+function writeEvicted(path: string, data: Buffer): void {
+  writeFileSync(path, data);
+  const fd = openSync(path, 'r+');
+  fsyncSync(fd);
+  closeSync(fd);
+  execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' }); // posix_fadvise(DONTNEED)
+}
+
+/** Read a file whole (into the page cache), then drop MiBs [skip, skip + count) of it again. */
+function evictMiB(path: string, skip: number, count: number): void {
+  readFileSync(path);
+  execFileSync('dd', [`if=${path}`, 'of=/dev/null', 'iflag=nocache', 'bs=1M', `skip=${skip}`, `count=${count}`, 'status=none']);
+}
+
+test('readCached reads what the page cache holds, and nothing that would wait for the disk', (t) => {
+  const path = join(diskDir, 'cached');
+  const data = randomBytes(3 << 20);
+  writeFileSync(path, data);
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    assert.equal(readCached(fd, buf, buf.length, 1 << 20), 1 << 20);
+    assert.ok(buf.equals(data.subarray(1 << 20, 2 << 20)), 'the bytes at that offset');
+    assert.equal(readCached(fd, buf, 100, data.length - 10), 10, 'up to the end');
+    assert.ok(buf.subarray(0, 10).equals(data.subarray(-10)));
+    assert.equal(readCached(fd, buf, 10, data.length), 0, 'at the end');
+    if (onTmpfs) return t.skip(`${diskDir} is on tmpfs: its pages cannot be evicted`);
+    writeEvicted(path, data);
+    assert.equal(readCached(fd, buf, buf.length, 0), -1, 'evicted: nothing read (the kernel would have waited for the disk)');
+    // only the second MiB evicted: a read across it gets the cached part before it
+    evictMiB(path, 1, 1);
+    const two = Buffer.alloc(2 << 20);
+    assert.equal(readCached(fd, two, two.length, 512 << 10), 512 << 10, 'the cached half MiB before the evicted one');
+    assert.ok(two.subarray(0, 512 << 10).equals(data.subarray(512 << 10, 1 << 20)));
+  } finally {
+    closeSync(fd);
+  }
+});
+
 test('kept files sent with reused buffers: concurrent transfers, ranges and clients that leave all get exactly their bytes', async () => {
   const files = [randomBytes(12 << 20), randomBytes((1 << 20) + 123), randomBytes(5000)].map((data, i) => {
-    const path = join(work, `send-${i}`);
+    const path = join(i ? work : diskDir, `send-${i}`);
     writeFileSync(path, data);
     return { path, data };
   });
@@ -173,6 +219,13 @@ test('kept files sent with reused buffers: concurrent transfers, ranges and clie
       const reader = r.body!.getReader();
       await reader.read();
       await reader.cancel();
+    }
+    // the largest file out of the page cache: its transfers start with reads through the thread pool
+    if (!onTmpfs) {
+      writeEvicted(files[0].path, files[0].data);
+      const fd = openSync(files[0].path, 'r');
+      assert.equal(readCached(fd, Buffer.alloc(4096), 4096, 0), -1, 'evicted before the transfers');
+      closeSync(fd);
     }
     const jobs: Promise<void>[] = [];
     for (let k = 0; k < 24; k++) {
@@ -205,6 +258,14 @@ test('kept files sent with reused buffers: concurrent transfers, ranges and clie
       }).on('error', reject);
     }));
     await Promise.all(jobs);
+    if (!onTmpfs) {
+      // pieces partly cached: the rest of each read through the thread pool, at the right place
+      evictMiB(files[0].path, 1, 1);
+      evictMiB(files[0].path, 10, 1);
+      const start = (512 << 10) + 77;
+      const got = Buffer.from(await (await get(0, start, files[0].data.length)).arrayBuffer());
+      assert.equal(sha(got), sha(files[0].data.subarray(start)), 'a transfer over a partly evicted file');
+    }
   } finally {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));

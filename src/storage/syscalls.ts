@@ -2,6 +2,9 @@
 // for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices), xattrs, mallopt, and
 // openat2 with the plain read/close that go with it on the layer rebuild's hot path.
 import koffi from 'koffi';
+import { constants } from 'node:os';
+
+const { errno } = constants;
 
 export class SyscallError extends Error {
   override name = 'SyscallError';
@@ -26,6 +29,7 @@ function libc(): Record<string, Fn> {
       // in the same registers either way, and glibc's syscall() does not read %al
       openat2: c.func('long syscall(long nr, long dirfd, const uint8_t *path, const uint8_t *how, size_t size)') as Fn,
       pread: c.func('long pread(int fd, _Out_ uint8_t *buf, size_t count, int64_t offset)') as Fn,
+      preadv2: c.func('long preadv2(int fd, const csreg_iovec *iov, int iovcnt, int64_t offset, int flags)') as Fn,
       close: c.func('int close(int fd)') as Fn,
     };
   }
@@ -34,6 +38,7 @@ function libc(): Record<string, Fn> {
 
 // struct flock is laid out the same on every 64-bit Linux (x86_64, arm64, riscv64).
 export const Flock = koffi.struct('csreg_flock', { l_type: 'short', l_whence: 'short', l_start: 'int64', l_len: 'int64', l_pid: 'int' });
+koffi.struct('csreg_iovec', { base: 'void *', len: 'size_t' });
 
 /** fcntl with a struct flock argument; returns errno (0 on success). */
 export function fcntlLock(fd: number, cmd: number, type: number): number {
@@ -122,6 +127,25 @@ export function openBeneath(dirfd: number, path: Buffer, flags: number): number 
 export function pread(fd: number, buf: Uint8Array, count: number, offset: number): number {
   const n = libc().pread(fd, buf, count, offset);
   return n >= 0 ? n : -koffi.errno();
+}
+
+const RWF_NOWAIT = 0x08;
+/** false once the kernel or a file system said it cannot read without waiting */
+let nowait = true;
+
+/**
+ * preadv2(2) with RWF_NOWAIT: buf[0, count) from offset, as far as it is in the page cache
+ * (never waiting for a disk). The bytes read (0 at the end of the file; fewer than count when
+ * only part was cached), or -1: nothing cached, or no RWF_NOWAIT here (Linux < 4.14, a file
+ * system without it: not asked again), or an error (the caller's plain read reports it).
+ */
+export function readCached(fd: number, buf: Uint8Array, count: number, offset: number): number {
+  if (!nowait) return -1;
+  const n = libc().preadv2(fd, [{ base: buf, len: count }], 1, offset, RWF_NOWAIT);
+  if (n >= 0) return n;
+  const e = koffi.errno();
+  if (e === errno.ENOSYS || e === errno.EOPNOTSUPP || e === errno.EINVAL) nowait = false;
+  return -1;
 }
 
 export function closeFd(fd: number): void {

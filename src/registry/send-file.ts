@@ -1,11 +1,11 @@
 // Sending a verified kept file (csreg's served-blob cache or a pushed blob) to a response:
 // read into buffers reused from a small pool, each read again only once the socket has taken
-// what it held. Pieces in the page cache are read on this thread: a read through the thread
-// pool wakes a pool thread, which on 2 cores takes this one's core (the profile of 32
-// concurrent pulls had ~9% of the main thread in fs.read's call, more than the copy costs);
-// only what would wait for a disk goes through the pool. A file ReadStream allocates a fresh buffer per chunk: since `serve` has glibc
+// what it held. A file ReadStream allocates a fresh buffer per chunk: since `serve` has glibc
 // return freed memory (mallopt), each one costs a page fault per 4 KiB and its zeroing, a third
-// of the CPU of 32 concurrent pulls; without it, the freed buffers stay as RSS.
+// of the CPU of 32 concurrent pulls; without it, the freed buffers stay as RSS. Pieces in the
+// page cache are read on this thread: a read through the thread pool wakes a pool thread,
+// which on 2 cores takes this one's core (the profile of 32 concurrent pulls had ~9% of the
+// main thread inside fs.read's call); only what would wait for a disk goes through the pool.
 import { close, open, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { KeptFile } from '../oci/blob-cache.js';

@@ -1,6 +1,7 @@
 // The few Linux calls Node's fs module lacks, through the koffi FFI package (see lockfile.ts
-// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices), xattrs, mallopt, and
-// openat2 with the plain read/close that go with it on the layer rebuild's hot path.
+// for why koffi): fcntl record locks, mknod (whiteouts, fifos, devices), xattrs, mallopt,
+// openat2 with the plain read/close that go with it on the layer rebuild's hot path, and
+// preadv2's page-cache-only read for sending kept files.
 import koffi from 'koffi';
 import { constants } from 'node:os';
 

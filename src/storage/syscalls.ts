@@ -30,7 +30,6 @@ function libc(): Record<string, Fn> {
       // in the same registers either way, and glibc's syscall() does not read %al
       openat2: c.func('long syscall(long nr, long dirfd, const uint8_t *path, const uint8_t *how, size_t size)') as Fn,
       pread: c.func('long pread(int fd, _Out_ uint8_t *buf, size_t count, int64_t offset)') as Fn,
-      preadv2: c.func('long preadv2(int fd, const csreg_iovec *iov, int iovcnt, int64_t offset, int flags)') as Fn,
       close: c.func('int close(int fd)') as Fn,
     };
   }
@@ -131,21 +130,29 @@ export function pread(fd: number, buf: Uint8Array, count: number, offset: number
 }
 
 const RWF_NOWAIT = 0x08;
-/** false once the kernel or a file system said it cannot read without waiting */
-let nowait = true;
+/** preadv2, while the kernel and file systems take RWF_NOWAIT (null: not here, not asked again) */
+let preadv2: Fn | null | undefined;
 
 /**
  * preadv2(2) with RWF_NOWAIT: buf[0, count) from offset, as far as it is in the page cache
  * (never waiting for a disk). The bytes read (0 at the end of the file; fewer than count when
- * only part was cached), or -1: nothing cached, or no RWF_NOWAIT here (Linux < 4.14, a file
- * system without it: not asked again), or an error (the caller's plain read reports it).
+ * only part was cached), or -1: nothing cached, or no RWF_NOWAIT here (glibc < 2.26, Linux <
+ * 4.14, a file system without it: not asked again), or an error (the caller's plain read
+ * reports it).
  */
 export function readCached(fd: number, buf: Uint8Array, count: number, offset: number): number {
-  if (!nowait) return -1;
-  const n = libc().preadv2(fd, [{ base: buf, len: count }], 1, offset, RWF_NOWAIT);
+  if (preadv2 === undefined) {
+    try {
+      preadv2 = koffi.load('libc.so.6').func('long preadv2(int fd, const csreg_iovec *iov, int iovcnt, int64_t offset, int flags)') as Fn;
+    } catch {
+      preadv2 = null;
+    }
+  }
+  if (!preadv2) return -1;
+  const n = preadv2(fd, [{ base: buf, len: count }], 1, offset, RWF_NOWAIT);
   if (n >= 0) return n;
   const e = koffi.errno();
-  if (e === errno.ENOSYS || e === errno.EOPNOTSUPP || e === errno.EINVAL) nowait = false;
+  if (e === errno.ENOSYS || e === errno.EOPNOTSUPP || e === errno.EINVAL) preadv2 = null;
   return -1;
 }
 

@@ -2,12 +2,13 @@
 # Everything csreg and its tests need on a fresh Debian 12 machine: the real container tools
 # (the tests compare against them), Go and the klauspost sources (the compressor oracles are
 # small Go programs built in test setup), clang and wasm-ld for the WebAssembly matcher (npm run
-# build), then the npm dependencies. Idempotent.
+# build), python3 (the fixtures' layer re-compressor and the zlib oracle), then the npm
+# dependencies. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(skopeo podman buildah containers-storage docker-registry busybox-static zstd attr curl
       golang-go golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev gzip apache2-utils openssl
-      clang-14 lld-14)
+      clang-14 lld-14 python3)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

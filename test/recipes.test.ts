@@ -119,7 +119,7 @@ test('an image whose layers the store had from another compression\'s pull is se
   const r = await bytes(`${srv.url}/v2/${repoOf(f.ref)}/manifests/${f.manifestDigest}`);
   assert.equal(r.status, 200, 'by its original digest');
   assert.equal(sha(r.body), f.manifestDigest);
-  // the premise: podman reused the layers GNU gzip's image brought, so no layer records Go's digests
+  // the premise: podman reused the layers the store had uncompressed, so no layer records Go's digests
   const layers = (JSON.parse(r.body.toString()) as { layers: { digest: string }[] }).layers;
   for (const l of layers) assert.ok(!snap.layers.some((x) => x.compressedDigest === l.digest), `no layer record names ${l.digest}`);
   // every blob comes from the reused layers, verified end to end by skopeo

@@ -14,6 +14,7 @@
 import type { Transform } from 'node:stream';
 import { crc32 } from './crc32.js';
 import { encoderStream } from './encoder-stream.js';
+import { gzipTrailer } from './gzip-frame.js';
 import { KlauspostDeflater } from './klauspost-flate.js';
 
 export const PGZIP_BLOCK_SIZE = 1 << 20;
@@ -66,9 +67,7 @@ export function compressBlock(data: Uint8Array, dict: Uint8Array, withCrc: boole
 export function pgzipTrailer(crc: number, totalSize: number): Uint8Array {
   const out = new Uint8Array(10);
   out.set(FINAL_BLOCK, 0);
-  const v = new DataView(out.buffer);
-  v.setUint32(2, crc >>> 0, true);
-  v.setUint32(6, totalSize % 2 ** 32, true);
+  out.set(gzipTrailer(crc >>> 0, totalSize), 2);
   return out;
 }
 

@@ -71,8 +71,9 @@ export function containerView(c: Container) {
   return { id: c.id, names: c.names, image: c.image, layer: c.layer, created: c.created, metadata: c.metadata, flags: c.flags, bigDataNames: c.bigDataNames };
 }
 
-function input(file: string): NodeJS.ReadableStream & AsyncIterable<Buffer> {
-  return (file === '-' ? process.stdin : createReadStream(file)) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+/** A file or standard input; `chunk`: the read size for a file (layer blobs are read in 1 MiB). */
+function input(file: string, chunk?: number): NodeJS.ReadableStream & AsyncIterable<Buffer> {
+  return (file === '-' ? process.stdin : createReadStream(file, { highWaterMark: chunk })) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
 }
 
 async function readAll(src: AsyncIterable<Buffer>): Promise<Buffer> {
@@ -144,7 +145,10 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
   if (verb === 'diff') return diffCommand(store, args, flags);
   const snap = await store.snapshot();
   // loaded only by the commands that write: its imports (decompressors, extraction) are large
-  const writer = async (): Promise<StoreWriter> => new (await import('../storage/writer.js')).StoreWriter(store);
+  // loaded only by the commands that write (as apply-diff, with its decompressors)
+  const writing = () => import('../storage/writer.js');
+  const writer = async (): Promise<StoreWriter> => new (await writing()).StoreWriter(store);
+  const blobInput = async (file: string) => input(file, (await writing()).BLOB_READ_CHUNK);
   switch (verb) {
     case 'images': {
       if (flags.json) return printJson(snap.images.map((i) => imageView(i, snap)));
@@ -205,13 +209,13 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
     case 'create-layer': {
       const w = await writer();
       const parent = args[0] ? snap.layer(args[0])?.id ?? args[0] : undefined;
-      const blob = flags.file ? input(flags.file) : undefined;
+      const blob = flags.file ? await blobInput(flags.file) : undefined;
       const l = await w.createLayer(blob, { id: flags.id, parent, names: flags.names });
       return flags.json ? printJson(layerView(l)) : void process.stdout.write(l.id + '\n');
     }
     case 'apply-diff': {
       need(args, 1, 'apply-diff -f BLOB LAYER');
-      const l = await (await writer()).applyDiff(snap.layer(args[0])?.id ?? args[0], input(flags.file ?? '-'));
+      const l = await (await writer()).applyDiff(snap.layer(args[0])?.id ?? args[0], await blobInput(flags.file ?? '-'));
       return flags.json ? printJson(layerView(l)) : void process.stdout.write(`${l.id} ${l.diffDigest} ${l.diffSize}\n`);
     }
     case 'create-image': {

@@ -7,7 +7,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Store } from '../storage/store.js';
-import { StoreWriter, WriteError, chainLayerId } from '../storage/writer.js';
+import { BLOB_READ_CHUNK, StoreWriter, WriteError, chainLayerId } from '../storage/writer.js';
 import { hasDomain } from '../storage/snapshot.js';
 import type { BlobCache } from './blob-cache.js';
 import type { Artifacts } from './artifacts.js';
@@ -99,7 +99,7 @@ async function commitLayers(o: CommitOptions, writer: StoreWriter, layers: Parse
         await pipeline(await o.store.layerTar(src.layer.id), createWriteStream(spooled, { mode: 0o600 }));
       }
       if (!file) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `layer ${desc.digest} is not available`);
-      const blob = createReadStream(file);
+      const blob = createReadStream(file, { highWaterMark: BLOB_READ_CHUNK });
       try {
         await writer.createLayer(blob, { id, parent, expectedDiffDigest: diffId, expectedCompressedDigest: desc.digest, reuse: true });
       } catch (e) {

@@ -33,6 +33,14 @@ export interface ApplyOptions {
   tarSplitPath: string;
 }
 
+/**
+ * The size of the chunks a layer's tar is best given in, for callers reading a blob from a file
+ * (Node's default is 64 KiB) and for gunzip's output (zlib's default is 16 KiB): each is hashed,
+ * parsed and written apart, and one chunk's small files are made with synchronous calls that
+ * hold the event loop for a few milliseconds at most.
+ */
+export const BLOB_READ_CHUNK = 256 << 10;
+
 /** c/storage's sniffing of the first bytes (pkg/archive DetectCompression). */
 export function detectCompression(head: Buffer): number {
   if (head.length >= 3 && head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08) return COMPRESSION.gzip;
@@ -76,12 +84,14 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
   if (compression === COMPRESSION.bzip2 || compression === COMPRESSION.xz) {
     throw new TarError(`layer is compressed with ${compression === COMPRESSION.xz ? 'xz' : 'bzip2'}, which csreg does not accept (gzip, zstd or none)`);
   }
-  const decompressor: Transform = compression === COMPRESSION.gzip ? createGunzip() : compression === COMPRESSION.zstd ? zstdStream() : new PassThrough();
-  // Feed the blob into the decompressor with backpressure, hashing it on the way.
+  const decompressor: Transform = compression === COMPRESSION.gzip ? createGunzip({ chunkSize: BLOB_READ_CHUNK }) : compression === COMPRESSION.zstd ? zstdStream() : new PassThrough();
+  // An uncompressed blob is its own tar: one hash gives both digests.
+  const compressed = compression !== COMPRESSION.none;
+  // Feed the blob into the decompressor with backpressure, hashing it (if compressed) on the way.
   const feeding = (async () => {
     try {
       for (let r: IteratorResult<Buffer> = first; !r.done; r = await source.next()) {
-        compressedHash.update(r.value);
+        if (compressed) compressedHash.update(r.value);
         compressedSize += r.value.length;
         if (!decompressor.write(r.value)) await once(decompressor, 'drain');
       }
@@ -115,12 +125,24 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
     sinkError ??= e;
     out.destroy();
   });
-  const emit = async (line: string) => {
+  // Lines are gathered into ~64 KiB writes: each write to a zlib stream is a thread-pool job.
+  let lines: string[] = [];
+  let pendingChars = 0;
+  const flushLines = async () => {
     if (sinkError) throw sinkError;
-    if (!gz.write(line)) {
+    if (!lines.length) return;
+    const text = lines.join('');
+    lines = [];
+    pendingChars = 0;
+    if (!gz.write(text)) {
       if (sinkError) throw sinkError;
       await once(gz, 'drain');
     }
+  };
+  const emit = async (line: string) => {
+    lines.push(line);
+    pendingChars += line.length;
+    if (pendingChars >= 64 << 10) await flushLines();
   };
   const extractor = new LayerExtractor(opts.root, opts.whiteouts, opts.opaqueXattr);
   const seen = new Set<string>();
@@ -145,30 +167,33 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
         if (seen.has(key)) throw new TarError(`tar: duplicate entry ${JSON.stringify(ev.header.name.toString())}`);
         seen.add(key);
         current = { name: ev.header.name, size: ev.header.size, crc: new Crc64() };
-        await extractor.begin(ev.header);
+        extractor.begin(ev.header);
       } else {
         current!.crc.update(ev.bytes);
         await extractor.write(ev.bytes);
       }
     }
     await closeEntry();
+    await flushLines();
     await extractor.finish();
     await feeding;
     gz.end();
     if (!out.closed) await once(out, 'close');
     if (sinkError) throw sinkError;
   } catch (e) {
+    await extractor.abort();
     decompressor.destroy();
     gz.destroy();
     out.destroy();
     await feeding.catch(() => undefined);
     throw e;
   }
+  const diffDigest = 'sha256:' + diffHash.digest('hex');
   return {
     compression,
-    compressedDigest: 'sha256:' + compressedHash.digest('hex'),
+    compressedDigest: compressed ? 'sha256:' + compressedHash.digest('hex') : diffDigest,
     compressedSize,
-    diffDigest: 'sha256:' + diffHash.digest('hex'),
+    diffDigest,
     diffSize,
     uidset: [...extractor.uids].sort((a, b) => a - b),
     gidset: [...extractor.gids].sort((a, b) => a - b),

@@ -1,6 +1,32 @@
 // CRC-64 as Go's hash/crc64 with the ISO table (tar-split's file checksums): reflected
 // polynomial 0xD800000000000000, initial value and final XOR all ones, stored big-endian.
-// Computed on two 32-bit halves with slicing-by-8 tables: BigInt per byte is far too slow.
+// Computed in WebAssembly (wasm/crc64.c) where built, else here on two 32-bit halves with
+// slicing-by-8 tables (BigInt per byte is far too slow), which stays as the reference.
+import { wasmInstance, wasmModule } from './wasm.js';
+
+interface Crc64Wasm {
+  init(): void;
+  input(): number;
+  input_size(): number;
+  /** the inverted CRC after the first n bytes of input, from the inverted CRC crc */
+  update(crc: bigint, n: number): bigint;
+}
+const WASM_URL = new URL('./wasm/crc64.wasm', import.meta.url);
+/** below this, a call into WebAssembly (a copy and two BigInts) costs more than it saves */
+const WASM_MIN = 256;
+/** this thread's instance, and the module it came from (a test may turn WebAssembly off) */
+let kernel: { from: WebAssembly.Module; exports: Crc64Wasm; input: Uint8Array } | undefined;
+
+function wasmKernel(): typeof kernel {
+  const m = wasmModule(WASM_URL);
+  if (!m) return undefined;
+  if (kernel?.from !== m) {
+    const e = wasmInstance<Crc64Wasm>(WASM_URL)!;
+    e.init();
+    kernel = { from: m, exports: e, input: new Uint8Array(e.memory.buffer, e.input(), e.input_size()) };
+  }
+  return kernel;
+}
 
 const POLY_HI = 0xd8000000;
 const POLY_LO = 0x00000000;
@@ -39,6 +65,20 @@ export class Crc64 {
   private lo = 0xffffffff;
 
   update(buf: Uint8Array): this {
+    const k = buf.length >= WASM_MIN ? wasmKernel() : undefined;
+    if (!k) return this.updateJs(buf);
+    let crc = (BigInt(this.hi) << 32n) | BigInt(this.lo);
+    for (let i = 0; i < buf.length; i += k.input.length) {
+      const part = buf.subarray(i, i + k.input.length);
+      k.input.set(part);
+      crc = k.exports.update(crc, part.length);
+    }
+    this.hi = Number(BigInt.asUintN(32, crc >> 32n));
+    this.lo = Number(BigInt.asUintN(32, crc));
+    return this;
+  }
+
+  private updateJs(buf: Uint8Array): this {
     let hi = this.hi;
     let lo = this.lo;
     let i = 0;

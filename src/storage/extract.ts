@@ -3,7 +3,10 @@
 // driver's form. Stricter than Go on one point: Go relies on a chroot to contain symlink
 // tricks; we have none, so any entry whose path goes through a symlink, contains "..", is
 // absolute, or whose link target leaves the layer is refused.
-import { promises as fsp, constants } from 'node:fs';
+import {
+  chmodSync, closeSync, constants, fchmodSync, fchownSync, futimesSync, linkSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync,
+  rmSync, symlinkSync, utimesSync, write, writeSync,
+} from 'node:fs';
 import { posix } from 'node:path';
 import { lsetxattr, makedev, mknod, S_IFBLK, S_IFCHR, S_IFIFO, SyscallError } from './syscalls.js';
 import type { TarHeader } from './tar.js';
@@ -22,6 +25,34 @@ const WH_PREFIX = '.wh.';
 const WH_OPAQUE = '.wh..wh..opq';
 const XATTRS_TO_IGNORE = new Set(['security.selinux']);
 const ENOTDIR = 20;
+/**
+ * Files up to this size are written with one synchronous call per chunk, like every metadata
+ * call here: from the page cache those take microseconds, less than a thread-pool round trip
+ * (a 34k-file layer: 24 s with each call through the pool, against 3.4 s for Go's applydiff).
+ * Larger files' data goes through the pool, so a disk that throttles writes never holds the
+ * event loop for long, with up to WRITES_AHEAD writes at their offsets in flight while the
+ * next bytes are parsed (one at a time, the main thread sat idle for 58% of a 315 MB layer).
+ */
+const SYNC_WRITE_MAX = 1 << 20;
+const WRITES_AHEAD = 4;
+const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
+  new Promise<number>((ok, fail) => write(fd, buf, off, len, pos, (e, n) => (e ? fail(e) : ok(n))));
+
+/**
+ * The regular file being written: synchronously (small), or through the pool with writes in
+ * flight; its metadata is set once its data is in.
+ */
+interface OpenFile {
+  h: TarHeader;
+  path: Buffer;
+  fd: number;
+  sync: boolean;
+  /** where its next bytes go */
+  pos: number;
+  inFlight: Promise<void>[];
+  error?: Error;
+}
+const rmAll = (path: Buffer) => rmSync(path, { recursive: true, force: true });
 
 /** A layer-relative path as latin1 (one char per byte, so non-UTF-8 names survive). */
 function relPath(name: Buffer, what: string): string {
@@ -41,12 +72,18 @@ export class LayerExtractor {
   private dirs: { rel: string; path: Buffer; atime: number; mtime: number }[] = [];
   /** directories this layer created or replaced: `.wh..wh..opq` in vfs keeps those */
   private readonly createdHere = new Set<string>();
-  private file: fsp.FileHandle | undefined;
-  /** the regular file being written, whose metadata is set once its data is in */
-  private pending: { h: TarHeader; path: Buffer } | undefined;
+  private file: OpenFile | undefined;
   private readonly safeDirs = new Set<string>(['']);
+  /**
+   * Directories that hold only what this extractor put there (made by it, or the root when it
+   * started empty, as an overlay layer's does): a name in them not made here needs no lstat
+   * to know it is absent (a 34k-file layer: a tenth of the time was such lstats).
+   */
+  private readonly fresh = new Set<string>();
 
-  constructor(readonly root: string, readonly whiteouts: WhiteoutFormat, readonly opaqueXattr = 'trusted.overlay.opaque') {}
+  constructor(readonly root: string, readonly whiteouts: WhiteoutFormat, readonly opaqueXattr = 'trusted.overlay.opaque') {
+    if (readdirSync(root).length === 0) this.fresh.add('');
+  }
 
   private abs(rel: string): Buffer {
     return bytes(rel ? `${this.root}/${rel}` : this.root);
@@ -59,6 +96,7 @@ export class LayerExtractor {
   private forget(rel: string): void {
     const under = (p: string) => p === rel || p.startsWith(rel + '/') || rel === '';
     for (const d of this.safeDirs) if (d !== '' && under(d)) this.safeDirs.delete(d);
+    for (const d of this.fresh) if (under(d)) this.fresh.delete(d);
     this.dirs = this.dirs.filter((d) => !under(d.rel));
   }
 
@@ -66,18 +104,19 @@ export class LayerExtractor {
    * Make sure every parent of rel is a real directory inside the root, creating missing ones
    * 0755 root (or, with create false, refusing a path whose parents are missing).
    */
-  private async parents(rel: string, create = true): Promise<void> {
+  private parents(rel: string, create = true): void {
     const parts = rel.split('/');
     parts.pop();
     let cur = '';
     for (const p of parts) {
       cur = cur ? `${cur}/${p}` : p;
       if (this.safeDirs.has(cur)) continue;
-      const st = await fsp.lstat(this.abs(cur)).catch(() => undefined);
+      const st = lstatSync(this.abs(cur), { throwIfNoEntry: false });
       if (!st) {
         if (!create) throw new ExtractError(`${JSON.stringify(rel)}: ${JSON.stringify(cur)} is not in the layer`);
-        await fsp.mkdir(this.abs(cur), { mode: 0o755 });
+        mkdirSync(this.abs(cur), { mode: 0o755 });
         this.createdHere.add(cur);
+        this.fresh.add(cur);
       } else if (st.isSymbolicLink()) {
         throw new ExtractError(`${JSON.stringify(rel)} goes through the symlink ${JSON.stringify(cur)}`);
       } else if (!st.isDirectory()) {
@@ -88,7 +127,7 @@ export class LayerExtractor {
   }
 
   /** Begin an entry; its data (if any) follows through write(), then end(). */
-  async begin(h: TarHeader): Promise<void> {
+  begin(h: TarHeader): void {
     if (h.type === 'g') return; // PAX global headers are ignored, as Go does
     const rel = relPath(h.name, 'entry');
     // lchown takes 0..2^32-2 (2^32-1 means "unchanged"); anything else would be a RangeError
@@ -99,7 +138,7 @@ export class LayerExtractor {
       this.gids.add(h.gid);
     }
     if (rel === '') return; // the root entry: Unpack skips it when the directory exists
-    await this.parents(rel);
+    this.parents(rel);
     const dir = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
     if (base === WH_OPAQUE) return this.opaque(dir);
     if (base.startsWith(WH_PREFIX)) {
@@ -110,21 +149,24 @@ export class LayerExtractor {
     }
 
     const path = this.abs(rel);
-    const existing = await fsp.lstat(path).catch(() => undefined);
+    const existing = this.fresh.has(dir) && !this.createdHere.has(rel) ? undefined : lstatSync(path, { throwIfNoEntry: false });
     if (existing && !(existing.isDirectory() && h.type === '5')) {
-      await fsp.rm(path, { recursive: true, force: true });
+      rmAll(path);
       this.forget(rel);
     }
     const mode = h.mode & 0o7777;
     this.createdHere.add(rel);
     switch (h.type) {
       case '5':
-        if (!existing?.isDirectory()) await fsp.mkdir(path, { mode });
+        if (!existing?.isDirectory()) {
+          mkdirSync(path, { mode });
+          this.fresh.add(rel);
+        }
         this.dirs.push({ rel, path, atime: h.atime ?? h.mtime, mtime: h.mtime });
         break;
       case '0':
       case '7':
-        this.file = await fsp.open(path, constants.O_CREAT | constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW, mode);
+        this.file = { h, path, fd: openSync(path, constants.O_CREAT | constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW, mode), sync: h.size <= SYNC_WRITE_MAX, pos: 0, inFlight: [] };
         break;
       case '3':
       case '4':
@@ -136,10 +178,9 @@ export class LayerExtractor {
       case '1': {
         const target = relPath(h.linkname, 'hard link target');
         // link(2) follows symlinks in the target's directories: they must be real ones inside the layer
-        await this.parents(target, false);
-        const st = await fsp.lstat(this.abs(target)).catch(() => undefined);
-        if (!st) throw new ExtractError(`hard link ${JSON.stringify(rel)} points to ${JSON.stringify(h.linkname.toString())}, which is not in the layer`);
-        await fsp.link(this.abs(target), path);
+        this.parents(target, false);
+        if (!lstatSync(this.abs(target), { throwIfNoEntry: false })) throw new ExtractError(`hard link ${JSON.stringify(rel)} points to ${JSON.stringify(h.linkname.toString())}, which is not in the layer`);
+        linkSync(this.abs(target), path);
         return; // a hard link shares its target's metadata
       }
       case '2': {
@@ -148,41 +189,77 @@ export class LayerExtractor {
         if (!link.startsWith('/') && posix.normalize(posix.join(dir, link)).split('/')[0] === '..') {
           throw new ExtractError(`symlink ${JSON.stringify(rel)} points out of the layer: ${JSON.stringify(h.linkname.toString())}`);
         }
-        await fsp.symlink(h.linkname, path);
+        symlinkSync(h.linkname, path);
         break;
       }
       default:
         throw new ExtractError(`entry ${JSON.stringify(rel)} has unsupported type ${JSON.stringify(h.type)}`);
     }
-    if (h.type === '0' || h.type === '7') {
-      this.pending = { h, path };
+    if (h.type === '0' || h.type === '7') return; // its metadata once its data is in (end)
+    this.finishMetadata(h, path);
+  }
+
+  /** The next bytes of the regular file begun last: a promise only where they go through the pool. */
+  write(data: Buffer): void | Promise<void> {
+    const f = this.file;
+    if (!f) return;
+    if (f.sync) {
+      for (let off = 0; off < data.length; ) off += writeSync(f.fd, data, off, data.length - off);
       return;
     }
-    await this.finishMetadata(h, path);
+    f.inFlight.push(this.writeAll(f, data, f.pos));
+    f.pos += data.length;
+    if (f.inFlight.length > WRITES_AHEAD) return this.settle(f, 1);
   }
 
-  async write(data: Buffer): Promise<void> {
-    if (!this.file) return;
-    let off = 0;
-    while (off < data.length) off += (await this.file.write(data, off, data.length - off)).bytesWritten;
-  }
-
-  async end(): Promise<void> {
-    if (this.file) {
-      await this.file.close();
-      this.file = undefined;
-    }
-    if (this.pending) {
-      const { h, path } = this.pending;
-      this.pending = undefined;
-      await this.finishMetadata(h, path);
+  private async writeAll(f: OpenFile, data: Buffer, pos: number): Promise<void> {
+    try {
+      for (let off = 0; off < data.length; ) off += await writeAt(f.fd, data, off, data.length - off, pos + off);
+    } catch (e) {
+      f.error ??= e as Error;
     }
   }
 
-  /** Owner, then mode (chown clears setuid), then xattrs and times, in Go's order. */
-  private async finishMetadata(h: TarHeader, path: Buffer): Promise<void> {
-    await fsp.lchown(path, h.uid, h.gid);
-    if (h.type !== '2') await fsp.chmod(path, h.mode & 0o7777);
+  /** Wait for the oldest `count` writes in flight (all: Infinity); a failed one fails this. */
+  private async settle(f: OpenFile, count: number): Promise<void> {
+    await Promise.all(f.inFlight.splice(0, count));
+    if (f.error) throw f.error;
+  }
+
+  /**
+   * A failed apply: the open file's descriptor is closed once no write of it is in flight (its
+   * number could otherwise be reused under a write); what was written stays, as in Go.
+   */
+  async abort(): Promise<void> {
+    const f = this.file;
+    this.file = undefined;
+    if (!f) return;
+    await Promise.all(f.inFlight);
+    closeSync(f.fd);
+  }
+
+  /** The entry is complete: its file closed, its metadata set. */
+  end(): void | Promise<void> {
+    const f = this.file;
+    if (f && f.inFlight.length) return this.settle(f, Infinity).then(() => this.end());
+    if (!f) return;
+    this.file = undefined;
+    try {
+      this.finishMetadata(f.h, f.path, f.fd);
+    } finally {
+      closeSync(f.fd);
+    }
+  }
+
+  /**
+   * Owner, then mode (chown clears setuid), then xattrs and times, in Go's order; through the
+   * descriptor of a regular file still open (no path to resolve again).
+   */
+  private finishMetadata(h: TarHeader, path: Buffer, fd?: number): void {
+    if (fd === undefined) lchownSync(path, h.uid, h.gid);
+    else fchownSync(fd, h.uid, h.gid);
+    if (fd !== undefined) fchmodSync(fd, h.mode & 0o7777);
+    else if (h.type !== '2') chmodSync(path, h.mode & 0o7777);
     for (const [k, v] of h.xattrs) {
       if (XATTRS_TO_IGNORE.has(k)) continue;
       try {
@@ -193,13 +270,14 @@ export class LayerExtractor {
     }
     if (h.type !== '5') {
       const atime = Math.max(h.atime ?? h.mtime, h.mtime);
-      await fsp.lutimes(path, atime, h.mtime);
+      if (fd === undefined) lutimesSync(path, atime, h.mtime);
+      else futimesSync(fd, atime, h.mtime);
     }
   }
 
-  private async whiteout(h: TarHeader, rel: string): Promise<void> {
+  private whiteout(h: TarHeader, rel: string): void {
     const path = this.abs(rel);
-    await fsp.rm(path, { recursive: true, force: true });
+    rmAll(path);
     this.forget(rel);
     if (this.whiteouts === 'delete') return;
     try {
@@ -209,19 +287,19 @@ export class LayerExtractor {
       if (e instanceof SyscallError && e.errno === ENOTDIR) return;
       throw e;
     }
-    await fsp.lchown(path, h.uid, h.gid);
+    lchownSync(path, h.uid, h.gid);
   }
 
-  private async opaque(dir: string): Promise<void> {
+  private opaque(dir: string): void {
     if (this.whiteouts === 'overlay') {
       lsetxattr(this.abs(dir), this.opaqueXattr, Buffer.from('y'));
       return;
     }
     // vfs holds a full copy of the parent: drop what did not come from this layer.
-    for (const name of await fsp.readdir(this.abs(dir), { encoding: 'latin1' })) {
+    for (const name of readdirSync(this.abs(dir), { encoding: 'latin1' })) {
       const rel = dir ? `${dir}/${name}` : name;
       if (!this.createdHere.has(rel)) {
-        await fsp.rm(this.abs(rel), { recursive: true, force: true });
+        rmAll(this.abs(rel));
         this.forget(rel);
       }
     }
@@ -230,6 +308,6 @@ export class LayerExtractor {
   /** Directory times last, so creating files inside them does not change them. */
   async finish(): Promise<void> {
     await this.end();
-    for (const d of this.dirs) await fsp.utimes(d.path, d.atime, d.mtime);
+    for (const d of this.dirs) utimesSync(d.path, d.atime, d.mtime);
   }
 }

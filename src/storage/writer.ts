@@ -16,6 +16,8 @@ import type { LockFile } from './lockfile.js';
 import { parseRecordArray, parseLayer, parseImage, parseContainer, type Layer, type Image, type Container } from './records.js';
 import type { Store } from './store.js';
 
+export { BLOB_READ_CHUNK } from './apply-diff.js';
+
 const run = promisify(execFile);
 
 export class WriteError extends Error {

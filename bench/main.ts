@@ -785,6 +785,87 @@ async function benchFirstPull(): Promise<void> {
   }
 }
 
+// ---------------------------------------------------------------- 8. push
+/**
+ * A push into csreg (its layers extracted into the store, where podman finds the image) against
+ * the same push into docker-registry (which keeps the blobs as files), and against the Go tools
+ * putting the same image into an empty store (`skopeo copy dir: containers-storage:`, what
+ * `podman pull` does after the download). The source is the image as docker-registry holds it
+ * (skopeo's gzip layers, pushed as they are); each push goes to an empty store or registry.
+ */
+async function benchPush(): Promise<void> {
+  const reps = Math.min(REPS, 3);
+  log(`push: ${reps} reps`);
+  const port = CSREG_PORT + 21;
+  // A new store for each push, all removed at the end: removing 34k files just before a push
+  // slowed the next one 2-3x here (ext4 mounted with discard); and a `sync` before each push.
+  let stores = 0;
+  const emptyStore = () => {
+    const dir = join(W, 'push', `store-${stores++}`);
+    mkdirSync(join(dir, 'run'), { recursive: true });
+    mkdirSync(join(dir, 'root'), { recursive: true });
+    execFileSync('sync');
+    return { root: join(dir, 'root'), runroot: join(dir, 'run') };
+  };
+  const removeAll = () => {
+    // the Go tools leave the overlay driver's own mount of root/overlay behind
+    const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(join(W, 'push') + '/'));
+    for (const m of mounts.sort().reverse()) execFileSync('umount', ['-l', m]);
+    rmSync(join(W, 'push'), { recursive: true, force: true });
+  };
+  removeAll();
+  const rows: { image: string; csregMs: number; registryMs: number; goMs: number; runs: Record<'csreg' | 'registry' | 'go', number[]> }[] = [];
+  try {
+    for (const img of IMAGES) {
+      const src = join(SCRATCH, `push-${img}`);
+      await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${REG}/bench/${img}:1`, `dir:${src}`]);
+      const dest = `docker://127.0.0.1:${port}/bench/${img}:1`;
+      const t = { csreg: [] as number[], registry: [] as number[], go: [] as number[] };
+      const tStart = now();
+      for (let rep = 0; more(rep, reps, tStart, 1); rep++) {
+        let target = emptyStore();
+        const cs = await startCsreg(target, port, '/v2/', ['--allow-push'], join(target.root, '..', 'state'));
+        let c: number;
+        try {
+          c = await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `dir:${src}`, dest]);
+        } finally {
+          await stopCsreg(cs);
+        }
+        // the pushed image is in the store, as podman sees it
+        execFileSync('podman', ['--root', target.root, '--runroot', target.runroot, '--storage-driver', 'overlay', 'image', 'exists', `localhost/bench/${img}:1`]);
+        target = emptyStore();
+        const go = await run('skopeo', ['copy', '-q', `dir:${src}`, `containers-storage:[overlay@${target.root}+${target.runroot}]localhost/bench/${img}:1`]);
+        const reg = await startRegistry(port, join(emptyStore().root, 'registry'));
+        let r: number;
+        try {
+          r = await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `dir:${src}`, dest]);
+        } finally {
+          reg.kill('SIGTERM');
+          await new Promise((res) => (reg.exitCode !== null || reg.signalCode !== null ? res(null) : reg.once('exit', res)));
+        }
+        if (rep > 0) {
+          t.csreg.push(c);
+          t.go.push(go);
+          t.registry.push(r);
+        }
+      }
+      rmSync(src, { recursive: true, force: true });
+      const row = { image: img, csregMs: median(t.csreg), registryMs: median(t.registry), goMs: median(t.go), runs: t };
+      rows.push(row);
+      log(`  ${img}: csreg ${fmtMs(row.csregMs)}, docker-registry ${fmtMs(row.registryMs)}, skopeo into containers-storage ${fmtMs(row.goMs)}`);
+      targets.push({ section: 'push', what: `push ${img} (skopeo, gzip layers): time csreg (into its store) / docker-registry (blob files)`, measured: `${r2(row.csregMs / row.registryMs)}×`, target: 'report', pass: null });
+    }
+  } finally {
+    removeAll();
+  }
+  results.push = rows;
+  md.push('## Push: `skopeo copy dir:… docker://…`', '',
+    'The image as docker-registry holds it (gzip layers) pushed to an empty csreg store, which extracts each layer and records its tar-split (the image then in `podman images`), and to an empty docker-registry, which keeps the blobs as files; beside them, the Go tools putting the same image into an empty store (`skopeo copy dir: containers-storage:`, what `podman pull` does once the blobs are downloaded). Median of n after one unmeasured warm-up.', '');
+  table(['image', 'n', 'csreg push', 'docker-registry push', 'csreg / docker-registry', 'skopeo → containers-storage (Go)', 'csreg / Go'], rows.map((r) => [
+    r.image, r.runs.csreg.length, fmtMs(r.csregMs), fmtMs(r.registryMs), `${r2(r.csregMs / r.registryMs)}×`, fmtMs(r.goMs), `${r2(r.csregMs / r.goMs)}×`,
+  ]));
+}
+
 // ---------------------------------------------------------------- machine
 function machine(): Record<string, string | number> {
   const ver = (c: string, a: string[]) => out(c, a).split('\n')[0];
@@ -854,6 +935,7 @@ async function main(): Promise<void> {
     if (want('recompress')) await benchRecompress(store, info);
     if (want('formats')) await benchFormats(store, info);
     if (want('first')) await benchFirstPull();
+    if (want('push')) await benchPush();
     if (csreg) await stopCsreg(csreg);
     csreg = undefined;
     if (want('many')) await benchMany();

@@ -73,7 +73,11 @@ function zstdStream(): Transform {
   return t;
 }
 
-/** Apply a layer blob (any supported compression) to opts.root; returns what the layer record needs. */
+/**
+ * Apply a layer blob (any supported compression) to opts.root; returns what the layer record
+ * needs. The input's chunks must not be reused once yielded (streams' never are): a large
+ * file's writes are still in flight while the next chunks are read.
+ */
 export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: ApplyOptions): Promise<DiffResult> {
   const compressedHash = createHash('sha256');
   let compressedSize = 0;

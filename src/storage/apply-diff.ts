@@ -171,7 +171,7 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
         if (seen.has(key)) throw new TarError(`tar: duplicate entry ${JSON.stringify(ev.header.name.toString())}`);
         seen.add(key);
         current = { name: ev.header.name, size: ev.header.size, crc: new Crc64() };
-        extractor.begin(ev.header);
+        await extractor.begin(ev.header);
       } else {
         current!.crc.update(ev.bytes);
         await extractor.write(ev.bytes);

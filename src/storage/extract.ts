@@ -5,8 +5,9 @@
 // absolute, or whose link target leaves the layer is refused.
 import {
   chmodSync, closeSync, constants, fchmodSync, fchownSync, futimesSync, linkSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync,
-  rmSync, symlinkSync, utimesSync, write, writeSync,
+  symlinkSync, utimesSync, write, writeSync,
 } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { lsetxattr, makedev, mknod, S_IFBLK, S_IFCHR, S_IFIFO, SyscallError } from './syscalls.js';
 import type { TarHeader } from './tar.js';
@@ -52,7 +53,8 @@ interface OpenFile {
   inFlight: Promise<void>[];
   error?: Error;
 }
-const rmAll = (path: Buffer) => rmSync(path, { recursive: true, force: true });
+/** Removal stays asynchronous: a whiteout may name a whole tree (vfs keeps the parent's copy). */
+const rmAll = (path: Buffer) => rm(path, { recursive: true, force: true });
 
 /** A layer-relative path as latin1 (one char per byte, so non-UTF-8 names survive). */
 function relPath(name: Buffer, what: string): string {
@@ -126,8 +128,11 @@ export class LayerExtractor {
     }
   }
 
-  /** Begin an entry; its data (if any) follows through write(), then end(). */
-  begin(h: TarHeader): void {
+  /**
+   * Begin an entry; its data (if any) follows through write(), then end(). A promise only where
+   * something is removed first (a whiteout, an entry replacing another).
+   */
+  begin(h: TarHeader): void | Promise<void> {
     if (h.type === 'g') return; // PAX global headers are ignored, as Go does
     const rel = relPath(h.name, 'entry');
     // lchown takes 0..2^32-2 (2^32-1 means "unchanged"); anything else would be a RangeError
@@ -150,15 +155,23 @@ export class LayerExtractor {
 
     const path = this.abs(rel);
     const existing = this.fresh.has(dir) && !this.createdHere.has(rel) ? undefined : lstatSync(path, { throwIfNoEntry: false });
-    if (existing && !(existing.isDirectory() && h.type === '5')) {
-      rmAll(path);
-      this.forget(rel);
-    }
+    if (existing && !(existing.isDirectory() && h.type === '5')) return this.replace(h, rel, dir, path);
+    this.make(h, rel, dir, path, existing?.isDirectory() ?? false);
+  }
+
+  private async replace(h: TarHeader, rel: string, dir: string, path: Buffer): Promise<void> {
+    await rmAll(path);
+    this.forget(rel);
+    this.make(h, rel, dir, path, false);
+  }
+
+  /** Make the entry at path (nothing there, or the directory it names: `isDir`). */
+  private make(h: TarHeader, rel: string, dir: string, path: Buffer, isDir: boolean): void {
     const mode = h.mode & 0o7777;
     this.createdHere.add(rel);
     switch (h.type) {
       case '5':
-        if (!existing?.isDirectory()) {
+        if (!isDir) {
           mkdirSync(path, { mode });
           this.fresh.add(rel);
         }
@@ -275,9 +288,9 @@ export class LayerExtractor {
     }
   }
 
-  private whiteout(h: TarHeader, rel: string): void {
+  private async whiteout(h: TarHeader, rel: string): Promise<void> {
     const path = this.abs(rel);
-    rmAll(path);
+    await rmAll(path);
     this.forget(rel);
     if (this.whiteouts === 'delete') return;
     try {
@@ -290,7 +303,7 @@ export class LayerExtractor {
     lchownSync(path, h.uid, h.gid);
   }
 
-  private opaque(dir: string): void {
+  private async opaque(dir: string): Promise<void> {
     if (this.whiteouts === 'overlay') {
       lsetxattr(this.abs(dir), this.opaqueXattr, Buffer.from('y'));
       return;
@@ -299,7 +312,7 @@ export class LayerExtractor {
     for (const name of readdirSync(this.abs(dir), { encoding: 'latin1' })) {
       const rel = dir ? `${dir}/${name}` : name;
       if (!this.createdHere.has(rel)) {
-        rmAll(this.abs(rel));
+        await rmAll(this.abs(rel));
         this.forget(rel);
       }
     }

@@ -3,7 +3,7 @@
 // nothing behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createReadStream, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,3 +132,58 @@ test('a layer another process created meanwhile is reused, not recreated; a pare
   // podman reads what we wrote
   assert.match(execFileSync('containers-storage', ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'overlay', 'layers'], { encoding: 'utf8' }), new RegExp(id));
 });
+
+test('while a layer is being extracted, this process reads the store as it was instead of waiting for the layers lock; a Go reader waits', async (t) => {
+  const s = freshStore('overlay');
+  t.after(() => removeStore(s));
+  execFileSync('mkdir', ['-p', s.root]);
+  const store = Store.open(s);
+  const w = new StoreWriter(store);
+  const end = Buffer.alloc(1024);
+  const first = await w.createLayer(Readable.from([Buffer.concat([tarEntry('a', '0', Buffer.from('a')), end])]));
+  assert.deepEqual((await store.snapshot()).layers.map((l) => l.id), [first.id]);
+  // a blob that stops halfway until released: the extraction holds the layers write lock meanwhile
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let halfway!: () => void;
+  const reached = new Promise<void>((r) => (halfway = r));
+  async function* blob() {
+    yield tarEntry('b', '0', Buffer.from('b'));
+    halfway();
+    await gate;
+    yield end;
+  }
+  const creating = w.createLayer(blob());
+  await reached;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 5000)));
+  const during = await Promise.race([store.snapshot(), timeout]);
+  clearTimeout(timer);
+  assert.notEqual(during, 'timeout', 'snapshot() answered while the layer was being extracted');
+  assert.deepEqual((during as Awaited<ReturnType<Store['snapshot']>>).layers.map((l) => l.id), [first.id], 'the store as it was');
+  // another process (the Go tool) waits for the lock, as c/storage readers do
+  const go = spawnAsync('containers-storage', ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'overlay', 'layers', '--json']);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(go.done, false, 'containers-storage waited for the layers lock');
+  release();
+  const second = await creating;
+  const listed = JSON.parse((await go.result).toString()) as { id: string }[];
+  assert.deepEqual(listed.map((l) => l.id).sort(), [first.id, second.id].sort());
+  assert.deepEqual((await store.snapshot()).layers.map((l) => l.id).sort(), [first.id, second.id].sort());
+});
+
+function spawnAsync(cmd: string, args: string[]): { done: boolean; result: Promise<Buffer> } {
+  const out = { done: false, result: undefined as unknown as Promise<Buffer> };
+  out.result = new Promise<Buffer>((ok, fail) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const parts: Buffer[] = [];
+    c.stdout.on('data', (d: Buffer) => parts.push(d));
+    c.on('error', fail);
+    c.on('close', (code) => {
+      out.done = true;
+      if (code === 0) ok(Buffer.concat(parts));
+      else fail(new Error(`${cmd} exited ${code}`));
+    });
+  });
+  return out;
+}

@@ -72,6 +72,8 @@ export class Store {
   private current?: Snapshot;
   private layersOnly?: Snapshot;
   private refreshing?: Promise<Snapshot>;
+  /** layer creations this process is running under the layers write lock (whileApplying) */
+  private applying = 0;
 
   private constructor(location: StoreLocation) {
     this.location = location;
@@ -221,6 +223,10 @@ export class Store {
    * taken and the changed files reloaded. Concurrent callers share one reload.
    */
   snapshot(): Promise<Snapshot> {
+    // While this process applies a layer it holds the layer store's write lock for the whole
+    // extraction (as c/storage does: its readers wait); the records as they were before still
+    // hold for everything but that incomplete layer, so requests are answered from them.
+    if (this.current && this.applying > 0) return Promise.resolve(this.current);
     if (this.current && !this.refreshing && this.unchanged()) return Promise.resolve(this.current);
     if (!this.refreshing) {
       this.refreshing = this.withReadLocks(this.lockOrder(), () => this.reloadLocked()).finally(() => {
@@ -228,6 +234,19 @@ export class Store {
       });
     }
     return this.refreshing;
+  }
+
+  /**
+   * Run fn, the creation or filling of a layer by this process, once it holds the layers write
+   * lock (StoreWriter): meanwhile snapshot() answers from the records as they were (see there).
+   */
+  async whileApplying<T>(fn: () => Promise<T>): Promise<T> {
+    this.applying++;
+    try {
+      return await fn();
+    } finally {
+      this.applying--;
+    }
   }
 
   /**

@@ -227,7 +227,7 @@ export class StoreWriter {
    */
   async createLayer(blob: AsyncIterable<Buffer> | Readable | undefined, opts: CreateLayerOptions = {}): Promise<Layer> {
     const lock = this.locks.layers;
-    return this.locked([[lock, 'w']], async () => {
+    return this.locked([[lock, 'w']], () => this.store.whileApplying(async () => {
       const layers = this.read('layers');
       const id = opts.id ?? randomBytes(32).toString('hex');
       if (!/^[0-9a-f]{64}$/.test(id)) throw new WriteError(`invalid layer ID ${id}`);
@@ -256,13 +256,13 @@ export class StoreWriter {
       }
       if (blob) return await this.applyLocked(id, blob, opts, lock);
       return await this.finishLayer(id, undefined, lock);
-    });
+    }));
   }
 
   /** Apply a blob to an existing layer that has no content yet (the Go tool's apply-diff). */
   async applyDiff(id: string, blob: AsyncIterable<Buffer> | Readable, opts: CreateLayerOptions = {}): Promise<Layer> {
     const lock = this.locks.layers;
-    return this.locked([[lock, 'w']], async () => {
+    return this.locked([[lock, 'w']], () => this.store.whileApplying(async () => {
       const layers = this.read('layers');
       const rec = layers.find((l) => l.id === id) ?? layers.find((l) => Array.isArray(l.names) && (l.names as string[]).includes(id));
       if (!rec) throw new WriteError(`layer ${id} is not in the store`);
@@ -270,7 +270,7 @@ export class StoreWriter {
       rec.flags = { ...((rec.flags as Raw) ?? {}), incomplete: true };
       await this.save('layers', lock, layers);
       return await this.applyLocked(rec.id as string, blob, opts, lock);
-    });
+    }));
   }
 
   /** Extract into the layer's directory; on any failure the layer is removed entirely. */

@@ -344,6 +344,25 @@ test('--scan-recipes finds recipes in the background and keeps the blobs it repr
   await assert.rejects(bytes(url), 'the client sees a broken transfer, not wrong bytes');
 });
 
+test('layers whose blobs csreg holds (pushed) do not wait for their recipes: those are found in the background', async () => {
+  const store = Store.open(fx.stores.pulled);
+  const snap = await store.snapshot();
+  const p = fx.pushed.find((x) => x.format === 'oci' && x.compression === 'gzip')!;
+  const image = snap.imagesWithDigest(p.manifestDigest)[0];
+  const digests = snap.layerChain(image.topLayer).layers.map((l) => l.compressedDigest!);
+  const found = (state: string) => (existsSync(join(state, 'recipes.json')) ? digests.filter((d) => verdicts(state)[d]?.profile) : []);
+  // held (as the blob cache holds pushed blobs): answered before any detection is done
+  const held = join(work, 'state-held');
+  await new Recipes(held, store).ensureImages([image], snap, () => true);
+  assert.ok(found(held).length < digests.length, 'the held layers were not awaited');
+  for (let i = 0; i < 600 && found(held).length < digests.length; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(found(held).length, digests.length, 'their recipes were found in the background');
+  // not held: awaited
+  const awaited = join(work, 'state-awaited');
+  await new Recipes(awaited, store).ensureImages([image], snap);
+  assert.equal(found(awaited).length, digests.length);
+});
+
 test('a "not reproducible" verdict from before a profile existed is tried again with the new profiles only', async () => {
   const f = fx.recipes.find((r) => r.variant === 'gnu6')!;
   const state = join(work, 'state-stale');

@@ -389,12 +389,17 @@ export class Recipes implements BlobProducer {
   /**
    * The same for every layer of these images (their original manifests need all of them); then,
    * with `--synthesize gzip`, the compressed form of every layer whose original is not servable.
+   * `held`: blobs servable without a recipe (see below); `onError`: a background detection failed.
    */
-  async ensureImages(images: Image[], snap: Snapshot): Promise<void> {
+  async ensureImages(images: Image[], snap: Snapshot, held: (digest: string) => boolean = () => false, onError?: (e: Error) => void): Promise<void> {
     const layers = images.flatMap((i) => snap.layerChain(i.topLayer).layers);
-    await this.ensure([...layers.map((l) => l.compressedDigest ?? ''), ...(await this.noteReused(images, snap))], snap);
+    const digests = [...layers.map((l) => l.compressedDigest ?? ''), ...(await this.noteReused(images, snap))];
+    // Blobs held already (pushed: the blob cache has them) are servable now; their recipes, which
+    // let the cache drop them later, are found in the background rather than awaited.
+    void this.ensure(digests.filter(held), snap).catch((e: Error) => onError?.(e));
+    await this.ensure(digests.filter((d) => !held(d)), snap);
     if (this.synthesize !== 'gzip') return;
-    const original = (l: Layer) => l.compressedDigest !== undefined && l.compressedDigest !== l.diffDigest && !!this.verdict(l.compressedDigest)?.profile;
+    const original = (l: Layer) => l.compressedDigest !== undefined && l.compressedDigest !== l.diffDigest && (held(l.compressedDigest) || !!this.verdict(l.compressedDigest)?.profile);
     await Promise.all(layers.filter((l) => l.diffDigest && !original(l) && !this.synthesizedLayer(l.diffDigest)).map((l) => this.make(l)));
   }
 

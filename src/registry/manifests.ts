@@ -25,7 +25,9 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
   // original manifests need their compressed layers: find the recipes of layers not seen yet
   const candidates = looksLikeDigest(ref) ? ctx.snapshot.imagesWithDigest(ref) : [repo?.tags.get(ref)].filter((i) => i !== undefined);
   if (!served && ctx.recipes) {
-    const ready = ctx.recipes.ensureImages(candidates, ctx.snapshot).catch((e: Error) => ctx.log.error('recipe detection failed', { error: e.message }));
+    const failed = (e: Error) => ctx.log.error('recipe detection failed', { error: e.message });
+    const held = (digest: string) => !!ctx.cache?.file(digest);
+    const ready = ctx.recipes.ensureImages(candidates, ctx.snapshot, held, failed).catch(failed);
     // by digest the client needs this very manifest, so wait; a tag is answered synthesized
     // if detection takes long (it goes on, and the tag serves the original once it is done)
     await (looksLikeDigest(ref) ? ready : Promise.race([ready, new Promise((r) => setTimeout(r, TAG_RECIPE_WAIT_MS).unref())]));

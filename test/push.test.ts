@@ -3,7 +3,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync, writeFileSync, utimesSync } from 'node:fs';
+import { request } from 'node:http';
+import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync, writeFileSync, utimesSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -108,10 +109,25 @@ test('uploads: chunked with Content-Range, status, cancel, mount, and refusals t
   assert.equal(wrong.status, 400);
   assert.equal(((await wrong.json()) as { errors: { code: string }[] }).errors[0].code, 'DIGEST_INVALID');
   assert.equal((await fetch(`${reg.url}/v2/csreg/chunks/blobs/sha256:${'1'.repeat(64)}`, { method: 'HEAD' })).status, 404);
-  // a fresh session, done right
+  // a fresh session, done right after a chunk cut off halfway (the session keeps its last good
+  // size, and the digest it computes as chunks arrive forgets the cut chunk's bytes too)
   const again = await fetch(`${reg.url}/v2/csreg/chunks/blobs/uploads/`, { method: 'POST' });
   const loc2 = again.headers.get('location')!;
   await fetch(reg.url + loc2, { method: 'PATCH', body: data.subarray(0, 5000), headers: { 'Content-Range': '0-4999' } });
+  const cut = request(reg.url + loc2, { method: 'PATCH', headers: { 'Content-Range': '5000-14999', 'Content-Length': '10000' } });
+  cut.on('error', () => undefined);
+  cut.write(Buffer.alloc(3000, 9));
+  const tmp = join(stateDir, 'blobs', 'tmp');
+  const stagedSize = () => Math.max(0, ...readdirSync(tmp).map((f) => statSync(join(tmp, f)).size));
+  const waitFor = async (ok: () => boolean, what: string) => {
+    for (let i = 0; i < 250 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(ok(), what);
+  };
+  await waitFor(() => stagedSize() > 5000, 'part of the cut chunk was staged');
+  cut.destroy();
+  await waitFor(() => stagedSize() === 5000, 'the staging file went back to its last good size');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await fetch(reg.url + loc2)).headers.get('range'), '0-4999', 'the cut chunk left nothing');
   const done = await fetch(`${reg.url}${loc2}?digest=${digest}`, { method: 'PUT', body: data.subarray(5000), headers: { 'Content-Range': '5000-14999' } });
   assert.equal(done.status, 201);
   assert.equal(done.headers.get('docker-content-digest'), digest);

@@ -691,6 +691,11 @@ async function startRegistry(port: number, dir: string): Promise<ChildProcess> {
   throw new Error(`docker-registry on ${dir} did not start`);
 }
 
+async function stopRegistry(reg: ChildProcess): Promise<void> {
+  reg.kill('SIGTERM');
+  await new Promise((r) => (reg.exitCode !== null || reg.signalCode !== null ? r(null) : reg.once('exit', r)));
+}
+
 /** Time of a pull (skopeo, into `dir:d`, removed after) of bench/IMG:1 from a csreg just started on `store` with an empty state. */
 async function pullFromFreshCsreg(store: typeof STORE, args: string[], port: number, img: string, d: string): Promise<number> {
   const state = join(W, 'state-first-pull');
@@ -729,8 +734,7 @@ async function benchFirstPull(): Promise<void> {
         push = await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `containers-storage:[overlay@${STORE.root}+${STORE.runroot}]localhost/bench/${img}:1`, `docker://127.0.0.1:${port}/bench/${img}:1`]);
         pull = await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://127.0.0.1:${port}/bench/${img}:1`, `dir:${d}`]);
       } finally {
-        reg.kill('SIGTERM');
-        await new Promise((r) => (reg.exitCode !== null || reg.signalCode !== null ? r(null) : reg.once('exit', r)));
+        await stopRegistry(reg);
         rmSync(dir, { recursive: true, force: true });
         rmSync(d, { recursive: true, force: true });
       }
@@ -840,8 +844,7 @@ async function benchPush(): Promise<void> {
         try {
           r = await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `dir:${src}`, dest]);
         } finally {
-          reg.kill('SIGTERM');
-          await new Promise((res) => (reg.exitCode !== null || reg.signalCode !== null ? res(null) : reg.once('exit', res)));
+          await stopRegistry(reg);
         }
         if (rep > 0) {
           t.csreg.push(c);

@@ -71,7 +71,7 @@ export function containerView(c: Container) {
   return { id: c.id, names: c.names, image: c.image, layer: c.layer, created: c.created, metadata: c.metadata, flags: c.flags, bigDataNames: c.bigDataNames };
 }
 
-/** A file or standard input; `chunk`: the read size for a file (layer blobs are read in 1 MiB). */
+/** A file or standard input; `chunk`: the read size for a file (layer blobs: BLOB_READ_CHUNK). */
 function input(file: string, chunk?: number): NodeJS.ReadableStream & AsyncIterable<Buffer> {
   return (file === '-' ? process.stdin : createReadStream(file, { highWaterMark: chunk })) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
 }
@@ -145,7 +145,6 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
   if (verb === 'diff') return diffCommand(store, args, flags);
   const snap = await store.snapshot();
   // loaded only by the commands that write: its imports (decompressors, extraction) are large
-  // loaded only by the commands that write (as apply-diff, with its decompressors)
   const writing = () => import('../storage/writer.js');
   const writer = async (): Promise<StoreWriter> => new (await writing()).StoreWriter(store);
   const blobInput = async (file: string) => input(file, (await writing()).BLOB_READ_CHUNK);

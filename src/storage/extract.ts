@@ -269,10 +269,13 @@ export class LayerExtractor {
    * descriptor of a regular file still open (no path to resolve again).
    */
   private finishMetadata(h: TarHeader, path: Buffer, fd?: number): void {
-    if (fd === undefined) lchownSync(path, h.uid, h.gid);
-    else fchownSync(fd, h.uid, h.gid);
-    if (fd !== undefined) fchmodSync(fd, h.mode & 0o7777);
-    else if (h.type !== '2') chmodSync(path, h.mode & 0o7777);
+    if (fd !== undefined) {
+      fchownSync(fd, h.uid, h.gid);
+      fchmodSync(fd, h.mode & 0o7777);
+    } else {
+      lchownSync(path, h.uid, h.gid);
+      if (h.type !== '2') chmodSync(path, h.mode & 0o7777);
+    }
     for (const [k, v] of h.xattrs) {
       if (XATTRS_TO_IGNORE.has(k)) continue;
       try {

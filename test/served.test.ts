@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { ServedBlobs } from '../src/oci/served.js';
+import { ServedBlobs, servedSpoolReads } from '../src/oci/served.js';
 import { loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
 import { readCached, returnFreedBuffers } from '../src/storage/syscalls.js';
 import { KeptFile } from '../src/oci/blob-cache.js';
@@ -145,6 +145,86 @@ test('a reader of a blob being made gets its last byte only once the maker has e
   maker.destroy(new Error('failed after its last byte'));
   await assert.rejects(ended, /failed after its last byte/);
   assert.equal(received, data.length - 1);
+});
+
+/**
+ * A maker giving `data` in 1 MiB chunks as they are asked for (as a layer rebuild does); it
+ * stops after `holdAt` chunks until release().
+ */
+function chunkMaker(data: Buffer, holdAt = Infinity) {
+  let given = 0;
+  let held = false;
+  let released = false;
+  const next = () => {
+    if (given * (1 << 20) >= data.length) return void maker.push(null);
+    maker.push(data.subarray(given << 20, (given + 1) << 20));
+    given++;
+  };
+  const maker = new Readable({
+    highWaterMark: 1 << 20,
+    read() {
+      if (given === holdAt && !released) held = true;
+      else next();
+    },
+  });
+  return {
+    maker,
+    given: () => given,
+    release: () => {
+      released = true;
+      if (held) next();
+    },
+  };
+}
+
+async function collectAll(r: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of r) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+test('a reader close behind the maker takes its bytes from memory, a late one reads the file; both get every byte', { skip: roomToKeep(work) }, async () => {
+  const served = new ServedBlobs(join(work, 'unit-window'), { maxBytes: 1 << 30 });
+  const data = randomBytes(24 << 20);
+  const digest = sha(data);
+  const m = chunkMaker(data, 16);
+  const before = servedSpoolReads();
+  const first = (await served.open(digest, data.length, async () => m.maker)) as Readable;
+  const firstBytes = collectAll(first);
+  while (m.given() < 16) await settle();
+  await settle(); // written, and the first chunks out of the 8 MiB window
+  const late = (await served.open(digest, data.length, async () => assert.fail('made twice'))) as Readable;
+  const lateBytes = collectAll(late);
+  m.release();
+  assert.ok((await firstBytes).equals(data), 'the first reader has every byte');
+  assert.ok((await lateBytes).equals(data), 'the late reader has every byte');
+  const after = servedSpoolReads();
+  assert.ok(after.memory - before.memory >= 16, `reads from memory: ${after.memory - before.memory}`);
+  assert.ok(after.file - before.file >= 1, `reads from the file: ${after.file - before.file}`);
+  await settle();
+  assert.equal(served.cache.size(digest), data.length, 'kept');
+});
+
+test('the maker waits for a reader that falls a window behind, but not for one that left, nor past its time budget', { skip: roomToKeep(work) }, async () => {
+  const served = new ServedBlobs(join(work, 'unit-pace'), { maxBytes: 1 << 30 });
+  for (const ending of ['reader leaves', 'budget runs out'] as const) {
+    const data = randomBytes(32 << 20);
+    const digest = sha(data);
+    const m = chunkMaker(data);
+    const reader = (await served.open(digest, data.length, async () => m.maker)) as Readable;
+    reader.pause(); // (it takes nothing)
+    await settle();
+    assert.ok(m.given() <= 12, `${ending}: the maker waits for its reader (${m.given()} of 32 chunks made)`);
+    assert.equal(served.cache.size(digest), undefined, `${ending}: not kept yet`);
+    if (ending === 'reader leaves') reader.destroy();
+    const t0 = Date.now();
+    while (served.cache.size(digest) === undefined && Date.now() - t0 < 5000) await settle();
+    assert.equal(served.cache.size(digest), data.length, `${ending}: made and kept`);
+    if (ending === 'budget runs out') {
+      assert.ok(Date.now() - t0 < 3000, `${ending}: within the 2 s budget (${Date.now() - t0} ms)`);
+      reader.destroy();
+    }
+  }
 });
 
 test('csreg serve can tell glibc to return freed buffers (the mallopt binding works)', () => {

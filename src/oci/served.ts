@@ -4,7 +4,11 @@
 // request for it while it is being made reads that file as it grows, and later requests read
 // the kept file, until the size limit evicts it (least recently used first). It is a bounded
 // cache, not a second copy of the store: files are keyed by content digest (never stale), and
-// served only for blobs the resolver still finds in the store.
+// served only for blobs the resolver still finds in the store. Readers close behind the maker
+// take its latest bytes from memory, and the maker keeps pace with its fastest reader for a
+// while, so a first pull costs about what streaming from the store does (a 315 MB layer tar to
+// curl: 770 ms, 990 ms of CPU, reading the file back; 440 ms, 620 ms of CPU from memory;
+// 340 ms uncached).
 //
 // Never a wrong whole blob: producers fail rather than end with bytes that miss the digest,
 // readers of a file being made get its last byte only once it is complete, and a kept file is
@@ -143,12 +147,38 @@ function removeStale(dir: string, olderThanMs = 600_000): void {
   }
 }
 
+/**
+ * The bytes most recently made stay in memory, for readers close behind the maker: they take
+ * them from there instead of reading the file back (which cost as much CPU as writing it).
+ */
+const WINDOW = 8 << 20;
+/** writes to the file in flight at once */
+const WRITES_AHEAD = 4;
+/**
+ * The maker waits for its fastest reader to come within WINDOW (so that reader takes every
+ * byte from memory), but for at most this long in all: the layer's read lock is held until
+ * the blob is made, and a slow client must not hold podman's writers back for long.
+ */
+const PACE_BUDGET_MS = 2000;
+
+/** Reads of blobs being made, from memory and from the file (tests check both). */
+const spoolReads = { memory: 0, file: 0 };
+export const servedSpoolReads = (): Readonly<typeof spoolReads> => ({ ...spoolReads });
+
 /** A file being written once and read by any number of readers, each at its own pace. */
 class Spool {
+  /** bytes the maker has given (readable from memory while in the window) */
+  private received = 0;
+  /** bytes in the file (a prefix: writes finish in any order) */
   private written = 0;
   private done = false;
   private failed?: Error;
   private waiting: (() => void)[] = [];
+  /** the latest chunks made, in order, from the first not yet written or within WINDOW of the end */
+  private recent: { at: number; buf: Buffer }[] = [];
+  private recentBytes = 0;
+  /** each open reader's position */
+  private readonly readers = new Set<{ pos: number }>();
 
   constructor(readonly file: string, readonly size: number) {
     closeSync(openSync(file, 'w', 0o600)); // exists from now on: readers open it at once
@@ -157,31 +187,78 @@ class Spool {
   /** Copy the producer's stream into the file; it must end with exactly `size` bytes. */
   async fill(src: Readable): Promise<void> {
     const fh = await fsp.open(this.file, 'r+');
+    const writes: { end: number; done: boolean; p: Promise<void> }[] = [];
+    let writeError: Error | undefined;
+    let paced = 0;
     try {
       for await (const chunk of src as AsyncIterable<Buffer>) {
-        if (this.written + chunk.length > this.size) throw new Error(`more than the blob's ${this.size} bytes`);
-        await fh.write(chunk, 0, chunk.length, this.written).catch((e: Error) => {
-          throw new SpoolWriteError(`writing ${this.file}: ${e.message}`);
-        });
-        this.written += chunk.length;
+        if (this.received + chunk.length > this.size) throw new Error(`more than the blob's ${this.size} bytes`);
+        const at = this.received;
+        this.received += chunk.length;
+        this.recent.push({ at, buf: chunk });
+        this.recentBytes += chunk.length;
+        const w = { end: this.received, done: false, p: Promise.resolve() };
+        w.p = fh.write(chunk, 0, chunk.length, at).then(
+          () => {
+            w.done = true;
+            while (writes.length && writes[0].done) this.written = writes.shift()!.end;
+            this.trim();
+            this.wake();
+          },
+          (e: Error) => void (writeError ??= new SpoolWriteError(`writing ${this.file}: ${e.message}`)),
+        );
+        writes.push(w);
         this.wake();
+        if (writes.length >= WRITES_AHEAD) await writes[0].p;
+        if (writeError) throw writeError;
+        // pace: the fastest reader within WINDOW, while the budget lasts
+        while (paced < PACE_BUDGET_MS && this.readers.size && Math.max(...[...this.readers].map((r) => r.pos)) < this.received - WINDOW) {
+          const t0 = Date.now();
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([this.changed(), new Promise((r) => (timer = setTimeout(r, PACE_BUDGET_MS - paced)))]);
+          clearTimeout(timer);
+          paced += Date.now() - t0;
+        }
       }
+      await Promise.all(writes.map((w) => w.p));
+      if (writeError) throw writeError;
       if (this.written !== this.size) throw new Error(`${this.written} bytes, not the blob's ${this.size}`);
     } catch (e) {
       src.destroy();
+      await Promise.all(writes.map((w) => w.p));
       throw e;
     } finally {
       await fh.close();
     }
   }
 
+  /** Drop chunks that are in the file and more than WINDOW behind the newest byte. */
+  private trim(): void {
+    while (this.recent.length) {
+      const c = this.recent[0];
+      if (c.at + c.buf.length > this.written || this.recentBytes - c.buf.length < WINDOW) break;
+      this.recent.shift();
+      this.recentBytes -= c.buf.length;
+    }
+  }
+
+  /** The made bytes from pos (up to limit) that are still in memory. */
+  private fromMemory(pos: number, limit: number): Buffer | undefined {
+    for (const c of this.recent) {
+      if (pos >= c.at && pos < c.at + c.buf.length) return c.buf.subarray(pos - c.at, Math.min(c.buf.length, limit - c.at));
+    }
+    return undefined;
+  }
+
   finish(): void {
     this.done = true;
+    this.recent = [];
     this.wake();
   }
 
   fail(e: Error): void {
     this.failed = e;
+    this.recent = [];
     this.wake();
   }
 
@@ -199,18 +276,30 @@ class Spool {
   reader(): Readable {
     // opened now: the file is renamed into the cache when done, and an open fd still reads it
     const fd = openSync(this.file, 'r');
-    let pos = 0;
+    const me = { pos: 0 };
+    this.readers.add(me);
     let reading: Promise<number> | undefined;
     const pump = async (): Promise<void> => {
       for (;;) {
         if (out.destroyed) return;
         if (this.failed) return void out.destroy(this.failed);
-        const ready = this.done ? this.size : Math.min(this.written, this.size - 1);
-        if (pos < ready) {
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK, ready - pos));
-          reading = new Promise<number>((resolve, reject) => read(fd, buf, 0, buf.length, pos, (err, n) => (err ? reject(err) : resolve(n))));
+        const ready = this.done ? this.size : Math.min(this.received, this.size - 1);
+        const mem = me.pos < ready ? this.fromMemory(me.pos, ready) : undefined;
+        if (mem) {
+          spoolReads.memory++;
+          me.pos += mem.length;
+          this.wake(); // (a maker pacing itself waits for this)
+          out.push(mem);
+          return;
+        }
+        const inFile = Math.min(ready, this.written);
+        if (me.pos < inFile) {
+          const buf = Buffer.allocUnsafe(Math.min(CHUNK, inFile - me.pos));
+          reading = new Promise<number>((resolve, reject) => read(fd, buf, 0, buf.length, me.pos, (err, n) => (err ? reject(err) : resolve(n))));
           const n = await reading.finally(() => (reading = undefined));
-          pos += n;
+          spoolReads.file++;
+          me.pos += n;
+          this.wake();
           out.push(buf.subarray(0, n));
           return;
         }
@@ -222,6 +311,8 @@ class Spool {
       highWaterMark: CHUNK,
       read: () => void pump().catch((e: Error) => out.destroy(e)),
       destroy: (err, cb) => {
+        this.readers.delete(me);
+        this.wake();
         // never close the fd under a read in flight: its number could be reused meanwhile
         void (reading ?? Promise.resolve()).catch(() => undefined).then(() => close(fd, () => cb(err)));
       },

@@ -722,9 +722,9 @@ async function benchFirstPull(): Promise<void> {
   const reps = Math.min(REPS, 3);
   log(`first pull vs push + pull: ${reps} reps`);
   const port = CSREG_PORT + 20;
-  const rows: { image: string; pushMs: number; pullMs: number; pushPullMs: number; csregFirstMs: number; runs: Record<'push' | 'pull' | 'csreg', number[]> }[] = [];
+  const rows: { image: string; pushMs: number; pullMs: number; pushPullMs: number; csregFirstMs: number; csregTarFirstMs: number; runs: Record<'push' | 'pull' | 'csreg' | 'csregTar', number[]> }[] = [];
   for (const img of IMAGES) {
-    const t = { push: [] as number[], pull: [] as number[], csreg: [] as number[] };
+    const t = { push: [] as number[], pull: [] as number[], csreg: [] as number[], csregTar: [] as number[] };
     const tStart = now();
     for (let rep = 0; more(rep, reps, tStart, 1); rep++) {
       const d = join(SCRATCH, 'first-pull');
@@ -742,16 +742,19 @@ async function benchFirstPull(): Promise<void> {
         rmSync(d, { recursive: true, force: true });
       }
       const first = await pullFromFreshCsreg(STORE, ['--synthesize', 'gzip'], port, img, d);
+      // (default settings: the layers as buildah stored them, uncompressed tars)
+      const firstTar = await pullFromFreshCsreg(STORE, [], port, img, d);
       if (rep > 0) {
         t.push.push(push);
         t.pull.push(pull);
         t.csreg.push(first);
+        t.csregTar.push(firstTar);
       }
     }
     const sum = t.push.map((p, i) => p + t.pull[i]);
-    const row = { image: img, pushMs: median(t.push), pullMs: median(t.pull), pushPullMs: median(sum), csregFirstMs: median(t.csreg), runs: t };
+    const row = { image: img, pushMs: median(t.push), pullMs: median(t.pull), pushPullMs: median(sum), csregFirstMs: median(t.csreg), csregTarFirstMs: median(t.csregTar), runs: t };
     rows.push(row);
-    log(`  ${img}: push ${fmtMs(row.pushMs)} + pull ${fmtMs(row.pullMs)}, csreg first pull ${fmtMs(row.csregFirstMs)}`);
+    log(`  ${img}: push ${fmtMs(row.pushMs)} + pull ${fmtMs(row.pullMs)}, csreg first pull ${fmtMs(row.csregFirstMs)} (tar layers ${fmtMs(row.csregTarFirstMs)})`);
   }
   // pulled images by their original digests: the first pull from a fresh csreg finds the recipes
   // (the manifest request waits for them) and keeps the blobs it reproduced, which the pull reads
@@ -780,9 +783,11 @@ async function benchFirstPull(): Promise<void> {
   md.push('## First pull: csreg against podman push + pull', '',
     'Without csreg, an image built on this machine reaches a client through a registry: `podman push` (here `skopeo copy containers-storage:… docker://…`, the same library: rebuild, pgzip, upload), then the client\'s pull. ' +
     'With csreg the client pulls from the store. Each measure starts from the store alone: a fresh, empty docker-registry for each push; a fresh csreg (`--synthesize gzip`, empty state) for each pull, which then compresses every layer once to learn its digest for the manifest and serves the kept blobs. ' +
+    '"tar layers": a fresh csreg with default settings (`--synthesize tar`: the layers as buildah stored them, uncompressed, rebuilt from the store as they are sent and kept by the served-blob cache; more bytes on the wire, none compressed). ' +
     `Pulls with \`skopeo copy … dir:\`; median of n after one unmeasured warm-up (page cache).`, '');
-  table(['image', 'n', 'push', 'pull from docker-registry', 'push + pull', 'csreg first pull', 'csreg / (push + pull)'], rows.map((r) => [
+  table(['image', 'n', 'push', 'pull from docker-registry', 'push + pull', 'csreg first pull', 'csreg / (push + pull)', 'csreg first pull, tar layers', 'tar layers / (push + pull)'], rows.map((r) => [
     r.image, r.runs.push.length, fmtMs(r.pushMs), fmtMs(r.pullMs), fmtMs(r.pushPullMs), fmtMs(r.csregFirstMs), `${r2(r.csregFirstMs / r.pushPullMs)}×`,
+    fmtMs(r.csregTarFirstMs), `${r2(r.csregTarFirstMs / r.pushPullMs)}×`,
   ]));
   if (mirrorRows.length) {
     md.push('Pulled images (the mirror store) by their original digests: the first pull from a fresh csreg (default settings, empty state: the manifest request finds each layer\'s recipe, keeping the blobs it reproduces, and the pull reads them), against a pull of the same image from docker-registry, which holds the blobs. small, large, layered were pushed by skopeo (pgzip); layered-go6 is bench/layered as docker or BuildKit push it (Go compress/gzip level 6, BuildKit\'s config), the commonest kind of layer on public registries.', '');

@@ -13,6 +13,7 @@ import { Snapshot } from '../src/storage/snapshot.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { imageOfLayer, PRODUCE_SLOTS, Recipes, recompressionThreads } from '../src/compress/recipes.js';
 import { hintedProfiles } from '../src/compress/hints.js';
+import { busyNow, collectWhenIdle, idleCollections } from '../src/compress/idle-gc.js';
 import { createLogger } from '../src/log.js';
 import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
 
@@ -241,6 +242,24 @@ test('recompression threads are kept warm between downloads; one whose download 
   for (let i = 0; i < 100 && recompressionThreads().stopped === after1.stopped; i++) await new Promise((res) => setTimeout(res, 20));
   assert.equal(recompressionThreads().stopped, after1.stopped + 1, 'the given-up job ended its thread');
   assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
+});
+
+test('a kept thread collects its garbage once idle (what its last job left), not while it is busy', async () => {
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  let garbage: number[][] | undefined = Array.from({ length: 200 }, () => Array.from({ length: 20_000 }, (_, i) => i * 1.5));
+  const before = idleCollections();
+  collectWhenIdle(50);
+  busyNow(); // a job came: no collection
+  await pause(150);
+  assert.equal(idleCollections(), before, 'no collection while busy');
+  const full = process.memoryUsage().heapUsed;
+  assert.ok(garbage.length === 200);
+  garbage = undefined;
+  collectWhenIdle(50);
+  await pause(150);
+  assert.equal(idleCollections(), before + 1, 'one collection once idle');
+  const after = process.memoryUsage().heapUsed;
+  assert.ok(full - after > 20e6, `the heap gave back what the job left: ${((full - after) / 1e6).toFixed(1)} MB`);
 });
 
 test('produce jobs beyond the slots wait for one; a download whose client stops reading gives its slot up, so others go on', { timeout: 120_000 }, async () => {

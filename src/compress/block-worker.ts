@@ -3,6 +3,10 @@ import { parentPort } from 'node:worker_threads';
 import type { PoolTask } from './block-pool.js';
 import { parseSegment } from './go-parallel.js';
 import { compressBlock } from './pgzip.js';
+import { collectWhenIdle } from './idle-gc.js';
+
+/** a block thread with no block for this long is idle: its garbage is collected */
+const IDLE_MS = 200;
 
 parentPort!.on('message', (m: PoolTask) => {
   try {
@@ -16,4 +20,5 @@ parentPort!.on('message', (m: PoolTask) => {
   } catch (e) {
     parentPort!.postMessage({ error: (e as Error).message });
   }
+  collectWhenIdle(IDLE_MS); // (the wait starts when a block is done)
 });

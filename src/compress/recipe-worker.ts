@@ -8,6 +8,7 @@ import { parentPort } from 'node:worker_threads';
 import { Store } from '../storage/store.js';
 import type { StoreLocation } from '../storage/config.js';
 import type { TarCheck } from '../storage/layer-tar.js';
+import { busyNow, collectWhenIdle } from './idle-gc.js';
 import { profileById } from './profiles.js';
 import { measure, poolFor, produce, tryProfile, type Measured, type Reproduction, type Target } from './produce.js';
 
@@ -120,7 +121,10 @@ port.on('message', (m: ParentMessage) => {
   }
   job = m.job;
   credit = 0;
-  (job.kind === 'detect' ? detect(job) : job.kind === 'measure' ? measureJob(job) : send(job)).catch((e: Error) => {
-    port.postMessage({ error: e.message } satisfies WorkerMessage);
-  });
+  busyNow();
+  (job.kind === 'detect' ? detect(job) : job.kind === 'measure' ? measureJob(job) : send(job))
+    .catch((e: Error) => {
+      port.postMessage({ error: e.message } satisfies WorkerMessage);
+    })
+    .finally(() => collectWhenIdle(50)); // (kept for the next job: drop what this one left)
 });

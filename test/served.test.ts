@@ -227,6 +227,33 @@ test('the maker waits for a reader that falls a window behind, but not for one t
   }
 });
 
+test('many blobs made at once share a bounded memory: their readers read the file beyond it, and all get every byte', { skip: roomToKeep(work) }, async () => {
+  const served = new ServedBlobs(join(work, 'unit-many'), { maxBytes: 1 << 30 });
+  const blobs = Array.from({ length: 8 }, () => randomBytes(24 << 20));
+  const readers: Readable[] = [];
+  for (const data of blobs) {
+    const r = (await served.open(sha(data), data.length, async () => chunkMaker(data).maker)) as Readable;
+    r.pause(); // slow clients: every maker would wait for its reader with a full window
+    readers.push(r);
+  }
+  await settle();
+  let most = servedSpoolReads().held;
+  assert.ok(most <= 48 << 20, `held ${most >> 20} MiB for 8 blobs being made (32 MiB for all, one window over it, a chunk each)`);
+  const got = await Promise.all(readers.map(async (r) => {
+    const watch = setInterval(() => (most = Math.max(most, servedSpoolReads().held)), 5);
+    try {
+      return await collectAll(r.resume());
+    } finally {
+      clearInterval(watch);
+    }
+  }));
+  got.forEach((b, i) => assert.ok(b.equals(blobs[i]), `blob ${i}: every byte`));
+  assert.ok(most <= 48 << 20, `at most ${most >> 20} MiB held`);
+  await settle();
+  assert.equal(servedSpoolReads().held, 0, 'nothing held once made');
+  blobs.forEach((b) => assert.equal(served.cache.size(sha(b)), b.length, 'kept'));
+});
+
 test('csreg serve can tell glibc to return freed buffers (the mallopt binding works)', () => {
   assert.equal(returnFreedBuffers(), true);
 });

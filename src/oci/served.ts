@@ -152,8 +152,15 @@ function removeStale(dir: string, olderThanMs = 600_000): void {
  * them from there instead of reading the file back (which cost as much CPU as writing it).
  */
 const WINDOW = 8 << 20;
-/** writes to the file in flight at once */
+/** writes to the file in flight at once, per blob */
 const WRITES_AHEAD = 4;
+/**
+ * Bytes all blobs being made may hold in memory (windows and writes in flight): many made at
+ * once (a fresh csreg, clients pulling different images' tar layers) share this, their
+ * readers reading the file back beyond it, and their makers waiting for their writes.
+ */
+const ALL_WINDOWS = 32 << 20;
+let held = 0;
 /**
  * The maker waits for its fastest reader to come within WINDOW (so that reader takes every
  * byte from memory), but for at most this long in all: the layer's read lock is held until
@@ -161,9 +168,9 @@ const WRITES_AHEAD = 4;
  */
 const PACE_BUDGET_MS = 2000;
 
-/** Reads of blobs being made, from memory and from the file (tests check both). */
+/** Reads of blobs being made, from memory and from the file, and the bytes held now (tests check them). */
 const spoolReads = { memory: 0, file: 0 };
-export const servedSpoolReads = (): Readonly<typeof spoolReads> => ({ ...spoolReads });
+export const servedSpoolReads = (): Readonly<typeof spoolReads & { held: number }> => ({ ...spoolReads, held });
 
 /** A file being written once and read by any number of readers, each at its own pace. */
 class Spool {
@@ -197,6 +204,7 @@ class Spool {
         this.received += chunk.length;
         this.recent.push({ at, buf: chunk });
         this.recentBytes += chunk.length;
+        held += chunk.length;
         const w = { end: this.received, done: false, p: Promise.resolve() };
         w.p = fh.write(chunk, 0, chunk.length, at).then(
           () => {
@@ -209,10 +217,12 @@ class Spool {
         );
         writes.push(w);
         this.wake();
-        if (writes.length >= WRITES_AHEAD) await writes[0].p;
+        // (a failed write stays first in the queue: stop at once)
+        while (!writeError && (writes.length >= WRITES_AHEAD || (held > ALL_WINDOWS && writes.length))) await writes[0].p;
         if (writeError) throw writeError;
-        // pace: the fastest reader within WINDOW, while the budget lasts
-        while (paced < PACE_BUDGET_MS && this.readers.size && Math.max(...[...this.readers].map((r) => r.pos)) < this.received - WINDOW) {
+        // pace: the fastest reader within WINDOW, while the time budget lasts (and the memory
+        // one: over it, windows are dropped as written, and a reader reads the file back)
+        while (paced < PACE_BUDGET_MS && held <= ALL_WINDOWS && this.readers.size && Math.max(...[...this.readers].map((r) => r.pos)) < this.received - WINDOW) {
           const t0 = Date.now();
           let timer: NodeJS.Timeout | undefined;
           await Promise.race([this.changed(), new Promise((r) => (timer = setTimeout(r, PACE_BUDGET_MS - paced)))]);
@@ -232,14 +242,21 @@ class Spool {
     }
   }
 
-  /** Drop chunks that are in the file and more than WINDOW behind the newest byte. */
+  /** Drop chunks that are in the file and more than WINDOW behind the newest byte (or all of them, over ALL_WINDOWS). */
   private trim(): void {
     while (this.recent.length) {
       const c = this.recent[0];
-      if (c.at + c.buf.length > this.written || this.recentBytes - c.buf.length < WINDOW) break;
+      if (c.at + c.buf.length > this.written || (this.recentBytes - c.buf.length < WINDOW && held <= ALL_WINDOWS)) break;
       this.recent.shift();
       this.recentBytes -= c.buf.length;
+      held -= c.buf.length;
     }
+  }
+
+  private dropWindow(): void {
+    held -= this.recentBytes;
+    this.recent = [];
+    this.recentBytes = 0;
   }
 
   /** The made bytes from pos (up to limit) that are still in memory. */
@@ -252,13 +269,13 @@ class Spool {
 
   finish(): void {
     this.done = true;
-    this.recent = [];
+    this.dropWindow();
     this.wake();
   }
 
   fail(e: Error): void {
     this.failed = e;
-    this.recent = [];
+    this.dropWindow();
     this.wake();
   }
 

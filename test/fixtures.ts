@@ -59,6 +59,13 @@ export async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv):
 
 export const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
+/** Every byte of a stream. */
+export async function collect(r: AsyncIterable<unknown>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of r) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
 /** Wait until a URL answers 2xx (a registry coming up), at most ~10 s. */
 export async function waitFor(url: string): Promise<void> {
   for (let i = 0; i < 100; i++) {

@@ -12,7 +12,7 @@ import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
 import { ServedBlobs, servedSpoolReads } from '../src/oci/served.js';
-import { loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
+import { collect, loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
 import { readCached, returnFreedBuffers } from '../src/storage/syscalls.js';
 import { KeptFile } from '../src/oci/blob-cache.js';
 import { sendFile } from '../src/registry/send-file.js';
@@ -177,11 +177,17 @@ function chunkMaker(data: Buffer, holdAt = Infinity) {
   };
 }
 
-async function collectAll(r: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of r) parts.push(c as Buffer);
-  return Buffer.concat(parts);
-}
+test('a layer of a buildah store, made for its first request: that request reads it from memory, verified, and it is kept', { skip: roomToKeep(work) }, async () => {
+  const s = await serve(fx.stores.vfs);
+  const before = servedSpoolReads();
+  assert.equal(sha(await body(s.url)), s.layer.diffDigest);
+  const after = servedSpoolReads();
+  assert.ok(after.memory > before.memory, `reads from memory: ${after.memory - before.memory} (from the file: ${after.file - before.file})`);
+  await settle();
+  assert.ok(existsSync(s.kept), 'kept');
+  assert.equal(s.made.count, 1);
+  assert.equal(servedSpoolReads().held, 0, 'nothing held once made');
+});
 
 test('a reader close behind the maker takes its bytes from memory, a late one reads the file; both get every byte', { skip: roomToKeep(work) }, async () => {
   const served = new ServedBlobs(join(work, 'unit-window'), { maxBytes: 1 << 30 });
@@ -190,11 +196,11 @@ test('a reader close behind the maker takes its bytes from memory, a late one re
   const m = chunkMaker(data, 16);
   const before = servedSpoolReads();
   const first = (await served.open(digest, data.length, async () => m.maker)) as Readable;
-  const firstBytes = collectAll(first);
+  const firstBytes = collect(first);
   while (m.given() < 16) await settle();
   await settle(); // written, and the first chunks out of the 8 MiB window
   const late = (await served.open(digest, data.length, async () => assert.fail('made twice'))) as Readable;
-  const lateBytes = collectAll(late);
+  const lateBytes = collect(late);
   m.release();
   assert.ok((await firstBytes).equals(data), 'the first reader has every byte');
   assert.ok((await lateBytes).equals(data), 'the late reader has every byte');
@@ -242,7 +248,7 @@ test('many blobs made at once share a bounded memory: their readers read the fil
   const got = await Promise.all(readers.map(async (r) => {
     const watch = setInterval(() => (most = Math.max(most, servedSpoolReads().held)), 5);
     try {
-      return await collectAll(r.resume());
+      return await collect(r.resume());
     } finally {
       clearInterval(watch);
     }

@@ -13,7 +13,7 @@ import { resolveStoreLocation } from '../src/storage/config.js';
 import { layerReads } from '../src/storage/layer-tar.js';
 import { Crc64 } from '../src/storage/crc64.js';
 import { useWasm, wasmInstancesMade } from '../src/storage/wasm.js';
-import { loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
+import { collect, loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const storeNames = Object.keys(fx.stores) as (keyof typeof fx.stores)[];
@@ -27,12 +27,6 @@ async function drain(r: Readable): Promise<{ sha: string; size: number; bytes?: 
     size += (c as Buffer).length;
   }
   return { sha: 'sha256:' + h.digest('hex'), size };
-}
-
-async function collect(r: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of r) parts.push(c as Buffer);
-  return Buffer.concat(parts);
 }
 
 function fileSha(path: string): Promise<string> {

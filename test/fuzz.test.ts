@@ -14,7 +14,7 @@ import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { readTar, TarError, parseNumeric, parsePax } from '../src/storage/tar.js';
 import { readTarSplit, TarSplitError, tarSplitLine } from '../src/storage/tarsplit.js';
-import { layerTarStream, LayerVerifyError, opensBeneath } from '../src/storage/layer-tar.js';
+import { layerTarChunks, layerTarStream, LayerVerifyError, opensBeneath } from '../src/storage/layer-tar.js';
 import { Crc64 } from '../src/storage/crc64.js';
 import { applyDiff } from '../src/storage/apply-diff.js';
 import { ExtractError } from '../src/storage/extract.js';
@@ -478,19 +478,31 @@ async function readAllTarSplit(path: string, what: string): Promise<'ok' | 'refu
   }
 }
 
-/** Rebuild a layer from a tar-split over a content root: bytes, or an error on the stream. */
+/**
+ * Rebuild a layer from a tar-split over a content root: bytes, or an error on the stream; the
+ * same outcome both as a stream and in reused chunks (layerTarChunks), which share the rebuild.
+ */
 async function rebuildOutcome(tarSplitPath: string, roots: string[], what: string, checkedOpens = false): Promise<'ok' | 'refused'> {
-  try {
-    await within(10_000, what, new Promise<void>((resolve, reject) => {
-      const s = layerTarStream({ layerId: 'fuzz', tarSplitPath, contentRoots: roots, checkedOpens });
-      s.on('error', reject);
-      s.pipe(new Writable({ write(_c, _e, cb) { cb(); } })).on('finish', resolve);
-    }));
-    return 'ok';
-  } catch (e) {
-    assertOwnError(e, [TarSplitError, LayerVerifyError], what, true);
-    return 'refused';
-  }
+  const opts = { layerId: 'fuzz', tarSplitPath, contentRoots: roots, checkedOpens };
+  const outcome = async (rebuild: () => Promise<void>, how: string): Promise<'ok' | 'refused'> => {
+    try {
+      await within(10_000, `${what} (${how})`, rebuild());
+      return 'ok';
+    } catch (e) {
+      assertOwnError(e, [TarSplitError, LayerVerifyError], `${what} (${how})`, true);
+      return 'refused';
+    }
+  };
+  const streamed = await outcome(() => new Promise<void>((resolve, reject) => {
+    const s = layerTarStream(opts);
+    s.on('error', reject);
+    s.pipe(new Writable({ write(_c, _e, cb) { cb(); } })).on('finish', resolve);
+  }), 'stream');
+  const chunked = await outcome(async () => {
+    for await (const c of layerTarChunks(opts)) void c;
+  }, 'chunks');
+  assert.equal(chunked, streamed, `${what}: chunks and stream agree`);
+  return streamed;
 }
 
 test('tar-split: malformed files are refused with a TarSplitError; hostile names never resolve outside the layer', async () => {

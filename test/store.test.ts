@@ -149,6 +149,61 @@ test('a rebuild started at an offset equals the tail of the full one', async () 
   assert.ok(slice.equals(full.subarray(mid, mid + 100_000)), 'range in the middle');
 });
 
+test('layerTarChunks: the verified bytes of every layer, whole and from offsets, in memory read into again once the next chunk is asked for', async () => {
+  let checked = 0;
+  for (const name of storeNames) {
+    const store = open(fx.stores[name]);
+    for (const layer of (await store.snapshot()).layers) {
+      if (!layer.diffDigest || !existsSync(store.tarSplitPath(layer))) continue;
+      const h = createHash('sha256');
+      let size = 0;
+      for await (const c of store.layerTarChunks(layer.id)) {
+        h.update(c);
+        size += c.length;
+      }
+      assert.equal('sha256:' + h.digest('hex'), layer.diffDigest, `${name} layer ${layer.id}`);
+      assert.equal(size, layer.diffSize);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 10, `checked ${checked} layers`);
+
+  // the layer with the 24 MiB file: its pieces come in a few buffers used again and again
+  const store = open(fx.stores.overlay);
+  const layer = (await store.snapshot()).layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  const memory = new Set<ArrayBufferLike>();
+  let chunks = 0;
+  const copies: Buffer[] = [];
+  for await (const c of store.layerTarChunks(layer.id)) {
+    memory.add(c.buffer);
+    chunks++;
+    await new Promise((r) => setTimeout(r, 1)); // (a chunk stays the consumer's until it asks for the next)
+    copies.push(Buffer.from(c));
+  }
+  const full = Buffer.concat(copies);
+  assert.equal('sha256:' + createHash('sha256').update(full).digest('hex'), layer.diffDigest);
+  assert.ok(chunks >= 24 && memory.size <= chunks / 3, `${chunks} chunks in ${memory.size} buffers`);
+  for (const start of [1, 513, Math.floor(full.length / 2), full.length - 1]) {
+    const tail: Buffer[] = [];
+    for await (const c of store.layerTarChunks(layer.id, { start })) tail.push(Buffer.from(c));
+    assert.ok(Buffer.concat(tail).equals(full.subarray(start)), `offset ${start}`);
+  }
+});
+
+test('layerTarChunks holds the layer store\'s read lock until it ends or is left early', async () => {
+  const s = fx.stores.vfs;
+  const store = open(s);
+  const layer = (await store.snapshot()).layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  // another process asks for the write lock without waiting, as a podman writer would take it
+  const writerCould = () => spawnSync('python3', ['-c', `import fcntl,sys\nf=open(${JSON.stringify(join(s.root, 'vfs-layers', 'layers.lock'))},'a+')\ntry:\n  fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n  sys.exit(1)`]).status === 0;
+  assert.equal(writerCould(), true, 'unlocked before');
+  const it = store.layerTarChunks(layer.id);
+  assert.equal((await it.next()).done, false);
+  assert.equal(writerCould(), false, 'a writer must wait while chunks are taken');
+  await it.return();
+  assert.equal(writerCould(), true, 'unlocked once the consumer left');
+});
+
 test('csreg storage images --json agrees with podman images', () => {
   for (const name of storeNames) {
     const s = fx.stores[name];
@@ -298,6 +353,11 @@ test('a damaged store gives clear errors that name the layer or file', async (t)
   buf[Math.floor(buf.length / 2)] ^= 0xff;
   writeFileSync(big, buf);
   await assert.rejects(drain(await store.layerTar(layer.id)), (e: Error) => e.message.includes(layer.id));
+  let before = 0; // (the chunks before the failure: never the whole tar)
+  await assert.rejects(async () => {
+    for await (const c of store.layerTarChunks(layer.id)) before += c.length;
+  }, (e: Error) => e.message.includes(layer.id));
+  assert.ok(before < layer.diffSize!, `${before} of ${layer.diffSize} bytes before the error`);
 
   // A truncated tar-split.
   const other = snap.layers.find((l) => l.id !== layer.id && l.diffSize && existsSync(store.tarSplitPath(l)))!;

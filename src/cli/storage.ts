@@ -1,7 +1,7 @@
 // `csreg storage ...`: inspect a store like the Go `containers-storage` tool does.
 import { randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, openSync, writeSync } from 'node:fs';
-import { Transform, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { COMPRESSION_NAMES, type Container, type Image, type Layer } from '../storage/records.js';
 import type { Snapshot } from '../storage/snapshot.js';
@@ -96,26 +96,14 @@ function findImage(snap: Snapshot, ref: string): Image {
   return img;
 }
 
-/** A file written with plain write(2) calls: the CLI has nothing else to do meanwhile, and a thread-pool round trip per chunk cost more than the write. */
-function fileSink(path: string): Writable {
-  const fd = openSync(path, 'w', 0o666);
-  return new Writable({
-    highWaterMark: 1 << 20,
-    write(chunk: Buffer, _enc, cb) {
-      try {
-        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
-        cb();
-      } catch (e) {
-        cb(e as Error);
-      }
-    },
-    destroy(err, cb) {
-      try {
-        closeSync(fd);
-      } catch { /* already failing or closed */ }
-      cb(err);
-    },
-  });
+/** Write all of chunk with plain write(2) calls: the CLI has nothing else to do meanwhile, and a thread-pool round trip per chunk cost more than the write. */
+function writeAll(fd: number, chunk: Buffer): void {
+  for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
+}
+
+/** Write chunk to a stream, resolving once the stream is done with it (it may be reused after). */
+function written(out: Writable, chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => out.write(chunk, (e) => (e ? reject(e) : resolve())));
 }
 
 /** `csreg storage diff`: only the layer stores are read, not images or containers. */
@@ -124,20 +112,21 @@ async function diffCommand(store: Store, args: string[], flags: StorageFlags): P
   const l = await store.layer(args[0]);
   if (!l) throw new UsageError(`layer not known: ${args[0]}`);
   if (!flags.output && process.stdout.isTTY) throw new UsageError('refusing to write a tar to a terminal: use -o FILE or a pipe');
-  const src = await store.layerTar(l.id, { start: flags.offset });
   const total = l.diffSize === undefined ? undefined : l.diffSize - (flags.offset ?? 0);
   const progress = new Progress(`layer ${short(l.id)}`, total, flags.progress);
-  const out = flags.output ? fileSink(flags.output) : process.stdout;
-  if (!progress.enabled) return pipeline(src, out);
+  const fd = flags.output ? openSync(flags.output, 'w', 0o666) : undefined;
   let done = 0;
-  const count = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
+  try {
+    // each chunk is written before the next is asked for: its memory is then read into again
+    for await (const chunk of store.layerTarChunks(l.id, { start: flags.offset })) {
+      if (fd === undefined) await written(process.stdout, chunk);
+      else writeAll(fd, chunk);
       done += chunk.length;
       progress.update(done);
-      cb(null, chunk);
-    },
-  });
-  await pipeline(src, count, out);
+    }
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
   if (flags.output) progress.finish(done);
 }
 

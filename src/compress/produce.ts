@@ -24,6 +24,13 @@ export interface Reproduction {
 
 export type Tar = AsyncIterable<Uint8Array>;
 
+/**
+ * Whether compressing with the profile is done with each tar chunk once it asks for the next
+ * (pgzip copies it into its blocks), so the tar may come in reused memory (layerTarChunks).
+ * The other encoders may keep a chunk for their window.
+ */
+export const copiesTar = (p: Profile): boolean => !!p.blockSize;
+
 /** An encoding in progress: its output, and the offsets of its blocks as they are produced (block formats). */
 interface Encoding {
   chunks: AsyncGenerator<Uint8Array>;
@@ -180,7 +187,7 @@ async function* pgzipFromBlock(tar: Tar, blockSize: number, pool: BlockPool | un
   while (have < PGZIP_TAIL_SIZE) {
     const r = await it.next();
     if (r.done) throw new Error('layer tar ended before the block it was asked to start at');
-    head.push(r.value);
+    head.push(Buffer.from(r.value)); // (a copy: the tar's chunks may be read into again once the next is asked for)
     have += r.value.length;
   }
   const all = Buffer.concat(head);

@@ -10,7 +10,7 @@ import type { StoreLocation } from '../storage/config.js';
 import type { TarCheck } from '../storage/layer-tar.js';
 import { busyNow, collectWhenIdle } from './idle-gc.js';
 import { profileById } from './profiles.js';
-import { measure, poolFor, produce, tryProfile, type Measured, type Reproduction, type Target } from './produce.js';
+import { copiesTar, measure, poolFor, produce, tryProfile, type Measured, type Reproduction, type Tar, type Target } from './produce.js';
 
 export type Job =
   /** find the profile that reproduces the target; with keepTo, the reproduced blob is written there too */
@@ -35,11 +35,12 @@ export type ParentMessage = { job: Job } | { credit: number };
 const port = parentPort!;
 const stores = new Map<string, Store>();
 let job: Job;
-const tarFrom = async (start: number, check?: TarCheck) => {
+/** The layer's tar from `start`; `reused`: in chunks valid until the next (for a consumer that copies each, copiesTar). */
+const tarFrom = async (start: number, check?: TarCheck, reused = false): Promise<Tar> => {
   const key = JSON.stringify(job.location);
   let store = stores.get(key);
   if (!store) stores.set(key, (store = Store.fromLocation(job.location)));
-  return store.layerTar(job.layerId, { start, check });
+  return reused ? store.layerTarChunks(job.layerId, { start, check }) : store.layerTar(job.layerId, { start, check });
 };
 
 let credit = 0;
@@ -63,14 +64,14 @@ async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
     // compress it again
     const keep = await keepFile(j.keepTo);
     // (the tar is not hashed on its own: a blob that matches the target's digest vouches for it)
-    const rep = await tryProfile(await tarFrom(0, 'caller'), p, j.target, poolFor(p, j.tarSize), onBytes, keep.out).finally(keep.close);
+    const rep = await tryProfile(await tarFrom(0, 'caller', copiesTar(p)), p, j.target, poolFor(p, j.tarSize), onBytes, keep.out).finally(keep.close);
     if (rep) {
       port.postMessage({ result: { profile: id, tried, kept: keep.kept(), ...rep } } satisfies WorkerMessage);
       return;
     }
   }
   // none did: "not reproducible" only if the tar is the layer's (a file changed on disk fails here)
-  for await (const _ of await tarFrom(0)) void _;
+  for await (const _ of await tarFrom(0, undefined, true)) void _;
   port.postMessage({ result: { profile: null, tried } } satisfies WorkerMessage);
 }
 
@@ -97,14 +98,14 @@ async function measureJob(j: Extract<Job, { kind: 'measure' }>): Promise<void> {
   const pool = poolFor(p, j.tarSize);
   // the blob is also written to keepTo, so its first pull need not compress it again
   const keep = await keepFile(j.keepTo);
-  const m = await measure(await tarFrom(0), p, pool, undefined, Infinity, keep.out).finally(keep.close);
+  const m = await measure(await tarFrom(0, undefined, copiesTar(p)), p, pool, undefined, Infinity, keep.out).finally(keep.close);
   port.postMessage({ measured: { ...m!, kept: keep.kept() } } satisfies WorkerMessage);
 }
 
 async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
-  for await (const b of produce(tarFrom, p, j.target, j.rep, j.range, poolFor(p, j.tarSize))) {
+  for await (const b of produce((at, check) => tarFrom(at, check, copiesTar(p)), p, j.target, j.rep, j.range, poolFor(p, j.tarSize))) {
     while (credit <= 0) await new Promise<void>((r) => (wake = r));
     credit--;
     const copy = new Uint8Array(b); // transferable, and not a view into a reused buffer

@@ -14,7 +14,7 @@ import {
   type Container, type Image, type Layer,
 } from './records.js';
 import { Snapshot } from './snapshot.js';
-import { layerTarStream, type TarCheck } from './layer-tar.js';
+import { layerTarChunks, layerTarStream, type TarCheck } from './layer-tar.js';
 
 export class StoreError extends Error {
   override name = 'StoreError';
@@ -324,6 +324,20 @@ export class Store {
    * Diff does), so podman cannot delete the layer underneath it.
    */
   async layerTar(layerId: string, opts: LayerTarOptions = {}): Promise<Readable> {
+    return layerTarStream(await this.tarSource(layerId, opts));
+  }
+
+  /**
+   * The same bytes in chunks each valid only until the next is asked for (their memory is read
+   * into again): for a consumer that writes or copies every chunk before going on. The lock is
+   * taken at the first chunk asked for and held until the generator ends or is returned.
+   */
+  async *layerTarChunks(layerId: string, opts: LayerTarOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+    yield* layerTarChunks(await this.tarSource(layerId, opts));
+  }
+
+  /** What rebuilding the layer's tar needs, with the read locks taken (onClose gives them back). */
+  private async tarSource(layerId: string, opts: LayerTarOptions): Promise<Parameters<typeof layerTarStream>[0]> {
     const primary = this.subs[0];
     await primary.layersLock.lockRead();
     let owner: Substore | undefined;
@@ -343,7 +357,7 @@ export class Store {
       if (layer.incomplete) throw new StoreError(`layer ${layer.id} is incomplete (being created or deleted)`);
       owner = this.subFor(layer.storeRoot);
       if (owner !== primary) await owner.layersLock.lockRead();
-      return layerTarStream({
+      return {
         layerId: layer.id,
         tarSplitPath: this.tarSplitPath(layer),
         contentRoots: this.contentRoots(layer),
@@ -353,7 +367,7 @@ export class Store {
         end: opts.end,
         check: opts.check,
         onClose: release,
-      });
+      };
     } catch (e) {
       release();
       throw e;

@@ -335,6 +335,11 @@ test('recompression on a thread pool (tars over 32 MiB): detection, whole blob a
     const got: Uint8Array[] = [];
     for await (const b of produce(async (o) => chunks(o), p, target, rep, range, pool)) got.push(b);
     assert.ok(Buffer.concat(got).equals(go.subarray(range.start, range.end)), 'a range from block 20 on');
+    // a block's input comes back with it (the blocks above were read into those): its buffer, its bytes
+    const block = new Uint8Array(data.subarray(0, PGZIP_BLOCK_SIZE)); // (a copy: its buffer is handed over)
+    const back = await pool!.compress(block, new Uint8Array(0), false);
+    assert.equal(block.length, 0, 'handed over');
+    assert.ok(Buffer.from(back.input).equals(data.subarray(0, PGZIP_BLOCK_SIZE)), 'and back');
   } finally {
     await pool!.close();
   }

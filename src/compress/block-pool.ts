@@ -33,8 +33,12 @@ export class BlockPool {
 
   constructor(readonly size = availableParallelism()) {}
 
-  /** pgzip's block of `data` (its buffer is handed over) after `dict`; with the CRC-32 of `data` if `crc` */
-  compress(data: Uint8Array, dict: Uint8Array, crc: boolean): Promise<CompressedBlock> {
+  /**
+   * pgzip's block of `data` (its buffer is handed over, and back as `input`, for the next block
+   * to be read into: in `serve`, where glibc maps each large buffer anew, a fresh 1 MiB per
+   * block cost 15% of the time) after `dict`; with the CRC-32 of `data` if `crc`
+   */
+  compress(data: Uint8Array, dict: Uint8Array, crc: boolean): Promise<CompressedBlock & { input: Uint8Array<ArrayBuffer> }> {
     return this.run({ kind: 'pgzip', data, dict, crc }, [data.buffer as ArrayBuffer]);
   }
 

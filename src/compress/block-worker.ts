@@ -12,7 +12,8 @@ parentPort!.on('message', (m: PoolTask) => {
   try {
     if (m.kind === 'pgzip') {
       const out = compressBlock(m.data, m.dict, m.crc);
-      parentPort!.postMessage(out, [out.bytes.buffer as ArrayBuffer]);
+      // the input goes back too, for the next block to be read into
+      parentPort!.postMessage({ ...out, input: m.data }, [out.bytes.buffer as ArrayBuffer, m.data.buffer as ArrayBuffer]);
     } else {
       const out = parseSegment(m.task, m.crcFrom);
       parentPort!.postMessage(out, [out.tokens.buffer as ArrayBuffer, out.marks.buffer as ArrayBuffer]);

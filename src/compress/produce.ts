@@ -46,10 +46,13 @@ async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undef
   const compress = pool ? (d: Uint8Array, t: Uint8Array) => pool.compress(d, t, withCrc) : async (d: Uint8Array, t: Uint8Array) => compressBlock(d, t, withCrc);
   const depth = pool ? pool.size * 2 : 0;
   // (each pool promise already has its rejection handled: blocks of a stream given up are never awaited)
-  const inFlight: { size: number; block: Promise<CompressedBlock> }[] = [];
+  const inFlight: { size: number; block: Promise<CompressedBlock & { input?: Uint8Array<ArrayBuffer> }> }[] = [];
+  const spare: Uint8Array<ArrayBuffer>[] = []; // input blocks handed back by the pool, to be filled again
   const next = async () => {
     const f = inFlight.shift()!;
-    return { ...(await f.block), size: f.size };
+    const { input, ...b } = await f.block;
+    if (input?.length === blockSize) spare.push(input);
+    return { ...b, size: f.size };
   };
   let block = new Uint8Array(blockSize);
   let fill = 0;
@@ -65,8 +68,8 @@ async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undef
       fill += n;
       i += n;
       if (fill === blockSize) {
-        submit(block); // handed to a thread: a fresh buffer for the next block
-        block = new Uint8Array(blockSize);
+        submit(block); // handed to a thread: the next block goes into one handed back
+        block = spare.pop() ?? new Uint8Array(blockSize);
         fill = 0;
       }
     }

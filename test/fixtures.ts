@@ -1,6 +1,6 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
 import { createHash } from 'node:crypto';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
@@ -58,6 +58,12 @@ export async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv):
 }
 
 export const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+/** Whether another process could take the write lock at `path` now, without waiting, as a podman writer takes it (python's lockf is the same fcntl lock). */
+export function writerCouldLock(path: string): boolean {
+  const py = `import fcntl,sys\nf=open(${JSON.stringify(path)},'a+')\ntry:\n  fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n  sys.exit(1)`;
+  return spawnSync('python3', ['-c', py]).status === 0;
+}
 
 /** Every byte of a stream. */
 export async function collect(r: AsyncIterable<unknown>): Promise<Buffer> {

@@ -13,7 +13,7 @@ import { gunzipSync } from 'node:zlib';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
+import { loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const temps: string[] = [];
@@ -234,6 +234,28 @@ test('referrers: an empty OCI index when none', async () => {
   assert.equal(r.headers.get('content-type'), 'application/vnd.oci.image.index.v1+json');
   assert.equal(r.headers.get('oci-filters-applied'), 'artifactType');
   assert.deepEqual(await r.json(), { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+});
+
+test('a client that leaves a layer download halfway: the rebuild stops and the layer store\'s read lock is given back', async () => {
+  const s = fx.stores.vfs;
+  const srv = await server('vfs');
+  const snap = await srv.store.snapshot();
+  const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0]; // (the 24 MiB file)
+  const writerCould = () => writerCouldLock(join(s.root, 'vfs-layers', 'layers.lock'));
+  const ac = new AbortController();
+  const r = await fetch(`${srv.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`, { signal: ac.signal });
+  assert.equal(r.status, 200);
+  const reader = r.body!.getReader();
+  let got = 0;
+  while (got < 2 << 20) got += (await reader.read()).value!.length;
+  assert.equal(writerCould(), false, 'locked while the layer is sent');
+  ac.abort();
+  let free = false;
+  for (let i = 0; i < 100 && !free; i++) {
+    await new Promise((res) => setTimeout(res, 20));
+    free = writerCould();
+  }
+  assert.ok(free, 'the lock is given back once the client has left');
 });
 
 test('a layer file changed on disk: the download is aborted and the log names the layer', async () => {

@@ -13,7 +13,7 @@ import { resolveStoreLocation } from '../src/storage/config.js';
 import { layerReads } from '../src/storage/layer-tar.js';
 import { Crc64 } from '../src/storage/crc64.js';
 import { useWasm, wasmInstancesMade } from '../src/storage/wasm.js';
-import { collect, loadFixtures, storeArgs, csRef, type FixtureStore } from './fixtures.js';
+import { collect, loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const storeNames = Object.keys(fx.stores) as (keyof typeof fx.stores)[];
@@ -194,8 +194,7 @@ test('layerTarChunks holds the layer store\'s read lock until it ends or is left
   const s = fx.stores.vfs;
   const store = open(s);
   const layer = (await store.snapshot()).layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
-  // another process asks for the write lock without waiting, as a podman writer would take it
-  const writerCould = () => spawnSync('python3', ['-c', `import fcntl,sys\nf=open(${JSON.stringify(join(s.root, 'vfs-layers', 'layers.lock'))},'a+')\ntry:\n  fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n  sys.exit(1)`]).status === 0;
+  const writerCould = () => writerCouldLock(join(s.root, 'vfs-layers', 'layers.lock'));
   assert.equal(writerCould(), true, 'unlocked before');
   const it = store.layerTarChunks(layer.id);
   assert.equal((await it.next()).done, false);

@@ -49,16 +49,49 @@ async function readPiece(fd: number, b: Buffer, n: number, pos: number): Promise
   return got;
 }
 
-/** Write the file's bytes [start, end) to the response (headers already set) and end it; rejects if the client leaves or the read fails. */
-export async function sendFile(res: ServerResponse, f: KeptFile): Promise<void> {
-  const fd = await new Promise<number>((ok, fail) => open(f.path, 'r', (e, fd) => (e ? fail(e) : ok(fd))));
-  const size = ++sending <= FEW ? BIG : SMALL;
-  // the client leaving ends the transfer: a write to a destroyed socket never calls back
+/**
+ * `gone` rejects once the client has closed the connection, which ends a transfer: a write to
+ * a destroyed socket never calls back. dispose() stops watching.
+ */
+function whileConnected(res: ServerResponse): { gone: Promise<never>; dispose: () => void } {
   let left!: (e: Error) => void;
   const gone = new Promise<never>((_, fail) => (left = fail));
   gone.catch(() => undefined);
   const onClose = () => left(new Error('client closed the connection'));
   res.once('close', onClose);
+  return { gone, dispose: () => res.removeListener('close', onClose) };
+}
+
+/** res.write(b), resolved once the socket has taken b (its memory may then be used again). */
+function written(res: ServerResponse, b: Buffer): Promise<void> {
+  const w = new Promise<void>((ok, fail) => res.write(b, (e) => (e ? fail(e) : ok())));
+  w.catch(() => undefined); // (a client gone first: nobody awaits it)
+  return w;
+}
+
+/**
+ * Write a layer tar's chunks (Store.layerTarChunks: each valid until the next is asked for) to
+ * the response (headers already set), each taken by the socket before the next is asked for,
+ * and end it; `first` is the chunk already taken. Rejects if the client leaves or the chunks
+ * fail; either way the rebuild is stopped (and its lock given back).
+ */
+export async function sendChunks(res: ServerResponse, chunks: AsyncGenerator<Buffer, void>, first: IteratorResult<Buffer, void>): Promise<void> {
+  const { gone, dispose } = whileConnected(res);
+  try {
+    for (let r = first; !r.done; r = await Promise.race([chunks.next(), gone])) await Promise.race([written(res, r.value), gone]);
+    res.end();
+  } finally {
+    dispose();
+    // (a chunk the socket may still hold is never given back: the rebuild ends here)
+    void chunks.return(undefined).catch(() => undefined);
+  }
+}
+
+/** Write the file's bytes [start, end) to the response (headers already set) and end it; rejects if the client leaves or the read fails. */
+export async function sendFile(res: ServerResponse, f: KeptFile): Promise<void> {
+  const fd = await new Promise<number>((ok, fail) => open(f.path, 'r', (e, fd) => (e ? fail(e) : ok(fd))));
+  const size = ++sending <= FEW ? BIG : SMALL;
+  const { gone, dispose } = whileConnected(res);
   const bufs = [take(size), take(size)];
   // the write of each buffer in flight (undefined: the buffer is free)
   const writes: (Promise<void> | undefined)[] = [undefined, undefined];
@@ -75,14 +108,13 @@ export async function sendFile(res: ServerResponse, f: KeptFile): Promise<void> 
       if (got !== n) throw new Error(`${f.path}: ${pos + got} bytes, expected ${f.end}`);
       pos += n;
       const b = bufs[i];
-      writes[i] = new Promise<void>((ok, fail) => res.write(got === b.length ? b : b.subarray(0, got), (e) => (e ? fail(e) : ok())));
-      writes[i]!.catch(() => undefined);
+      writes[i] = written(res, got === b.length ? b : b.subarray(0, got));
     }
     await Promise.race([Promise.all(writes), gone]);
     writes.fill(undefined);
     res.end();
   } finally {
-    res.removeListener('close', onClose);
+    dispose();
     sending--;
     // a buffer goes back only once neither the socket nor a read uses it
     for (let k = 0; k < 2; k++) if (!writes[k] && !(reading && k === i)) give(bufs[k]);

@@ -57,6 +57,22 @@ export async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv):
   return stdout.trim();
 }
 
+/**
+ * `buildah run --isolation chroot` of cmd in the working container; its stdout. buildah runs a
+ * sealed memfd copy of itself, and sealing it failed once in CI with EBUSY ("Close_Fd sealing
+ * memfd copy: Device or resource busy", the kernel refusing while the copy's pages are still
+ * referenced): that alone is tried again.
+ */
+export async function buildahRun(s: FixtureStore, ctr: string, cmd: string[]): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', ...cmd]);
+    } catch (e) {
+      if (attempt >= 3 || !String((e as { stderr?: string }).stderr).includes('sealing memfd')) throw e;
+    }
+  }
+}
+
 export const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 /** Whether another process could take the write lock at `path` now, without waiting, as a podman writer takes it (python's lockf is the same fcntl lock). */

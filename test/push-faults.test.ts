@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { buildahRun, loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, startFixtureRegistries, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const main = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -124,7 +124,7 @@ test('csreg killed mid-commit leaves a store podman lists and uses; the retried 
   await skopeoPush(`${fx.registry.addr}/csreg/base:oci`, `${c.host}/faults/commit:1`, digestFile);
   await assertIntact(s, 'localhost/faults/commit:1');
   const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'localhost/faults/commit:1']);
-  assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/motd']), 'hello');
+  assert.equal(await buildahRun(s, ctr, ['cat', '/etc/motd']), 'hello');
   await run('buildah', [...storeArgs(s), 'rm', ctr]);
   // and csreg serves exactly what was pushed
   const pulled = join(s.dir, 'pulled');

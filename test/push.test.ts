@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { buildahRun, loadFixtures, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
 import { BlobCache, KeptFile, referencedBlobs } from '../src/oci/blob-cache.js';
 
 const fx = loadFixtures();
@@ -60,7 +60,7 @@ test('skopeo pushes v2s2, OCI, zstd and a multi-arch list; podman, buildah and s
   assert.equal(await podmanId('localhost/csreg/base:v2s2'), baseId);
   // buildah runs a command in a pushed image; skopeo reads it back with the config's diff IDs
   const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'localhost/csreg/derived:zstd']);
-  assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/derived']), 'derived');
+  assert.equal(await buildahRun(s, ctr, ['cat', '/etc/derived']), 'derived');
   await run('buildah', [...storeArgs(s), 'rm', ctr]);
   const out = join(work, 'oci-out');
   await run('skopeo', ['copy', '-q', `containers-storage:[overlay@${s.root}+${s.runroot}]localhost/csreg/derived:oci`, `oci:${out}`]);
@@ -185,7 +185,7 @@ test('an image with uncompressed layers (an OCI layout skopeo wrote) is pushed, 
   assert.equal(put.status, 201);
   assert.equal(put.headers.get('docker-content-digest'), sha(manifest));
   const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'localhost/plain/derived:u1']);
-  assert.equal(await run('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'cat', '/etc/derived']), 'derived');
+  assert.equal(await buildahRun(s, ctr, ['cat', '/etc/derived']), 'derived');
   await run('buildah', [...storeArgs(s), 'rm', ctr]);
   // the layers now come from the store's tar-split, not from a second copy in the blob cache
   for (const l of m.layers) {

@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { StoreWriter, chainLayerId } from '../src/storage/writer.js';
-import { loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, sha } from './fixtures.js';
+import { buildahRun, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, sha } from './fixtures.js';
 
 const fx = loadFixtures();
 
@@ -72,7 +72,7 @@ for (const driver of ['overlay', 'vfs'] as const) {
     const oc = JSON.parse(readFileSync(join(out, 'blobs', 'sha256', om.config.digest.slice(7)), 'utf8'));
     assert.deepEqual(oc.rootfs.diff_ids, config.rootfs.diff_ids);
     const ctr = execFileSync('buildah', [...storeArgs(s), 'from', '-q', 'localhost/written/derived:1'], { encoding: 'utf8' }).trim();
-    const said = execFileSync('buildah', [...storeArgs(s), 'run', '--isolation', 'chroot', ctr, '--', 'sh', '-c', 'cat /etc/derived /data/opaque/new; ls /data/opaque; test -e /data/gone-file || echo gone; test -u /bin/suid && echo suid'], { encoding: 'utf8' });
+    const said = await buildahRun(s, ctr, ['sh', '-c', 'cat /etc/derived /data/opaque/new; ls /data/opaque; test -e /data/gone-file || echo gone; test -u /bin/suid && echo suid']);
     assert.deepEqual(said.trim().split('\n'), ['derived', 'new', 'new', 'gone', 'suid']);
     execFileSync('buildah', [...storeArgs(s), 'rm', ctr]);
 

@@ -203,6 +203,29 @@ test('layerTarChunks holds the layer store\'s read lock until it ends or is left
   assert.equal(writerCould(), true, 'unlocked once the consumer left');
 });
 
+test('csreg storage diff: the verified tar to a file, from an offset to stdout, and a quiet stop when the reader goes', async (t) => {
+  const s = fx.stores.overlay;
+  const store = open(s);
+  const layer = (await store.snapshot()).layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-diff-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'layer.tar');
+  execFileSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'diff', layer.id, '-o', file]);
+  assert.equal(await fileSha(file), layer.diffDigest);
+  const offset = 1_000_001;
+  const tail = execFileSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'diff', layer.id, '--offset', String(offset)], { maxBuffer: 1 << 27 });
+  assert.ok(tail.equals(readFileSync(file).subarray(offset)), 'the tail from the offset');
+  // a reader that stops after 100 bytes (as `| head -c 100`): exit 0, nothing on stderr
+  const child = spawn('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'diff', layer.id], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  await new Promise<void>((res) => child.stdout.once('data', () => res()));
+  child.stdout.destroy();
+  const code = await new Promise<number | null>((res) => child.on('exit', res));
+  assert.equal(stderr, '');
+  assert.equal(code, 0);
+});
+
 test('csreg storage images --json agrees with podman images', () => {
   for (const name of storeNames) {
     const s = fx.stores[name];

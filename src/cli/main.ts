@@ -60,6 +60,13 @@ async function main(argv: string[]): Promise<number> {
     const { serveCommand } = await import('./serve.js');
     return serveCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);
   }
+  // A reader of the output that went away (`| head`) ends the command quietly, as SIGPIPE ends
+  // the Go tools (Node ignores the signal: the write fails, and stdout's 'error' event was
+  // unhandled: a stack trace). The OS lets go of the locks held.
+  process.stdout.on('error', (e: Error & { code?: string }) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit();
+  });
   if (w >= 0 && argv[w] === 'recipes') {
     const { recipesCommand } = await import('./recipes.js');
     return recipesCommand([...argv.slice(0, w), ...argv.slice(w + 1)]);

@@ -115,9 +115,6 @@ async function diffCommand(store: Store, args: string[], flags: StorageFlags): P
   const total = l.diffSize === undefined ? undefined : l.diffSize - (flags.offset ?? 0);
   const progress = new Progress(`layer ${short(l.id)}`, total, flags.progress);
   const fd = flags.output ? openSync(flags.output, 'w', 0o666) : undefined;
-  // a failed write (a reader gone: EPIPE) reaches its callback; the stream's 'error' event
-  // must not also throw as unhandled
-  if (fd === undefined) process.stdout.on('error', () => undefined);
   let done = 0;
   try {
     // each chunk is written before the next is asked for: its memory is then read into again

@@ -75,6 +75,16 @@ export async function buildahRun(s: FixtureStore, ctr: string, cmd: string[]): P
 
 export const sha = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
+/** A private copy of a fixture store that a test may damage (remove `dir` after). */
+export function copyStore(s: FixtureStore): FixtureStore & { dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-copy-'));
+  execFileSync('cp', ['-a', s.root, join(dir, 'root')]);
+  // podman's own database records the store path it was made for; a copy needs a fresh one
+  rmSync(join(dir, 'root', 'libpod'), { recursive: true, force: true });
+  execFileSync('mkdir', ['-p', join(dir, 'run')]);
+  return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: s.driver, dir };
+}
+
 /** Whether another process could take the write lock at `path` now, without waiting, as a podman writer takes it (python's lockf is the same fcntl lock). */
 export function writerCouldLock(path: string): boolean {
   const py = `import fcntl,sys\nf=open(${JSON.stringify(path)},'a+')\ntry:\n  fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\nexcept OSError:\n  sys.exit(1)`;

@@ -8,17 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LockFile } from '../src/storage/lockfile.js';
 import { Store } from '../src/storage/store.js';
-import { loadFixtures, storeArgs, type FixtureStore } from './fixtures.js';
+import { copyStore, loadFixtures, storeArgs } from './fixtures.js';
 
 const fx = loadFixtures();
-
-function copyStore(s: FixtureStore): FixtureStore & { dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'csreg-lock-'));
-  execFileSync('cp', ['-a', s.root, join(dir, 'root')]);
-  // podman's own database records the store path it was made for; a copy needs a fresh one
-  rmSync(join(dir, 'root', 'libpod'), { recursive: true, force: true });
-  return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: s.driver, dir };
-}
 
 test('podman waits while csreg holds the images lock for writing', async (t) => {
   const c = copyStore(fx.stores.vfs);

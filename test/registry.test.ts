@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { Store } from '../src/storage/store.js';
+import { readTar } from '../src/storage/tar.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
+import { copyStore, loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const temps: string[] = [];
@@ -259,10 +260,8 @@ test('a client that leaves a layer download halfway: the rebuild stops and the l
 });
 
 test('a layer file changed on disk: the download is aborted and the log names the layer', async () => {
-  const d = tmp('csreg-tamper-');
-  execFileSync('cp', ['-a', fx.stores.vfs.root, join(d, 'root')]);
-  rmSync(join(d, 'root', 'libpod'), { recursive: true, force: true });
-  const s: FixtureStore = { root: join(d, 'root'), runroot: join(d, 'run'), driver: 'vfs' };
+  const s = copyStore(fx.stores.vfs);
+  temps.push(s.dir);
   const srv = await serve(s);
   const snap = await srv.store.snapshot();
   const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0];
@@ -275,6 +274,31 @@ test('a layer file changed on disk: the download is aborted and the log names th
   assert.equal(r.status, 200);
   await assert.rejects(r.arrayBuffer(), 'the body must fail, not end cleanly');
   await new Promise((res) => setTimeout(res, 50));
+  assert.ok(srv.logs.some((l) => l.includes('did not verify') && l.includes(layer.id)), 'log names the layer');
+});
+
+test('a small layer file changed on disk, asked for by a range that starts in it: an error status naming the layer, before any byte', async () => {
+  const s = copyStore(fx.stores.vfs);
+  temps.push(s.dir);
+  const srv = await serve(s);
+  const snap = await srv.store.snapshot();
+  const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0];
+  // where data/small/f1.txt's bytes are in the layer's tar
+  let at = 0;
+  let fileAt = -1;
+  for await (const ev of readTar(await srv.store.layerTar(layer.id))) {
+    if (ev.kind === 'entry' && ev.header.name.toString() === 'data/small/f1.txt') fileAt = at;
+    else if (ev.kind !== 'entry') at += ev.bytes.length;
+    if (fileAt >= 0 && ev.kind !== 'entry') break;
+  }
+  assert.ok(fileAt > 0, 'the file is in the layer');
+  const victim = join(srv.store.contentRoots(layer)[0], 'data', 'small', 'f1.txt');
+  assert.equal(readFileSync(victim, 'utf8'), 'file 1\n');
+  writeFileSync(victim, 'fiXe 1\n'); // same size: only its tar-split CRC-64 tells
+  const r = await fetch(`${srv.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`, { headers: { Range: `bytes=${fileAt}-${fileAt + 3}` } });
+  assert.equal(r.status, 500);
+  const err = (await r.json()) as { errors: { message: string }[] };
+  assert.ok(err.errors[0].message.includes(layer.id) && err.errors[0].message.includes('f1.txt'), err.errors[0].message);
   assert.ok(srv.logs.some((l) => l.includes('did not verify') && l.includes(layer.id)), 'log names the layer');
 });
 

@@ -13,7 +13,7 @@ import { resolveStoreLocation } from '../src/storage/config.js';
 import { layerReads } from '../src/storage/layer-tar.js';
 import { Crc64 } from '../src/storage/crc64.js';
 import { useWasm, wasmInstancesMade } from '../src/storage/wasm.js';
-import { collect, loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
+import { collect, copyStore, loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const storeNames = Object.keys(fx.stores) as (keyof typeof fx.stores)[];
@@ -350,16 +350,6 @@ test('storage.conf is found and read like the Go tools do (compared with podman 
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** A private copy of a fixture store that a test may damage. */
-function copyStore(s: FixtureStore): FixtureStore & { dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'csreg-copy-'));
-  execFileSync('cp', ['-a', s.root, join(dir, 'root')]);
-  // podman's own database records the store path it was made for; a copy needs a fresh one
-  rmSync(join(dir, 'root', 'libpod'), { recursive: true, force: true });
-  execFileSync('mkdir', ['-p', join(dir, 'run')]);
-  return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: s.driver, dir };
-}
 
 test('a damaged store gives clear errors that name the layer or file', async (t) => {
   const c = copyStore(fx.stores.vfs);

@@ -538,7 +538,7 @@ class ChunkPool {
 
   /** `size` bytes of a buffer of `capacity` (shared: a stretch the reader thread fills) */
   take(size: number, capacity: number, shared: boolean): Buffer {
-    const key = shared ? -capacity : capacity;
+    const key = shared ? -capacity : capacity; // (shared and plain buffers of a size in lists of their own)
     const b = this.free.get(key)?.pop() ?? (shared ? Buffer.from(new SharedArrayBuffer(capacity)) : Buffer.allocUnsafeSlow(capacity));
     this.lent.set(b.buffer, b);
     return b.subarray(0, size);

@@ -3,8 +3,8 @@
 // each pulled by podman; skopeo and podman pull from csreg by the original digests.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -438,4 +438,27 @@ test('--synthesize gzip: a buildah image is served with the layer digests a push
   } finally {
     removeStore(into);
   }
+});
+
+test('a csreg serve stopped mid-scan ends at once: no recipe job goes on after SIGTERM, nothing half-made is left', async () => {
+  const f = fx.recipes.find((r) => r.variant === 'go6')!;
+  const state = join(work, 'state-stopped');
+  const layers = (await Store.open(f.store).snapshot()).layers.filter((l) => l.compressedDigest && l.compressedDigest !== l.diffDigest);
+  const p = spawn(process.execPath, [main, 'serve', ...storeArgs(f.store), '--addr', '127.0.0.1:0', '--state-dir', state, '--scan-recipes', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (c: Buffer) => (out += c));
+  p.stderr.on('data', (c: Buffer) => (err += c));
+  const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+  for (let i = 0; i < 300 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.match(out, /listening on/, err);
+  p.kill('SIGTERM'); // the scan's first job (a Go level-6 layer) has just started
+  assert.equal(await exited, 0, err);
+  const lines = err.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string });
+  const stop = lines.findIndex((l) => l.msg.startsWith('shutting down'));
+  assert.ok(stop >= 0, err);
+  assert.ok(lines.slice(0, stop).filter((l) => l.msg === 'recipe scan').length < layers.length, 'the scan was still running when stopped');
+  assert.deepEqual(lines.slice(stop + 1).filter((l) => l.msg.startsWith('recipe')), [], 'no recipe work after the signal');
+  assert.deepEqual(existsSync(join(state, 'served', 'tmp')) ? readdirSync(join(state, 'served', 'tmp')) : [], [], 'no half-made blob left');
+  if (existsSync(join(state, 'recipes.json'))) verdicts(state); // whole JSON
 });

@@ -238,6 +238,14 @@ interface JobRun {
   stop(): void;
 }
 
+/** End the kept threads now (at shutdown: their timers would hold them for a minute). */
+function endIdleWorkers(): void {
+  for (const { w, timer } of idleWorkers.splice(0)) {
+    clearTimeout(timer);
+    void w.terminate();
+  }
+}
+
 function newWorker(): Worker {
   const w = new Worker(WORKER);
   // (a job listens for its own failures; these outlast jobs, for a thread that ends while kept)
@@ -293,11 +301,16 @@ function runWorker(job: Job, onMessage: (m: WorkerMessage) => void, onFail: (e: 
   };
 }
 
+const CLOSED = 'stopped: csreg is shutting down';
+
 export class Recipes implements BlobProducer {
   private readonly file: StateFile<Record<string, Verdict>>;
   private readonly running = new Map<string, Promise<Verdict>>();
   /** detections run one at a time: each keeps a core busy */
   private queue: Promise<unknown> = Promise.resolve();
+  /** detect and measure jobs running now, each with what fails it (close() stops them) */
+  private readonly jobs = new Map<JobRun, (e: Error) => void>();
+  private closed = false;
 
   /** diff digest → the SYNTHESIZE_PROFILE form of that tar (from any verdict, original or made) */
   private synthesizedForms?: Map<string, { digest: string; size: number }>;
@@ -381,7 +394,12 @@ export class Recipes implements BlobProducer {
     const pending = [...new Set([...recompressible(snap).keys(), ...reused])].filter((d) => this.untried(d).length);
     for (const [i, digest] of pending.entries()) {
       const started = Date.now();
-      await this.ensure([digest], snap, on.progress);
+      try {
+        await this.ensure([digest], snap, on.progress);
+      } catch (e) {
+        if (this.closed) return;
+        throw e;
+      }
       on.layer?.(i + 1, pending.length, digest, this.verdict(digest), Date.now() - started);
     }
   }
@@ -396,7 +414,7 @@ export class Recipes implements BlobProducer {
     const digests = [...layers.map((l) => l.compressedDigest ?? ''), ...(await this.noteReused(images, snap))];
     // Blobs held already (pushed: the blob cache has them) are servable now; their recipes, which
     // let the cache drop them later, are found in the background rather than awaited.
-    void this.ensure(digests.filter(held), snap).catch((e: Error) => onError?.(e));
+    void this.ensure(digests.filter(held), snap).catch((e: Error) => this.closed || onError?.(e));
     await this.ensure(digests.filter((d) => !held(d)), snap);
     if (this.synthesize !== 'gzip') return;
     const original = (l: Layer) => l.compressedDigest !== undefined && l.compressedDigest !== l.diffDigest && (held(l.compressedDigest) || !!this.verdict(l.compressedDigest)?.profile);
@@ -470,16 +488,38 @@ export class Recipes implements BlobProducer {
   /** Run a detect or measure job after those queued before it (each keeps a core busy); its answer. */
   private enqueue<T>(job: Job, answer: (m: WorkerMessage) => T | undefined, onProgress?: (bytes: number) => void): Promise<T> {
     const p = this.queue.catch(() => undefined).then(() => new Promise<T>((resolve, reject) => {
-      runWorker(job, (m) => {
+      if (this.closed) return reject(new Error(CLOSED));
+      const settle = <A>(f: (a: A) => void) => (a: A) => {
+        this.jobs.delete(run);
+        f(a);
+      };
+      const run = runWorker(job, (m) => {
         const a = answer(m);
         if ('progress' in m) onProgress?.(m.progress);
-        else if (a !== undefined) resolve(a);
-        else if ('error' in m) reject(new Error(`${job.kind} job for layer ${job.layerId}: ${m.error}`));
-        else reject(new Error(`${job.kind} job for layer ${job.layerId}: unexpected answer`));
-      }, reject);
+        else if (a !== undefined) settle(resolve)(a);
+        else if ('error' in m) settle(reject)(new Error(`${job.kind} job for layer ${job.layerId}: ${m.error}`));
+        else settle(reject)(new Error(`${job.kind} job for layer ${job.layerId}: unexpected answer`));
+      }, settle(reject));
+      this.jobs.set(run, settle(reject));
     }));
     this.queue = p;
     return p;
+  }
+
+  /**
+   * Stop the background work (a scan, detections, blobs measured for `--synthesize gzip`):
+   * their threads end and no job starts again; resolves once the state file is written. At
+   * shutdown: those threads keep the process alive, and a scan of a large store would hold a
+   * stopped `csreg serve` for minutes. Blobs being produced for a download end with it.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const [run, fail] of [...this.jobs]) {
+      run.stop();
+      fail(new Error(CLOSED));
+    }
+    endIdleWorkers();
+    await this.file.written();
   }
 
   /**

@@ -21,6 +21,11 @@ export class StateFile<T> {
     return this.doc;
   }
 
+  /** Resolves once every change so far is in the file. */
+  written(): Promise<void> {
+    return this.writing.catch(() => undefined);
+  }
+
   /** Change the document in memory, then persist it. */
   update(change: (doc: T) => void): Promise<void> {
     change(this.get());

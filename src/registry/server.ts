@@ -274,7 +274,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
         url: `${opts.tls ? 'https' : 'http'}://${shown}:${a.port}`,
         server,
         close: (graceMs = 30_000) => new Promise<void>((done) => {
-          server.close(() => done());
+          // then the background recompression work: its threads would keep the process alive
+          server.close(() => void (recipes?.close() ?? Promise.resolve()).then(() => done()));
           server.closeIdleConnections();
           const deadline = setTimeout(() => {
             for (const r of active) r.destroy();

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Everything csreg and its tests need on a fresh Debian 12 machine: the real container tools
-# (the tests compare against them), Go and the klauspost sources (the compressor oracles are
-# small Go programs built in test setup), clang and wasm-ld for the WebAssembly matcher (npm run
-# build), python3 (the fixtures' layer re-compressor and the zlib oracle), then the npm
-# dependencies. Idempotent.
+# (the tests compare against them; containerd and Docker as registry clients besides them), Go
+# and the klauspost sources (the compressor oracles are small Go programs built in test setup),
+# clang and wasm-ld for the WebAssembly matcher (npm run build), python3 (the fixtures' layer
+# re-compressor and the zlib oracle), then the npm dependencies. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(skopeo podman buildah containers-storage docker-registry busybox-static zstd attr curl
+pkgs=(skopeo podman buildah containers-storage docker-registry containerd docker.io busybox-static zstd attr curl
       golang-go golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev gzip apache2-utils openssl
       clang-14 lld-14 python3)
 missing=()

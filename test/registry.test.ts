@@ -226,6 +226,32 @@ test('tags/list and _catalog paginate with n, last and Link', async () => {
   assert.ok(!rest.tags.includes(tags.tags[0]) && rest.tags.length >= 1);
 });
 
+test('podman search, skopeo list-tags and skopeo sync see the repositories and tags podman has', async () => {
+  const srv = await server('overlay');
+  const tagsOf = async (repo: string) => (await run('podman', [...storeArgs(fx.stores.overlay), 'images', '--format', '{{.Repository}} {{.Tag}}']))
+    .split('\n').map((l) => l.split(' ')).filter(([r, t]) => r === repo && t !== '<none>').map(([, t]) => t).sort();
+  const tags = await tagsOf('localhost/csreg/derived');
+  assert.ok(tags.length >= 2, tags.join());
+  const listed = JSON.parse(await run('skopeo', ['list-tags', '--tls-verify=false', `docker://${srv.host}/localhost/csreg/derived`])) as { Tags: string[] };
+  assert.deepEqual([...listed.Tags].sort(), tags);
+  // (podman 4.3's --list-tags prints its NAME TAG table whatever --format says)
+  const searched = (await run('podman', ['search', '--list-tags', '--tls-verify=false', `${srv.host}/localhost/csreg/derived`])).split('\n').slice(1);
+  assert.deepEqual(searched.map((l) => l.split(/\s+/)).map(([name, tag]) => { assert.equal(name, `${srv.host}/localhost/csreg/derived`); return tag; }).sort(), tags);
+  const repos = (await run('podman', ['search', '--tls-verify=false', '--format', '{{.Name}}', `${srv.host}/csreg`])).split('\n');
+  for (const r of ['localhost/csreg/base', 'localhost/csreg/derived', 'csreg/base']) assert.ok(repos.includes(`${srv.host}/${r}`), `${r} in ${repos.join()}`);
+  // sync: every tag of the repository, as csreg serves it, every blob hashed
+  const dir = tmp('csreg-sync-');
+  await run('skopeo', ['sync', '--src-tls-verify=false', '--src', 'docker', '--dest', 'dir', `${srv.host}/localhost/csreg/derived`, dir]);
+  for (const tag of tags) {
+    const d = join(dir, `derived:${tag}`);
+    const m = readFileSync(join(d, 'manifest.json'));
+    const served = await fetch(`${srv.url}/v2/localhost/csreg/derived/manifests/${tag}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    assert.equal(sha(m), served.headers.get('docker-content-digest'), tag);
+    const parsed = JSON.parse(m.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+    for (const b of [parsed.config, ...parsed.layers]) assert.equal(sha(readFileSync(join(d, b.digest.slice(7)))), b.digest);
+  }
+});
+
 test('referrers: an empty OCI index when none', async () => {
   const srv = await server('overlay');
   const snap = await srv.store.snapshot();

@@ -440,6 +440,35 @@ test('--synthesize gzip: a buildah image is served with the layer digests a push
   }
 });
 
+test('--scan-recipes with --synthesize gzip makes every layer\'s compressed form at start: the first pull starts no compression and gets those forms', { skip: roomToKeep(work) }, async () => {
+  const s = fx.stores.overlay;
+  const state = join(work, 'state-synth-scan');
+  const reg = await startRegistry({ store: Store.open(s), log: createLogger({ out: new Writable({ write(_c, _e, cb) { cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, synthesize: 'gzip', servedCacheMaxBytes: 1 << 30, scanRecipes: true });
+  servers.push(reg);
+  const snap = await Store.open(s).snapshot();
+  const image = snap.image('localhost/csreg/derived:1')!;
+  const diffs = snap.layerChain(image.topLayer).layers.map((l) => l.diffDigest!);
+  const made = () => {
+    try {
+      const v = verdicts(state) as Record<string, { made?: boolean; diffDigest?: string }>;
+      return new Map(Object.entries(v).filter(([, x]) => x.made).map(([d, x]) => [x.diffDigest!, d]));
+    } catch {
+      return new Map<string, string>();
+    }
+  };
+  for (let i = 0; i < 600 && !diffs.every((d) => made().has(d)); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(diffs.every((d) => made().has(d)), 'every layer of the image made without any request');
+  const before = recompressionThreads();
+  const dir = join(work, 'synth-scan-pulled');
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${reg.url.slice('http://'.length)}/localhost/csreg/derived:1`, `dir:${dir}`]);
+  const after = recompressionThreads();
+  assert.equal(after.started + after.reused, before.started + before.reused, 'no compression job for the pull');
+  const got = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { layers: { digest: string; mediaType: string }[] };
+  assert.deepEqual(got.layers.map((l) => l.digest), diffs.map((d) => made().get(d)), 'the forms the scan made');
+  assert.ok(got.layers.every((l) => l.mediaType.endsWith('+gzip')));
+  for (const l of got.layers) assert.equal(sha(readFileSync(join(dir, l.digest.slice(7)))), l.digest);
+});
+
 test('a csreg serve stopped mid-scan ends at once: no recipe job goes on after SIGTERM, nothing half-made is left', async () => {
   const f = fx.recipes.find((r) => r.variant === 'go6')!;
   const state = join(work, 'state-stopped');

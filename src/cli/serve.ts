@@ -30,7 +30,9 @@ const USAGE = `usage: csreg serve [options]
                             (config: blobcache.maxsize; default no limit); least recently used
                             blobs go first, and their images are then served synthesized
   --scan-recipes            find in the background which compressor reproduces each layer's
-                            original blob (config: recipes.scan: true; else found on first use)
+                            original blob (config: recipes.scan: true; else found on first use);
+                            with --synthesize gzip, then compress each layer once to learn the
+                            digests synthesized manifests list (else the first pull waits for it)
   --serve-cache-max SIZE    blobs made from the store (rebuilt layer tars, recompressed original
                             blobs) are made once for all concurrent requests and kept for later
                             ones, up to SIZE, least recently used first (config:

@@ -303,6 +303,14 @@ function runWorker(job: Job, onMessage: (m: WorkerMessage) => void, onFail: (e: 
 
 const CLOSED = 'stopped: csreg is shutting down';
 
+export interface ScanProgress {
+  progress?: (bytes: number) => void;
+  /** a layer's recipe search is done (i of n; its verdict) */
+  layer?: (i: number, n: number, digest: string, v: Verdict | undefined, ms: number) => void;
+  /** a layer's `--synthesize gzip` form is known (i of n, by its diff digest) */
+  made?: (i: number, n: number, diffDigest: string, ms: number) => void;
+}
+
 export class Recipes implements BlobProducer {
   private readonly file: StateFile<Record<string, Verdict>>;
   private readonly running = new Map<string, Promise<Verdict>>();
@@ -388,19 +396,31 @@ export class Recipes implements BlobProducer {
     return noteReusedLayers(this.store, images, snap);
   }
 
-  /** Find recipes for every recompressible layer of the snapshot that has no verdict yet, one after the other. */
-  async scan(snap: Snapshot, on: { progress?: (bytes: number) => void; layer?: (i: number, n: number, digest: string, v: Verdict | undefined, ms: number) => void } = {}): Promise<void> {
+  /**
+   * Find recipes for every recompressible layer of the snapshot that has no verdict yet, one
+   * after the other; then, with `--synthesize gzip`, compress every layer that synthesized
+   * manifests list compressed and whose form is not known yet, so that no first pull waits
+   * for it (a tag waits 15 s at most, then gets the tar form). `held`: as for ensureImages.
+   */
+  async scan(snap: Snapshot, on: ScanProgress = {}, held: (digest: string) => boolean = () => false): Promise<void> {
     const reused = await this.noteReused(snap.images, snap);
     const pending = [...new Set([...recompressible(snap).keys(), ...reused])].filter((d) => this.untried(d).length);
-    for (const [i, digest] of pending.entries()) {
-      const started = Date.now();
-      try {
+    try {
+      for (const [i, digest] of pending.entries()) {
+        const started = Date.now();
         await this.ensure([digest], snap, on.progress);
-      } catch (e) {
-        if (this.closed) return;
-        throw e;
+        on.layer?.(i + 1, pending.length, digest, this.verdict(digest), Date.now() - started);
       }
-      on.layer?.(i + 1, pending.length, digest, this.verdict(digest), Date.now() - started);
+      // (after the recipes: a layer whose original blob is servable needs no form of csreg's)
+      const making = this.unmade(snap.images.flatMap((i) => snap.layerChain(i.topLayer).layers), held);
+      for (const [i, layer] of making.entries()) {
+        const started = Date.now();
+        await this.make(layer);
+        on.made?.(i + 1, making.length, layer.diffDigest!, Date.now() - started);
+      }
+    } catch (e) {
+      if (this.closed) return;
+      throw e;
     }
   }
 
@@ -416,9 +436,15 @@ export class Recipes implements BlobProducer {
     // let the cache drop them later, are found in the background rather than awaited.
     void this.ensure(digests.filter(held), snap).catch((e: Error) => this.closed || onError?.(e));
     await this.ensure(digests.filter((d) => !held(d)), snap);
-    if (this.synthesize !== 'gzip') return;
+    await Promise.all(this.unmade(layers, held).map((l) => this.make(l)));
+  }
+
+  /** With `--synthesize gzip`: the layers (once each) synthesized manifests list compressed whose compressed form is not known yet. */
+  private unmade(layers: Layer[], held: (digest: string) => boolean): Layer[] {
+    if (this.synthesize !== 'gzip') return [];
     const original = (l: Layer) => l.compressedDigest !== undefined && l.compressedDigest !== l.diffDigest && (held(l.compressedDigest) || !!this.verdict(l.compressedDigest)?.profile);
-    await Promise.all(layers.filter((l) => l.diffDigest && !original(l) && !this.synthesizedLayer(l.diffDigest)).map((l) => this.make(l)));
+    const once = new Map(layers.filter((l) => l.diffDigest && !original(l) && !this.synthesizedLayer(l.diffDigest)).map((l) => [l.diffDigest!, l]));
+    return [...once.values()];
   }
 
   /** Compress a layer's tar as synthesized manifests list it, and record what that gives. */

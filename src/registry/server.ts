@@ -188,7 +188,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
   if (opts.scanRecipes && recipes) {
     void store.snapshot().then((snap) => recipes.scan(snap, {
       layer: (i, n, digest, v, ms) => log.info('recipe scan', { layer: `${i}/${n}`, digest, recipe: v?.profile ?? null, ms }),
-    })).catch((e: Error) => log.error('recipe scan failed', { error: e.message }));
+      made: (i, n, diffDigest, ms) => log.info('recipe scan: compressed form made', { layer: `${i}/${n}`, diffDigest, ms }),
+    }, (digest) => !!cache?.file(digest))).catch((e: Error) => log.error('recipe scan failed', { error: e.message }));
   }
   await uploads?.cleanStale();
   if (opts.push) {

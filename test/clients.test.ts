@@ -21,6 +21,8 @@ const CTR_SOCK = join(work, 'containerd.sock');
 const DOCKER_SOCK = join(work, 'docker.sock');
 const daemons: ChildProcess[] = [];
 const registries: RunningRegistry[] = [];
+/** a daemon that stops answering fails the test instead of holding the run */
+const LIMIT = { timeout: 180_000 };
 /** why a daemon could not run here (its tests then skip, saying so) */
 const cannot: { containerd?: string; docker?: string } = {};
 
@@ -111,8 +113,8 @@ const ACCEPT = [
 ].join(', ');
 
 /** The manifest csreg answers for repo:ref, its digest computed from its bytes. */
-async function manifest(host: string, repo: string, ref: string): Promise<{ digest: string; json: { config: { digest: string }; layers: { digest: string; mediaType: string }[] } }> {
-  const r = await fetch(`http://${host}/v2/${repo}/manifests/${ref}`, { headers: { accept: ACCEPT } });
+async function manifest(host: string, repo: string, ref: string, headers: Record<string, string> = {}): Promise<{ digest: string; json: { config: { digest: string }; layers: { digest: string; mediaType: string }[] } }> {
+  const r = await fetch(`http://${host}/v2/${repo}/manifests/${ref}`, { headers: { accept: ACCEPT, ...headers } });
   assert.equal(r.status, 200, `${repo}:${ref}`);
   const body = Buffer.from(await r.arrayBuffer());
   return { digest: sha(body), json: JSON.parse(body.toString()) };
@@ -144,7 +146,7 @@ function originalDigests(path: string): string[] {
   return fx.pushed.filter((p) => p.ref.split('/').slice(1).join('/').replace(/:[^:]*$/, '') === path).map((p) => p.manifestDigest);
 }
 
-test('containerd pulls tar and gzip layers, by tag and by digest, a whole multi-platform index, and original digests; each layer unpacked against its diff ID', async (t) => {
+test('containerd pulls tar and gzip layers, by tag and by digest, a whole multi-platform index, and original digests; each layer unpacked against its diff ID', LIMIT, async (t) => {
   if (!skipUnless(t, 'containerd')) return;
   const tars = await serve(fx.stores.overlay);
   const gzips = await serve(fx.stores.overlay, { synthesize: 'gzip', stateDir: join(work, 'state-gzip') });
@@ -185,7 +187,7 @@ test('containerd pulls tar and gzip layers, by tag and by digest, a whole multi-
   assert.match(await ctr('images', 'ls'), new RegExp(`${pulled}/127.0.0.1_5701/csreg/derived:oci .*${derived.digest}`));
 });
 
-test('Docker pulls by tag and by digest with whiteouts applied, and original digests of pulled images', async (t) => {
+test('Docker pulls by tag and by digest with whiteouts applied, and original digests of pulled images', LIMIT, async (t) => {
   if (!skipUnless(t, 'docker')) return;
   const host = await serve(fx.stores.overlay);
   const ref = `${host}/csreg/derived:1`;
@@ -219,7 +221,7 @@ test('Docker pulls by tag and by digest with whiteouts applied, and original dig
   assert.ok(originalDigests('csreg/derived').includes(digests[0].split('@')[1]), `${digests[0]} is not a digest the registry had`);
 });
 
-test('Docker pushes into csreg: the image is in podman images with the same layers, and pulls back by the pushed digest', async (t) => {
+test('Docker pushes into csreg: the image is in podman images with the same layers, and pulls back by the pushed digest', LIMIT, async (t) => {
   if (!skipUnless(t, 'docker')) return;
   const from = await serve(fx.stores.overlay);
   await docker('pull', `${from}/csreg/derived:1`);
@@ -244,4 +246,20 @@ test('Docker pushes into csreg: the image is in podman images with the same laye
   } finally {
     await run('umount', ['-l', join(s.root, 'overlay')]).catch(() => undefined);
   }
+});
+
+test('with htpasswd logins: Docker logs in and pulls, containerd pulls with --user; neither pulls without credentials', LIMIT, async (t) => {
+  if (!skipUnless(t, 'docker')) return;
+  const htpasswd = join(work, 'htpasswd');
+  await run('htpasswd', ['-Bbc', htpasswd, 'alice', 's3cret']);
+  const host = await serve(fx.stores.overlay, { auth: { htpasswd: { realm: 'csreg clients', path: htpasswd } } });
+  const ref = `${host}/csreg/base:1`;
+  await assert.rejects(ctr('images', 'pull', '--plain-http', '--snapshotter', 'native', ref), /401|unauthorized|authorization/i);
+  await assert.rejects(docker('pull', ref), /unauthorized|no basic auth credentials|authentication required/i);
+  await run('sh', ['-c', `printf s3cret | /usr/bin/docker -H unix://${DOCKER_SOCK} login -u alice --password-stdin ${host}`], DOCKER_ENV);
+  await docker('pull', ref);
+  const m = await manifest(host, 'csreg/base', '1', { authorization: 'Basic ' + Buffer.from('alice:s3cret').toString('base64') });
+  assert.deepEqual(await repoDigests(ref, `${host}/csreg/base`), [`${host}/csreg/base@${m.digest}`]);
+  await ctr('images', 'pull', '--plain-http', '--snapshotter', 'native', '--user', 'alice:s3cret', ref);
+  assert.match(await ctr('images', 'ls'), new RegExp(`${ref} .*${m.digest}`));
 });

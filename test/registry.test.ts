@@ -285,12 +285,17 @@ test('a client that leaves a layer download halfway: the rebuild stops and the l
   assert.ok(free, 'the lock is given back once the client has left');
 });
 
-test('a layer file changed on disk: the download is aborted and the log names the layer', async () => {
+/** A private copy of the vfs fixture store (its files may be damaged), served; the base image's first layer. */
+async function servedCopyBaseLayer() {
   const s = copyStore(fx.stores.vfs);
   temps.push(s.dir);
   const srv = await serve(s);
   const snap = await srv.store.snapshot();
-  const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0];
+  return { srv, layer: snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0] };
+}
+
+test('a layer file changed on disk: the download is aborted and the log names the layer', async () => {
+  const { srv, layer } = await servedCopyBaseLayer();
   const dir = srv.store.contentRoots(layer)[0];
   const victim = join(dir, 'data', 'large.bin');
   const buf = readFileSync(victim);
@@ -304,11 +309,7 @@ test('a layer file changed on disk: the download is aborted and the log names th
 });
 
 test('a small layer file changed on disk, asked for by a range that starts in it: an error status naming the layer, before any byte', async () => {
-  const s = copyStore(fx.stores.vfs);
-  temps.push(s.dir);
-  const srv = await serve(s);
-  const snap = await srv.store.snapshot();
-  const layer = snap.layerChain(snap.image('localhost/csreg/base:1')!.topLayer).layers[0];
+  const { srv, layer } = await servedCopyBaseLayer();
   // where data/small/f1.txt's bytes are in the layer's tar
   let at = 0;
   let fileAt = -1;

@@ -56,8 +56,9 @@ const READ_CHUNK = 1 << 20;
  * ...and of this size beyond, or into reused memory (layerTarChunks), where the pieces in
  * circulation (read ahead, hashed, held back, taken) then stay in the CPU's caches between the
  * pool thread's copy and the hash: the 315 MB bench layer in process 241-248 -> 205-221 ms,
- * sent uncached to curl 0.32-0.37 -> 0.24-0.36 s. Beyond FEW_STREAMS it is about what 32
- * concurrent pulls can afford (bench: < 256 MB RSS).
+ * sent uncached to curl (two runs of 8 fetches) median ~0.345 -> ~0.29 s, spread wider
+ * (0.24-0.41). Beyond FEW_STREAMS it is about what 32 concurrent pulls can afford (bench:
+ * < 256 MB RSS).
  */
 const SMALL_READ_CHUNK = 256 << 10;
 const FEW_STREAMS = 4;

@@ -319,36 +319,42 @@ async function benchPull(srv: PullServers): Promise<void> {
 }
 
 // ---------------------------------------------------------------- 2. layer rebuild
+/** The ways of reading an image's layers (or as many bytes) that the rebuild sections time. */
+async function rebuildMethods(store: Store, info: Record<ImageKey, ImageInfo>, img: ImageKey): Promise<[string, () => Promise<number>][]> {
+  const cs = ['--root', STORE.root, '--runroot', STORE.runroot, '--storage-driver', 'overlay'];
+  const gocs = ['-g', STORE.root, '-R', STORE.runroot, '-s', 'overlay'];
+  const { layers, size } = info[img];
+  const plain = await plainFile(size);
+  return [
+    ['csreg storage diff', async () => { let t = 0; for (const l of layers) t += await run(...csregCommand([...cs, 'storage', 'diff', l.id, '-o', '/dev/null']), { env: CSREG_ENV }); return t; }],
+    ['csreg in-process', async () => {
+      const t0 = now();
+      for (const l of layers) {
+        let n = 0;
+        for await (const c of store.layerTarChunks(l.id)) n += c.length;
+        if (n !== l.diffSize) throw new Error(`layer ${l.id}: ${n} bytes, expected ${l.diffSize}`);
+      }
+      return now() - t0;
+    }],
+    ['containers-storage diff -u', async () => { let t = 0; for (const l of layers) t += await run('containers-storage', [...gocs, 'diff', '-u', l.id]); return t; }],
+    ['skopeo copy containers-storage: dir:', async () => {
+      const d = join(SCRATCH, 'rebuild-skopeo');
+      const ms = await run('skopeo', ['copy', '-q', `containers-storage:[overlay@${STORE.root}+${STORE.runroot}]localhost/bench/${img}:1`, `dir:${d}`]);
+      rmSync(d, { recursive: true, force: true });
+      return ms;
+    }],
+    ['plain read (cat)', () => run('cat', [plain])],
+    // the same files read by GNU tar (through a pipe: tar skips reading them when its output is /dev/null)
+    ['GNU tar -c of the layer directories', async () => { let t = 0; for (const l of layers) t += await run('sh', ['-c', `tar -cf - -C '${join(l.storeRoot, 'overlay', l.id, 'diff')}' . | cat`]); return t; }],
+  ];
+}
+
 async function benchRebuild(store: Store, info: Record<ImageKey, ImageInfo>): Promise<void> {
   log(`rebuild: ${REPS} reps`);
   const rows: Record<string, unknown>[] = [];
-  const cs = ['--root', STORE.root, '--runroot', STORE.runroot, '--storage-driver', 'overlay'];
-  const gocs = ['-g', STORE.root, '-R', STORE.runroot, '-s', 'overlay'];
   for (const img of IMAGES) {
     const { layers, size, entries } = info[img];
-    const plain = await plainFile(size);
-    const methods: [string, () => Promise<number>][] = [
-      ['csreg storage diff', async () => { let t = 0; for (const l of layers) t += await run(...csregCommand([...cs, 'storage', 'diff', l.id, '-o', '/dev/null']), { env: CSREG_ENV }); return t; }],
-      ['csreg in-process', async () => {
-        const t0 = now();
-        for (const l of layers) {
-          let n = 0;
-          for await (const c of store.layerTarChunks(l.id)) n += c.length;
-          if (n !== l.diffSize) throw new Error(`layer ${l.id}: ${n} bytes, expected ${l.diffSize}`);
-        }
-        return now() - t0;
-      }],
-      ['containers-storage diff -u', async () => { let t = 0; for (const l of layers) t += await run('containers-storage', [...gocs, 'diff', '-u', l.id]); return t; }],
-      ['skopeo copy containers-storage: dir:', async () => {
-        const d = join(SCRATCH, 'rebuild-skopeo');
-        const ms = await run('skopeo', ['copy', '-q', `containers-storage:[overlay@${STORE.root}+${STORE.runroot}]localhost/bench/${img}:1`, `dir:${d}`]);
-        rmSync(d, { recursive: true, force: true });
-        return ms;
-      }],
-      ['plain read (cat)', () => run('cat', [plain])],
-      // the same files read by GNU tar (through a pipe: tar skips reading them when its output is /dev/null)
-      ['GNU tar -c of the layer directories', async () => { let t = 0; for (const l of layers) t += await run('sh', ['-c', `tar -cf - -C '${join(l.storeRoot, 'overlay', l.id, 'diff')}' . | cat`]); return t; }],
-    ];
+    const methods = await rebuildMethods(store, info, img);
     const times: Record<string, number[]> = {};
     const tStart = now();
     for (let rep = 0; more(rep, REPS, tStart, 1); rep++) {
@@ -385,6 +391,61 @@ async function benchRebuild(store: Store, info: Record<ImageKey, ImageInfo>): Pr
     }
   }
   table(['layer', 'method', 'n', 'time', 'MB/s', 'members/s', 'vs Go diff', 'vs plain read'], trows);
+}
+
+// ---------------------------------------------------------------- 2b. layer rebuild, page cache dropped
+/** Empty the page cache (root only): files, the tools' own programs included, come from the disk again. */
+function dropCaches(): boolean {
+  try {
+    execFileSync('sync');
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What a first pull after a reboot, or of an image not used for a while, reads: the rebuild
+ * with nothing in the page cache, against the Go rebuild, GNU tar and a plain read, each run
+ * right after the cache was dropped. Run last: it leaves the other sections' files out of cache.
+ */
+async function benchRebuildCold(store: Store, info: Record<ImageKey, ImageInfo>): Promise<void> {
+  const reps = Math.max(1, Math.min(REPS, 3));
+  const names = ['csreg storage diff', 'containers-storage diff -u', 'GNU tar -c of the layer directories', 'plain read (cat)'];
+  md.push('## Layer rebuild, page cache dropped', '');
+  if (!dropCaches()) {
+    log('rebuild (page cache dropped): not measured (needs root)');
+    md.push('Not measured: dropping the page cache (/proc/sys/vm/drop_caches) needs root.', '');
+    return;
+  }
+  log(`rebuild, page cache dropped: ${reps} reps`);
+  const rows: Record<string, unknown>[] = [];
+  const trows: (string | number)[][] = [];
+  for (const img of IMAGES) {
+    const { layers, size, entries } = info[img];
+    const methods = (await rebuildMethods(store, info, img)).filter(([n]) => names.includes(n));
+    const times: Record<string, number[]> = {};
+    for (let rep = 0; rep < reps; rep++) {
+      for (const [name, fn] of methods) {
+        dropCaches();
+        (times[name] ??= []).push(await fn());
+      }
+    }
+    const med = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+    rows.push({ image: img, layers: layers.length, bytes: size, entries, medianMs: med, runs: times });
+    const vsGo = med['containers-storage diff -u'] / med['csreg storage diff'];
+    log(`  ${img}: csreg ${fmtMs(med['csreg storage diff'])}, Go ${fmtMs(med['containers-storage diff -u'])}, tar -c ${fmtMs(med['GNU tar -c of the layer directories'])}, cat ${fmtMs(med['plain read (cat)'])}`);
+    targets.push({ section: 'rebuild', what: `rebuild ${img}, page cache dropped: csreg storage diff / containers-storage diff -u (throughput)`, measured: `${r2(vsGo)}×`, target: 'report', pass: null });
+    for (const n of names) {
+      trows.push([`${img} (${layers.length} layer${layers.length === 1 ? '' : 's'}, ${fmtB(size)}, ${entries} members)`, n, times[n].length, fmtMs(med[n]), r1(size / MB / (med[n] / 1000)),
+        `${r2(med['containers-storage diff -u'] / med[n])}×`, `${Math.round((med['plain read (cat)'] / med[n]) * 100)}%`]);
+    }
+  }
+  results.rebuildCold = rows;
+  md.push('Each run right after `sync; echo 3 > /proc/sys/vm/drop_caches`: the layer\'s files, the tar-split and the tool itself come from the disk (here a virtual disk, whose host may cache it: ' +
+    'what a first pull after a reboot reads). Same commands as above; median of n.', '');
+  table(['layer', 'method', 'n', 'time', 'MB/s', 'vs Go diff', 'vs plain read'], trows);
 }
 
 // ---------------------------------------------------------------- 3. concurrent pulls
@@ -946,6 +1007,7 @@ async function main(): Promise<void> {
     if (csreg) await stopCsreg(csreg);
     csreg = undefined;
     if (want('many')) await benchMany();
+    if (want('cold')) await benchRebuildCold(store, info);
   } finally {
     if (csreg) await stopCsreg(csreg);
   }

@@ -11,7 +11,7 @@
 #                            DIR/SCALE and reused while bench/build-store.sh is unchanged
 #   BENCH_MEASURE_BUDGET_S=S a measure stops repeating once it has run S seconds (default 120),
 #                            after at least one counted repetition; tables show the n reached
-#   BENCH_SECTIONS=a,b       pull,rebuild,concurrency,recompress,formats,first,push,many (default all)
+#   BENCH_SECTIONS=a,b       pull,rebuild,concurrency,recompress,formats,first,push,many,cold (default all)
 #   BENCH_TMP=DIR            where pulled images are written (default /dev/shm)
 #   BENCH_PROFILE=1          run csreg under node --cpu-prof (profiles in DIR/SCALE/profiles; read
 #                            them with node dist/bench/profile-top.js); results go to profile.md

@@ -162,6 +162,9 @@ export function readCached(fd: number, buf: Uint8Array, count: number, offset: n
   return -1;
 }
 
+/** Can readCached be asked (false once the kernel, glibc or a file system refused RWF_NOWAIT)? */
+export const cachedReadsWork = (): boolean => preadv2 !== null;
+
 export function closeFd(fd: number): void {
   libc().close(fd);
 }

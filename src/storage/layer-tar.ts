@@ -89,7 +89,10 @@ const readFd = (fd: number, buf: Buffer, off: number, len: number, pos: number) 
 
 /** Linux's O_CLOEXEC (x86, arm, riscv): Node's own opens add it, openat2 is told */
 const O_CLOEXEC = 0o2000000;
-const O_FILE = constants.O_RDONLY | constants.O_NOFOLLOW;
+// O_NONBLOCK: a FIFO where a file should be (a damaged store) fails its read at once instead
+// of holding the reader thread, and every stream behind it, until someone writes to it (no
+// effect on a regular file's reads)
+const O_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const O_DIR = constants.O_RDONLY | constants.O_DIRECTORY;
 const ENOENT = -osConstants.errno.ENOENT;
 const ENOTDIR = -osConstants.errno.ENOTDIR;
@@ -207,6 +210,12 @@ class Resolver {
     return new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} resolves outside the layer`);
   }
 
+  /** A read failed: ESPIPE is what a positioned read of a FIFO or socket gives. */
+  readFailed(name: Buffer, e: Error): Error {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ESPIPE' ? new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} is not a regular file`) : e;
+  }
+
   private symlink(name: Buffer): LayerVerifyError {
     return new LayerVerifyError(`layer ${this.layerId}: ${JSON.stringify(name.toString())} is a symlink, expected a regular file`);
   }
@@ -316,17 +325,21 @@ class Resolver {
         const ask = at + size < buf.length ? size + 1 : size;
         n = cachedOnly ? readCached(fd, buf.subarray(at), ask, 0) : pread(fd, buf.subarray(at), ask, 0);
         if (n < 0 && cachedOnly) return false; // (an error shows again in the waiting read)
-        if (n < 0) throw errnoError(`read ${z.subarray(0, -1).toString()}`, n);
+        if (n < 0) throw this.readFailed(z.subarray(0, -1), errnoError(`read ${z.subarray(0, -1).toString()}`, n));
         ended = ask > size && n === size; // (n < size: short, read on)
       }
       for (let got = 1; n < size && got > 0; n += got) {
         got = pread(fd, n ? buf.subarray(at + n) : buf.subarray(at), size - n, n);
-        if (got < 0) throw errnoError(`read ${z.subarray(0, -1).toString()}`, got);
+        if (got < 0) throw this.readFailed(z.subarray(0, -1), errnoError(`read ${z.subarray(0, -1).toString()}`, got));
       }
       if (n === size && !ended && pread(fd, spare, 1, size) > 0) n++;
     } else {
       // one readv(2) into the place and a spare byte: exactly `size` of the size + 1 asked is the end
-      n = readvSync(fd, [buf.subarray(at, at + size), spare], 0);
+      try {
+        n = readvSync(fd, [buf.subarray(at, at + size), spare], 0);
+      } catch (e) {
+        throw this.readFailed(z.subarray(0, -1), e as Error);
+      }
       if (n < size) {
         // short: the end, or a filesystem (FUSE, network) that returns less than asked; read on
         for (let more = 1; n < size && more; n += more) more = readSync(fd, buf, at + n, size - n, n);
@@ -741,7 +754,7 @@ async function rebuild(opts: LayerTarOptions, sink: Sink, pool?: ChunkPool): Pro
         const want = Math.min(piece, e.size - p);
         const buf = pool && want ? pool.take(want, piece, false) : Buffer.allocUnsafe(want || 1);
         // one byte past the end is read too: it shows a file that grew
-        return { buf, done: readFd(fd, buf, 0, buf.length, p) };
+        return { buf, done: readFd(fd, buf, 0, buf.length, p).catch((err: Error) => Promise.reject(res.readFailed(e.nameBytes, err))) };
       };
       let filePos = 0;
       let cur = readAt(0);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { createReadStream, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync } from 'node:fs';
+import { createReadStream, lstatSync, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -187,3 +187,48 @@ function spawnAsync(cmd: string, args: string[]): { done: boolean; result: Promi
   });
   return out;
 }
+
+test('an extracted layer has the owners and modes the Go tool gives it (set-group-ID directories, implicit parents, other owners)', async (t) => {
+  // A tar by GNU tar of a tree with several owners, a set-group-ID directory of another group
+  // (new entries in it take that group unless chowned) and files listed without their parent
+  // directories (made implicitly), applied by csreg and by containers-storage applydiff.
+  const src = mkdtempSync(join(tmpdir(), 'csreg-owners-'));
+  const ours = freshStore('vfs');
+  const go = freshStore('vfs');
+  t.after(() => {
+    rmSync(src, { recursive: true, force: true });
+    removeStore(ours);
+    removeStore(go);
+  });
+  const tree = `cd '${src}' && mkdir -p t/plain t/sg/deep t/implicit t/sg/deep2 && cd t &&
+    echo a > plain/a && echo b > plain/b && chown 1000:1000 plain/b && chmod 600 plain/b &&
+    echo c > plain/c && chown 0:50 plain/c && chmod 4755 plain/c &&
+    chown 0:50 sg && chmod 2775 sg && echo x > sg/x && chown 0:0 sg/x &&
+    echo y > sg/deep/y && chown 0:0 sg/deep/y && echo y2 > sg/deep2/y2 && chown 1000:50 sg/deep2/y2 &&
+    echo z > implicit/z && echo top > top && ln -s top link && mkfifo fifo &&
+    tar --numeric-owner --no-recursion -cf ../layer.tar plain plain/a plain/b plain/c sg sg/x sg/deep/y sg/deep2/y2 implicit/z top link fifo`;
+  execFileSync('sh', ['-c', tree]);
+  const tarPath = join(src, 'layer.tar');
+  execFileSync('mkdir', ['-p', ours.root, ours.runroot, go.root, go.runroot]);
+  const layer = await new StoreWriter(Store.open(ours)).createLayer(createReadStream(tarPath), {});
+  const goArgs = ['--graph', go.root, '--run', go.runroot, '--storage-driver', 'vfs'];
+  const goId = execFileSync('containers-storage', [...goArgs, 'create-layer'], { encoding: 'utf8' }).trim();
+  execFileSync('containers-storage', [...goArgs, 'applydiff', '-f', tarPath, goId]);
+  const describe = (root: string) => {
+    const out: string[] = [];
+    const walk = (rel: string) => {
+      for (const n of readdirSync(join(root, rel)).sort()) {
+        const p = rel ? `${rel}/${n}` : n;
+        const st = lstatSync(join(root, p));
+        out.push(`${p} ${st.uid}:${st.gid} ${(st.mode & 0o177777).toString(8)}`);
+        if (st.isDirectory()) walk(p);
+      }
+    };
+    walk('');
+    return out;
+  };
+  const ourTree = describe(join(ours.root, 'vfs', 'dir', layer.id));
+  assert.deepEqual(ourTree, describe(join(go.root, 'vfs', 'dir', goId)));
+  // (the cases are there: a set-group-ID directory, and root's file in it)
+  assert.ok(ourTree.includes('sg 0:50 42775') && ourTree.includes('sg/deep/y 0:0 100644'), ourTree.join('\n'));
+});

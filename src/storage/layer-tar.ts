@@ -283,16 +283,6 @@ class Resolver {
     const name = (k: number) => names.subarray(nameAts[k], nameAts[k + 1] ?? names.length);
     const late: number[] = []; // pairs: file index, descriptor
     let missed = false;
-    const readLate = () => {
-      while (late.length) {
-        const [k, fd] = late.splice(0, 2);
-        try {
-          this.readAll(fd, name(k), sizes[k], buf, ats[k], spare, false);
-        } finally {
-          this.close(fd);
-        }
-      }
-    };
     try {
       for (let w = 0; w < sizes.length; w += WAVE) {
         for (let k = w; k < Math.min(sizes.length, w + WAVE); k++) {
@@ -309,7 +299,14 @@ class Resolver {
           if (k === w) this.waits = !read;
           missed ||= !read;
         }
-        readLate();
+        while (late.length) {
+          const [k, fd] = late.splice(0, 2);
+          try {
+            this.readAll(fd, name(k), sizes[k], buf, ats[k], spare, false);
+          } finally {
+            this.close(fd);
+          }
+        }
       }
     } finally {
       for (let i = 1; i < late.length; i += 2) this.close(late[i]);

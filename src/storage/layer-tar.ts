@@ -436,7 +436,8 @@ function readHere(job: Omit<ReadJob, 'id'>): Promise<void> {
 
 /**
  * A stretch's small files: read here at first (and while a thread starts), then by the reader
- * threads; at once by them where files were not in the page cache (here they wait one by one).
+ * threads; by them at once where files were not in the page cache (two threads wait for their
+ * opens side by side).
  */
 function readSmallFiles(job: Omit<ReadJob, 'id'>): Promise<void> {
   if (!Reader.count() && !missedOnce() && (filesHere += job.sizes.length) <= FILES_BEFORE_THREAD) return readHere(job);
@@ -446,7 +447,7 @@ function readSmallFiles(job: Omit<ReadJob, 'id'>): Promise<void> {
 /**
  * Reader threads once files were not in the page cache: each waits for its opens (inodes,
  * directories: not asked for ahead) one at a time. The bench's small-file layer, page cache
- * dropped: 1.1 s with one, 0.88 with two, no faster with four.
+ * dropped: 1.1 s with one, 0.8 with two, 0.88-0.93 with four.
  */
 const COLD_READERS = 2;
 

@@ -117,8 +117,11 @@ async function diffCommand(store: Store, args: string[], flags: StorageFlags): P
   const fd = flags.output ? openSync(flags.output, 'w', 0o666) : undefined;
   let done = 0;
   try {
-    // each chunk is written before the next is asked for: its memory is then read into again
-    for await (const chunk of store.layerTarChunks(l.id, { start: flags.offset })) {
+    // each chunk is written before the next is asked for: its memory is then read into again;
+    // large files in 1 MiB pieces: this process's one pass runs code not yet optimized, where
+    // fewer pieces pay (the 315 MB bench layer on an AMD EPYC 222 -> 200 ms; on an Intel Xeon
+    // the same as 256 KiB pieces, which a warm server reads faster there)
+    for await (const chunk of store.layerTarChunks(l.id, { start: flags.offset, readPiece: 1 << 20 })) {
       if (fd === undefined) await written(process.stdout, chunk);
       else writeAll(fd, chunk);
       done += chunk.length;

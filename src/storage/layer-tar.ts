@@ -34,6 +34,8 @@ export interface LayerTarOptions {
   checkedOpens?: boolean;
   /** how the bytes are checked (default: 'digest' for a whole tar, 'crc' for a range) */
   check?: TarCheck;
+  /** the size of the pieces large files are read in (default: by the streams open, below) */
+  readPiece?: number;
 }
 
 /**
@@ -753,7 +755,7 @@ async function rebuild(opts: LayerTarOptions, sink: Sink, pool?: ChunkPool): Pro
     let ahead: Promise<number> | undefined;
     try {
       const crc = fileCrcs ? new Crc64() : undefined;
-      const piece = openStreams <= FEW_STREAMS && !pool ? READ_CHUNK : SMALL_READ_CHUNK;
+      const piece = opts.readPiece ?? (openStreams <= FEW_STREAMS && !pool ? READ_CHUNK : SMALL_READ_CHUNK);
       const readAt = (p: number) => {
         const want = Math.min(piece, e.size - p);
         const buf = pool && want ? pool.take(want, piece, false) : Buffer.allocUnsafe(want || 1);

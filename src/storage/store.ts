@@ -63,6 +63,8 @@ export interface LayerTarOptions {
   /** exclusive */
   end?: number;
   check?: TarCheck;
+  /** the size of the pieces large files are read in (default: layer-tar's choice) */
+  readPiece?: number;
 }
 
 export class Store {
@@ -372,6 +374,7 @@ export class Store {
         start: opts.start,
         end: opts.end,
         check: opts.check,
+        readPiece: opts.readPiece,
         onClose: release,
       };
     } catch (e) {

@@ -393,7 +393,7 @@ async function benchRebuild(store: Store, info: Record<ImageKey, ImageInfo>): Pr
   table(['layer', 'method', 'n', 'time', 'MB/s', 'members/s', 'vs Go diff', 'vs plain read'], trows);
 }
 
-// ---------------------------------------------------------------- 2b. layer rebuild, page cache dropped
+// ---------------------------------------------------------------- 9. layer rebuild, page cache dropped
 /** Empty the page cache (root only): files, the tools' own programs included, come from the disk again. */
 function dropCaches(): boolean {
   try {

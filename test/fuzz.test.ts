@@ -543,6 +543,13 @@ test('tar-split: malformed files are refused with a TarSplitError; hostile names
     assert.equal(await readAllTarSplit(p, what), 'refused', what);
     assert.equal(await rebuildOutcome(p, [root], what), 'refused', `${what}: the rebuild fails`);
   }
+  // a tar-split that is missing, or a FIFO no one writes to: refused, never a crash or a hang
+  const fifo = join(dir, 'fifo.gz');
+  execFileSync('mkfifo', [fifo]);
+  for (const [what, p] of [['a missing tar-split', join(dir, 'none.gz')], ['a FIFO as the tar-split', fifo]]) {
+    assert.equal(await readAllTarSplit(p, what), 'refused', what);
+    assert.equal(await rebuildOutcome(p, [root], what), 'refused', `${what}: the rebuild fails`);
+  }
   const hostile: [string, string[]][] = [
     ['.. in a name', [file('../sentinel/secret')]],
     ['.. deeper', [file('sub/../../sentinel/secret')]],

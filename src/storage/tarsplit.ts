@@ -2,7 +2,9 @@
 // segment (vbatts/tar-split tar/storage). Type 1 = file entry (name, size, CRC-64 payload),
 // type 2 = raw segment (headers, padding, end blocks). Read as a stream: memory does not
 // grow with the file.
-import { createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 
 /**
@@ -208,7 +210,15 @@ function parseLine(buf: Buffer, from: number, to: number, arena?: Arena): TarSpl
  * consumer pays one await per batch rather than per entry. Errors name the file and the line.
  */
 export async function* readTarSplitBatches(path: string): AsyncGenerator<TarSplitEntry[]> {
-  const gunzip = createReadStream(path, { highWaterMark: 64 << 10 }).pipe(createGunzip({ chunkSize: GUNZIP_CHUNK }));
+  // O_NONBLOCK: a FIFO in its place reads as empty instead of waiting for a writer
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK).catch((e: Error) => {
+    throw new TarSplitError(`${path}: ${e.message}`);
+  });
+  const file = handle.createReadStream({ highWaterMark: 64 << 10 });
+  const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK });
+  // either one failing or closing ends both: a file that cannot be read fails the loop below,
+  // and a consumer that stops early closes the file (a pipe() kept it open, paused, for good)
+  pipeline(file, gunzip, () => undefined);
   let lineNo = 0;
   const parse = (buf: Buffer, from: number, to: number, arena?: Arena) => {
     lineNo++;

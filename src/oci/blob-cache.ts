@@ -7,7 +7,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, promises as fsp, statSync, utimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type { Store } from '../storage/store.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import { parseManifest } from './manifest.js';
@@ -110,7 +110,9 @@ export class BlobCache {
     if (ok) return new KeptFile(p, range?.start ?? 0, range?.end ?? st.size);
     if (range) return createReadStream(p, { start: range.start, end: range.end - 1 });
     const check = verifying(digest);
-    createReadStream(p).on('error', (e) => check.destroy(e)).pipe(check);
+    // one pipeline: a reader that stops early (a client gone) closes the file too, which a
+    // pipe() left open and paused
+    pipeline(createReadStream(p), check, () => undefined);
     check.on('end', () => this.trust(digest));
     check.on('error', (e) => {
       if (!(e instanceof DigestMismatchError)) return;

@@ -3,7 +3,7 @@
 // nothing behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createReadStream, lstatSync, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -231,4 +231,25 @@ test('an extracted layer has the owners and modes the Go tool gives it (set-grou
   assert.deepEqual(ourTree, describe(join(go.root, 'vfs', 'dir', goId)));
   // (the cases are there: a set-group-ID directory, and root's file in it)
   assert.ok(ourTree.includes('sg 0:50 42775') && ourTree.includes('sg/deep/y 0:0 100644'), ourTree.join('\n'));
+});
+
+test('storage create-layer (the CLI) applies a layer the Go tool rebuilds; a missing input file is a plain error that writes nothing', async (t) => {
+  const src = exportImage(fx.stores.overlay, 'localhost/csreg/base:1');
+  const s = freshStore('vfs');
+  t.after(() => {
+    rmSync(src.dir, { recursive: true, force: true });
+    removeStore(s);
+  });
+  const goArgs = ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'vfs'];
+  execFileSync('containers-storage', [...goArgs, 'layers']); // (an empty store)
+  const cli = (...args: string[]) => spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', ...args], { encoding: 'utf8' });
+  const missing = cli('create-layer', '-f', join(src.dir, 'no-such-blob'));
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, /^csreg: ENOENT: no such file or directory, open '.*no-such-blob'\n$/, 'one line, no stack trace');
+  assert.deepEqual(JSON.parse(execFileSync('containers-storage', [...goArgs, 'layers', '--json'], { encoding: 'utf8' })) ?? [], [], 'nothing written');
+  const made = cli('create-layer', '-f', src.layers[0]);
+  assert.equal(made.status, 0, made.stderr);
+  const id = made.stdout.trim();
+  const rebuilt = execFileSync('containers-storage', [...goArgs, 'diff', '-u', id], { maxBuffer: 1 << 28 });
+  assert.equal(sha(rebuilt), sha(readFileSync(src.layers[0])), 'Go rebuilds the tar from the layer csreg applied');
 });

@@ -71,9 +71,13 @@ export function containerView(c: Container) {
   return { id: c.id, names: c.names, image: c.image, layer: c.layer, created: c.created, metadata: c.metadata, flags: c.flags, bigDataNames: c.bigDataNames };
 }
 
-/** A file or standard input; `chunk`: the read size for a file (layer blobs: BLOB_READ_CHUNK). */
+/**
+ * A file or standard input; `chunk`: the read size for a file (layer blobs: BLOB_READ_CHUNK).
+ * The file is opened here, before anything is written: one that cannot be read is a plain
+ * error at once (a stream opening it later had no listener for its error yet).
+ */
 function input(file: string, chunk?: number): NodeJS.ReadableStream & AsyncIterable<Buffer> {
-  return (file === '-' ? process.stdin : createReadStream(file, { highWaterMark: chunk })) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+  return (file === '-' ? process.stdin : createReadStream(file, { fd: openSync(file, 'r'), highWaterMark: chunk })) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
 }
 
 async function readAll(src: AsyncIterable<Buffer>): Promise<Buffer> {

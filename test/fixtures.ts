@@ -1,7 +1,7 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
 import { createHash } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
@@ -84,6 +84,9 @@ export function copyStore(s: FixtureStore): FixtureStore & { dir: string } {
   execFileSync('mkdir', ['-p', join(dir, 'run')]);
   return { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: s.driver, dir };
 }
+
+/** The descriptors this process has open now (a leak test compares before and after). */
+export const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
 
 /** Whether another process could take the write lock at `path` now, without waiting, as a podman writer takes it (python's lockf is the same fcntl lock). */
 export function writerCouldLock(path: string): boolean {

@@ -544,6 +544,7 @@ test('tar-split: malformed files are refused with a TarSplitError; hostile names
     assert.equal(await rebuildOutcome(p, [root], what), 'refused', `${what}: the rebuild fails`);
   }
   // a tar-split that is missing, or a FIFO no one writes to: refused, never a crash or a hang
+  // (the FIFO bounded in store.test too)
   const fifo = join(dir, 'fifo.gz');
   execFileSync('mkfifo', [fifo]);
   for (const [what, p] of [['a missing tar-split', join(dir, 'none.gz')], ['a FIFO as the tar-split', fifo]]) {
@@ -566,7 +567,8 @@ test('tar-split: malformed files are refused with a TarSplitError; hostile names
     ['a size one smaller than the file', [file('ok', 4, new Crc64().update(Buffer.from('hell')).digest())]],
     ['a size one larger than the file', [file('ok', 6)]],
     ['a wrong CRC', [file('ok', 5)]],
-    // (a FIFO no one writes to: opened and read, it would wait forever)
+    // (a FIFO no one writes to: opened and read, it would wait forever, and this file's test
+    // process with it; store.test checks the same in a bounded child process)
     ['a FIFO as a small file', [file('fifo', 5)]],
     ['a FIFO as a large file', [file('fifo', 1 << 20)]],
   ];

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { buildahRun, loadFixtures, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { buildahRun, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
 import { BlobCache, KeptFile, referencedBlobs } from '../src/oci/blob-cache.js';
 
 const fx = loadFixtures();
@@ -265,7 +265,7 @@ test('blob cache: a blob read and verified as it goes (not yet trusted here), st
   const f = await new BlobCache(dir).scratch();
   writeFileSync(f, blob);
   assert.ok(await new BlobCache(dir).adopt(f, sha(blob)));
-  const fds = () => readdirSync('/proc/self/fd').length;
+  const fds = openDescriptors;
   const before = fds();
   for (let i = 0; i < 30; i++) {
     const r = new BlobCache(dir).open(sha(blob)); // (a new instance, as after a restart: it verifies)

@@ -11,9 +11,10 @@ import { Store } from '../src/storage/store.js';
 import { bigDataFileName } from '../src/storage/bigdata.js';
 import { resolveStoreLocation } from '../src/storage/config.js';
 import { layerReads } from '../src/storage/layer-tar.js';
+import { readTarSplit } from '../src/storage/tarsplit.js';
 import { Crc64 } from '../src/storage/crc64.js';
 import { useWasm, wasmInstancesMade } from '../src/storage/wasm.js';
-import { collect, copyStore, loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
+import { collect, copyStore, loadFixtures, openDescriptors, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const storeNames = Object.keys(fx.stores) as (keyof typeof fx.stores)[];
@@ -418,6 +419,40 @@ test('a damaged store gives clear errors that name the layer or file', async (t)
   await assert.rejects(fresh.snapshot(), (e: Error) => e.message.includes(imagesJson) && /malformed JSON/.test(e.message));
 });
 
+test('a FIFO where a layer file or the tar-split should be fails csreg storage diff at once, with an error naming it', async (t) => {
+  // (in a process of its own, bounded: the rebuild used to wait forever for a writer, and the
+  // fuzz test's FIFO cases then hold their whole test file)
+  const c = copyStore(fx.stores.vfs);
+  t.after(() => rmSync(c.dir, { recursive: true, force: true }));
+  const store = open(c);
+  const layer = (await store.snapshot()).layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!)[0];
+  const root = store.contentRoots(layer)[0];
+  const diff = () => spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(c), 'storage', 'diff', layer.id, '-o', '/dev/null'], { encoding: 'utf8', timeout: 30_000 });
+  const asFifo = (path: string) => {
+    rmSync(path);
+    execFileSync('mkfifo', [path]);
+  };
+  // (of this layer's own files: a vfs layer directory holds its parents' files too)
+  let small = '';
+  for await (const e of readTarSplit(store.tarSplitPath(layer))) if (!small && e.kind === 'file' && e.size > 0 && e.size < 8192) small = join(root, e.name);
+  for (const [what, path] of [['a small file', small], ['the largest file', findLargestFile(root)]]) {
+    const kept = readFileSync(path);
+    asFifo(path);
+    const r = diff();
+    assert.equal(r.signal, null, `${what} as a FIFO: csreg storage diff still running after 30 s`);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /is not a regular file/, `${what}: ${r.stderr}`);
+    rmSync(path);
+    writeFileSync(path, kept);
+  }
+  assert.equal(diff().status, 0, 'the files back: the layer rebuilds');
+  asFifo(store.tarSplitPath(layer));
+  const r = diff();
+  assert.equal(r.signal, null, 'the tar-split as a FIFO: csreg storage diff still running after 30 s');
+  assert.equal(r.status, 1);
+  assert.ok(r.stderr.includes(store.tarSplitPath(layer)), r.stderr);
+});
+
 function findLargestFile(dir: string): string {
   let best = { path: '', size: -1 };
   const walk = (d: string) => {
@@ -495,7 +530,7 @@ test('rebuilds stopped early (a range, a consumer that goes) leave no descriptor
   // the layer with the largest tar-split: more than one read of it, so stopping early leaves some unread
   const layer = snap.layers.filter((l) => existsSync(store.tarSplitPath(l))).sort((a, b) => statSync(store.tarSplitPath(b)).size - statSync(store.tarSplitPath(a)).size)[0];
   assert.ok(statSync(store.tarSplitPath(layer)).size > 64 << 10, 'a tar-split larger than one read');
-  const fds = () => readdirSync('/proc/self/fd').length;
+  const fds = openDescriptors;
   const before = fds();
   for (let i = 0; i < 40; i++) {
     let n = 0;

@@ -25,6 +25,17 @@ export interface Reproduction {
 export type Tar = AsyncIterable<Uint8Array>;
 
 /**
+ * Output memory nothing here reads again once it is yielded (pgzip's blocks, fresh from the
+ * encoder): a consumer may keep it, or transfer it to another thread, instead of copying it.
+ */
+const handedOver = new WeakSet<ArrayBufferLike>();
+
+/** Whether chunk b is the whole of memory its consumer may keep (no copy needed to transfer it). */
+export function ownsMemory(b: Uint8Array): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && handedOver.has(b.buffer);
+}
+
+/**
  * Whether compressing with the profile is done with each tar chunk once it asks for the next
  * (pgzip copies it into its blocks), so the tar may come in reused memory (layerTarChunks).
  * The other encoders may keep a chunk for their window.
@@ -52,6 +63,7 @@ async function* pgzipBlocks(tar: Tar, blockSize: number, pool: BlockPool | undef
     const f = inFlight.shift()!;
     const { input, ...b } = await f.block;
     if (input?.length === blockSize) spare.push(input);
+    handedOver.add(b.bytes.buffer);
     return { ...b, size: f.size };
   };
   let block = new Uint8Array(blockSize);

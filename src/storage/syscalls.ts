@@ -6,10 +6,29 @@ import type Koffi from 'koffi';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 
-// required, not imported: an ESM import of this CommonJS package first has its 20 KB entry
-// scanned for export names (measured: 13 ms to load it that way, 9 ms required; every CLI
-// run pays it)
-const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi;
+const require = createRequire(import.meta.url);
+
+/**
+ * koffi's native module, taken from where the package keeps it for this platform: the
+ * package's entry script first loads its build tooling (https, zlib, crypto), 14 of the 18 ms
+ * it took at every start of the CLI and of every thread that opens a store; all it adds to
+ * the native module is deprecated aliases. Anything else (another layout or version, musl):
+ * the entry script. (Required, not imported: an ESM import of a CommonJS module first has it
+ * scanned for export names.)
+ */
+function loadKoffi(): typeof Koffi {
+  if (process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64')) {
+    try {
+      const native = require(`koffi/build/koffi/linux_${process.arch}/koffi.node`) as typeof Koffi & { version?: string };
+      if (native.version === (require('koffi/package.json') as { version: string }).version) return native;
+    } catch {
+      // (below)
+    }
+  }
+  return require('koffi') as typeof Koffi;
+}
+
+const koffi = loadKoffi();
 
 const { errno } = constants;
 

@@ -7,6 +7,7 @@ import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, r
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { createRequire } from 'node:module';
 import { Store } from '../src/storage/store.js';
 import { bigDataFileName } from '../src/storage/bigdata.js';
 import { resolveStoreLocation } from '../src/storage/config.js';
@@ -16,6 +17,7 @@ import { Crc64 } from '../src/storage/crc64.js';
 import { useWasm, wasmInstancesMade } from '../src/storage/wasm.js';
 import { collect, copyStore, loadFixtures, openDescriptors, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
+const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
 const fx = loadFixtures();
 const storeNames = Object.keys(fx.stores) as (keyof typeof fx.stores)[];
 const open = (s: FixtureStore) => Store.open({ root: s.root, runroot: s.runroot, driver: s.driver });
@@ -209,7 +211,13 @@ test('layerTarChunks: the verified bytes of every layer, whole and from offsets,
   const memory = new Set<ArrayBufferLike>();
   let chunks = 0;
   const copies: Buffer[] = [];
+  // each chunk's memory is placed for the kernel's copy (alignedView): a tar offset that is a
+  // multiple of 64 (file data starts at multiples of 512) at a 64-byte boundary
+  const misplaced: number[] = [];
+  let offset = 0;
   for await (const c of store.layerTarChunks(layer.id)) {
+    if (Number(koffi.address(c) % 64n) !== offset % 64) misplaced.push(offset);
+    offset += c.length;
     memory.add(c.buffer);
     chunks++;
     await new Promise((r) => setTimeout(r, 1)); // (a chunk stays the consumer's until it asks for the next)
@@ -218,6 +226,7 @@ test('layerTarChunks: the verified bytes of every layer, whole and from offsets,
   const full = Buffer.concat(copies);
   assert.equal('sha256:' + createHash('sha256').update(full).digest('hex'), layer.diffDigest);
   assert.ok(chunks >= 24 && memory.size <= chunks / 3, `${chunks} chunks in ${memory.size} buffers`);
+  assert.deepEqual(misplaced, [], 'chunks whose tar offsets are not where their addresses are modulo 64');
   for (const start of [1, 513, Math.floor(full.length / 2), full.length - 1]) {
     const tail: Buffer[] = [];
     for await (const c of store.layerTarChunks(layer.id, { start })) tail.push(Buffer.from(c));

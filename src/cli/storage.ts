@@ -1,12 +1,13 @@
 // `csreg storage ...`: inspect a store like the Go `containers-storage` tool does.
 import { randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, createWriteStream, openSync, writeSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, writeSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { COMPRESSION_NAMES, type Container, type Image, type Layer } from '../storage/records.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import type { StoreWriter } from '../storage/writer.js';
 import { Store } from '../storage/store.js';
+import { fileChunks } from '../storage/file-chunks.js';
 import { humanBytes, printJson, printTable, Progress } from './output.js';
 
 export class UsageError extends Error {
@@ -77,7 +78,7 @@ export function containerView(c: Container) {
  * error at once (a stream opening it later had no listener for its error yet).
  */
 function input(file: string, chunk?: number): NodeJS.ReadableStream & AsyncIterable<Buffer> {
-  return (file === '-' ? process.stdin : createReadStream(file, { fd: openSync(file, 'r'), highWaterMark: chunk })) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
+  return (file === '-' ? process.stdin : fileChunks(openSync(file, 'r'), chunk ?? 64 << 10)) as NodeJS.ReadableStream & AsyncIterable<Buffer>;
 }
 
 async function readAll(src: AsyncIterable<Buffer>): Promise<Buffer> {

@@ -3,11 +3,12 @@
 // DiffID; the image ID is the config digest; the manifest is kept as big data under
 // `manifest-<digest>` and `manifest`. Compressed blobs stay in the blob cache, since the store
 // cannot reproduce them bit for bit. Indexes and artifacts become layer-less records.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, openSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Store } from '../storage/store.js';
 import { BLOB_READ_CHUNK, StoreWriter, WriteError, chainLayerId } from '../storage/writer.js';
+import { fileChunks } from '../storage/file-chunks.js';
 import { hasDomain } from '../storage/snapshot.js';
 import type { BlobCache } from './blob-cache.js';
 import type { Artifacts } from './artifacts.js';
@@ -99,7 +100,7 @@ async function commitLayers(o: CommitOptions, writer: StoreWriter, layers: Parse
         await pipeline(await o.store.layerTar(src.layer.id), createWriteStream(spooled, { mode: 0o600 }));
       }
       if (!file) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `layer ${desc.digest} is not available`);
-      const blob = createReadStream(file, { highWaterMark: BLOB_READ_CHUNK });
+      const blob = fileChunks(openSync(file, 'r'), BLOB_READ_CHUNK);
       try {
         await writer.createLayer(blob, { id, parent, expectedDiffDigest: diffId, expectedCompressedDigest: desc.digest, reuse: true });
       } catch (e) {

@@ -18,6 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BlobCache, type KeptFile } from './blob-cache.js';
+import { alignedBuffer } from '../storage/syscalls.js';
 
 export type Range = { start: number; end: number };
 /** Makes the blob (or a range of it) from the store. */
@@ -311,7 +312,7 @@ class Spool {
         }
         const inFile = Math.min(ready, this.written);
         if (me.pos < inFile) {
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK, inFile - me.pos));
+          const buf = alignedBuffer(Math.min(CHUNK, inFile - me.pos));
           reading = new Promise<number>((resolve, reject) => read(fd, buf, 0, buf.length, me.pos, (err, n) => (err ? reject(err) : resolve(n))));
           const n = await reading.finally(() => (reading = undefined));
           spoolReads.file++;

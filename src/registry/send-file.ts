@@ -9,7 +9,7 @@
 import { close, open, read } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { KeptFile } from '../oci/blob-cache.js';
-import { readCached } from '../storage/syscalls.js';
+import { alignedBuffer, readCached } from '../storage/syscalls.js';
 
 /** read size: per-chunk costs dominate below this (one stream over loopback: 4.7 GB/s at 1 MiB, 1.45 at 64 KiB), memory above it (32 pulls) */
 const BIG = 1 << 20;
@@ -25,7 +25,7 @@ let sending = 0;
 
 function take(size: number): Buffer {
   const b = pool.get(size)?.pop();
-  if (!b) return Buffer.allocUnsafeSlow(size);
+  if (!b) return alignedBuffer(size); // (aligned: reads into it run several times faster)
   pooled -= size;
   return b;
 }

@@ -11,7 +11,7 @@ import { constants as osConstants } from 'node:os';
 import { Readable } from 'node:stream';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { Crc64 } from './crc64.js';
-import { cachedReadsWork, closeFd, openBeneath, pread, readCached } from './syscalls.js';
+import { alignableBuffer, alignedBuffer, alignedView, cachedReadsWork, closeFd, openBeneath, pread, readCached } from './syscalls.js';
 import { readTarSplitBatches, type TarSplitEntry } from './tarsplit.js';
 
 export class LayerVerifyError extends Error {
@@ -365,8 +365,8 @@ type FileEntry = Extract<TarSplitEntry, { kind: 'file' }>;
 // be waited for); a job is one stretch of segments and small files, read into shared memory
 // that becomes the output chunk.
 const READER = 'csreg-layer-reader';
-/** names: each file's name bytes and a NUL, one after the other (name i starts at nameAts[i]) */
-interface ReadJob { id: number; layerId: string; roots: string[]; checked: boolean; buf: SharedArrayBuffer; names: Uint8Array; nameAts: number[]; sizes: number[]; ats: number[] }
+/** names: each file's name bytes and a NUL, one after the other (name i starts at nameAts[i]); bufAt: where in buf the stretch starts (ats count from there) */
+interface ReadJob { id: number; layerId: string; roots: string[]; checked: boolean; buf: SharedArrayBuffer; bufAt: number; names: Uint8Array; nameAts: number[]; sizes: number[]; ats: number[] }
 /** missed: some files were not in the page cache */
 interface ReadDone { id: number; missed: boolean; error?: { message: string; code?: string; verify: boolean } }
 
@@ -379,7 +379,7 @@ function readJob(job: Omit<ReadJob, 'id'>, resolvers: Map<string, Resolver>, spa
       if (resolvers.size >= 64) resolvers.clear(); // only a cache of directory checks
       resolvers.set(key, (res = new Resolver(job.roots, job.layerId, job.checked)));
     }
-    const buf = Buffer.from(job.buf);
+    const buf = Buffer.from(job.buf, job.bufAt);
     const names = Buffer.from(job.names.buffer, job.names.byteOffset, job.names.length);
     try {
       return { missed: res.readFiles(names, job.nameAts, job.sizes, job.ats, buf, spare) };
@@ -630,25 +630,27 @@ export async function* layerTarChunks(opts: LayerTarOptions): AsyncGenerator<Buf
  */
 class ChunkPool {
   private readonly free = new Map<number, Buffer[]>();
-  private readonly lent = new Map<ArrayBufferLike, Buffer>();
+  private readonly lent = new Map<ArrayBufferLike, { raw: Buffer; key: number }>();
 
-  /** `size` bytes of a buffer of `capacity` (shared: a stretch the reader thread fills) */
-  take(size: number, capacity: number, shared: boolean): Buffer {
+  /**
+   * `size` bytes of a buffer of `capacity` (shared: a stretch the reader thread fills), starting
+   * `phase` bytes past a 64-byte boundary (alignedView)
+   */
+  take(size: number, capacity: number, shared: boolean, phase = 0): Buffer {
     const key = shared ? -capacity : capacity; // (shared and plain buffers of a size in lists of their own)
-    const b = this.free.get(key)?.pop() ?? (shared ? Buffer.from(new SharedArrayBuffer(capacity)) : Buffer.allocUnsafeSlow(capacity));
-    this.lent.set(b.buffer, b);
-    return b.subarray(0, size);
+    const raw = this.free.get(key)?.pop() ?? alignableBuffer(capacity, shared);
+    this.lent.set(raw.buffer, { raw, key });
+    return alignedView(raw, size, phase);
   }
 
   /** The chunk's memory is free again (a chunk of other memory: nothing to do). */
   give(chunk: Uint8Array): void {
-    const b = this.lent.get(chunk.buffer);
-    if (!b) return;
+    const l = this.lent.get(chunk.buffer);
+    if (!l) return;
     this.lent.delete(chunk.buffer);
-    const key = b.buffer instanceof SharedArrayBuffer ? -b.length : b.length;
-    const list = this.free.get(key) ?? [];
-    this.free.set(key, list);
-    if (list.length < POOL_FREE_MAX) list.push(b);
+    const list = this.free.get(l.key) ?? [];
+    this.free.set(l.key, list);
+    if (list.length < POOL_FREE_MAX) list.push(l.raw);
   }
 }
 /** free buffers a ChunkPool keeps per size (a stream has about five out at once) */
@@ -708,7 +710,9 @@ async function rebuild(opts: LayerTarOptions, sink: Sink, pool?: ChunkPool): Pro
       offset = o;
       return { next: j };
     }
-    const buf = pool && total <= STRETCH_CAPACITY ? pool.take(total, STRETCH_CAPACITY, true) : Buffer.from(new SharedArrayBuffer(total));
+    // (file data, which starts at multiples of 512 in the tar, lands on 64-byte boundaries)
+    const phase = at % 64;
+    const buf = pool && total <= STRETCH_CAPACITY ? pool.take(total, STRETCH_CAPACITY, true, phase) : alignedView(alignableBuffer(total, true), total, phase);
     const files: FileEntry[] = [];
     const fileAts: number[] = [];
     const sizes: number[] = [];
@@ -738,7 +742,7 @@ async function rebuild(opts: LayerTarOptions, sink: Sink, pool?: ChunkPool): Pro
       names[p++] = 0;
     }
     // (the reader thread starts after some thousands of small files: most layers never need it)
-    const done = files.length ? readSmallFiles({ layerId: opts.layerId, roots: opts.contentRoots, checked, buf: buf.buffer as SharedArrayBuffer, names, nameAts, sizes, ats: fileAts }) : Promise.resolve();
+    const done = files.length ? readSmallFiles({ layerId: opts.layerId, roots: opts.contentRoots, checked, buf: buf.buffer as SharedArrayBuffer, bufAt: buf.byteOffset, names, nameAts, sizes, ats: fileAts }) : Promise.resolve();
     return { s: { buf, at, files, fileAts, done }, next: j };
   };
 
@@ -758,7 +762,7 @@ async function rebuild(opts: LayerTarOptions, sink: Sink, pool?: ChunkPool): Pro
       const piece = opts.readPiece ?? (openStreams <= FEW_STREAMS && !pool ? READ_CHUNK : SMALL_READ_CHUNK);
       const readAt = (p: number) => {
         const want = Math.min(piece, e.size - p);
-        const buf = pool && want ? pool.take(want, piece, false) : Buffer.allocUnsafe(want || 1);
+        const buf = pool && want ? pool.take(want, piece, false) : alignedBuffer(want || 1);
         // one byte past the end is read too: it shows a file that grew
         return { buf, done: readFd(fd, buf, 0, buf.length, p).catch((err: Error) => Promise.reject(res.readFailed(e.nameBytes, err))) };
       };

@@ -187,3 +187,32 @@ export const cachedReadsWork = (): boolean => preadv2 !== null;
 export function closeFd(fd: number): void {
   libc().close(fd);
 }
+
+/** alignment of read buffers: a cache line */
+const READ_ALIGN = 64;
+
+/**
+ * Memory for a read buffer of up to `size` bytes that alignedView places: size plus slack.
+ * Every large buffer Node allocates starts 16 bytes past a page (glibc's header of a mapped
+ * chunk), and the kernel copies file data to such a destination at a fraction of the speed
+ * (measured on an AMD EPYC: a 1 MiB pread from the page cache at 1.9 GB/s to an address 16
+ * past a boundary, 10–11 GB/s to one 32 or 64 past it; writes and sends do not care).
+ */
+export function alignableBuffer(size: number, shared = false): Buffer {
+  return shared ? Buffer.from(new SharedArrayBuffer(size + READ_ALIGN)) : Buffer.allocUnsafeSlow(size + READ_ALIGN);
+}
+
+/**
+ * `size` bytes of raw (an alignableBuffer of at least that size) whose first byte is `phase`
+ * bytes past a 64-byte boundary: where a file's or tar's offsets that are multiples of 64 land
+ * on boundaries, for a buffer whose index 0 holds an offset that is not one.
+ */
+export function alignedView(raw: Buffer, size: number, phase = 0): Buffer {
+  const at = (phase - Number(koffi.address(raw) % BigInt(READ_ALIGN)) + 2 * READ_ALIGN) % READ_ALIGN;
+  return raw.subarray(at, at + size);
+}
+
+/** A read buffer of `size` bytes starting at a 64-byte boundary (its `.buffer` is its own). */
+export function alignedBuffer(size: number): Buffer {
+  return alignedView(alignableBuffer(size), size);
+}

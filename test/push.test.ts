@@ -4,7 +4,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
-import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync, writeFileSync, utimesSync, statSync } from 'node:fs';
+import { mkdtempSync, openSync, rmSync, readFileSync, readdirSync, existsSync, writeFileSync, utimesSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -13,6 +15,8 @@ import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
 import { buildahRun, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
 import { BlobCache, KeptFile, referencedBlobs } from '../src/oci/blob-cache.js';
+import { fileChunks } from '../src/storage/file-chunks.js';
+import { BLOB_READ_CHUNK } from '../src/storage/writer.js';
 
 const fx = loadFixtures();
 const work = mkdtempSync(join(tmpdir(), 'csreg-push-'));
@@ -274,6 +278,30 @@ test('blob cache: a blob read and verified as it goes (not yet trusted here), st
   }
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(fds() - before < 5, `descriptors open before ${before}, after 30 reads stopped early ${fds()}`);
+});
+
+test('a pushed blob is read for extraction whole, in memory at 64-byte boundaries, and its descriptor closes at the end, unread, or mid-read', async () => {
+  const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+  const f = join(work, 'file-chunks');
+  const data = randomBytes((3 << 20) + 17);
+  writeFileSync(f, data);
+  const fds = openDescriptors;
+  const before = fds();
+  const got: Buffer[] = [];
+  const misplaced: number[] = [];
+  for await (const c of fileChunks(openSync(f, 'r'), BLOB_READ_CHUNK)) {
+    if (koffi.address(c) % 64n) misplaced.push(got.length);
+    got.push(Buffer.from(c as Buffer));
+  }
+  assert.ok(Buffer.concat(got).equals(data), 'the file\'s bytes');
+  assert.deepEqual(misplaced, [], 'chunks not at a 64-byte boundary');
+  for (let i = 0; i < 20; i++) {
+    const s = fileChunks(openSync(f, 'r'), BLOB_READ_CHUNK);
+    if (i % 2) s.destroy(); // (never read: a layer the store already had)
+    else for await (const c of s) if ((c as Buffer).length) break; // (destroyed with its next read in flight)
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(fds() - before < 3, `descriptors open before ${before}, after 21 readers ${fds()}`);
 });
 
 test('an artifact pushed by digest with a subject is listed by the referrers API and answered with OCI-Subject', async () => {

@@ -443,7 +443,11 @@ test('--synthesize gzip: a buildah image is served with the layer digests a push
 test('--scan-recipes with --synthesize gzip makes every layer\'s compressed form at start: the first pull starts no compression and gets those forms', { skip: roomToKeep(work) }, async () => {
   const s = fx.stores.overlay;
   const state = join(work, 'state-synth-scan');
-  const reg = await startRegistry({ store: Store.open(s), log: createLogger({ out: new Writable({ write(_c, _e, cb) { cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, synthesize: 'gzip', servedCacheMaxBytes: 1 << 30, scanRecipes: true });
+  // the scan's log: it goes on to the store's other images after this one's layers, and its
+  // last "compressed form made" (layer n/n) says it is done
+  let log = '';
+  const scanDone = () => log.split('\n').some((l) => /compressed form made".*"layer":"(\d+)\/\1"/.test(l));
+  const reg = await startRegistry({ store: Store.open(s), log: createLogger({ out: new Writable({ write(c, _e, cb) { log += String(c); cb(); } }) }), addr: '127.0.0.1:0', stateDir: state, synthesize: 'gzip', servedCacheMaxBytes: 1 << 30, scanRecipes: true });
   servers.push(reg);
   const snap = await Store.open(s).snapshot();
   const image = snap.image('localhost/csreg/derived:1')!;
@@ -458,6 +462,8 @@ test('--scan-recipes with --synthesize gzip makes every layer\'s compressed form
   };
   for (let i = 0; i < 600 && !diffs.every((d) => made().has(d)); i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(diffs.every((d) => made().has(d)), 'every layer of the image made without any request');
+  for (let i = 0; i < 600 && !scanDone(); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(scanDone(), 'the scan ended');
   const before = recompressionThreads();
   const dir = join(work, 'synth-scan-pulled');
   await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${reg.url.slice('http://'.length)}/localhost/csreg/derived:1`, `dir:${dir}`]);

@@ -712,7 +712,7 @@ async function rebuild(opts: LayerTarOptions, sink: Sink, pool?: ChunkPool): Pro
     }
     // (file data, which starts at multiples of 512 in the tar, lands on 64-byte boundaries)
     const phase = at % 64;
-    const buf = pool && total <= STRETCH_CAPACITY ? pool.take(total, STRETCH_CAPACITY, true, phase) : alignedView(alignableBuffer(total, true), total, phase);
+    const buf = pool && total <= STRETCH_CAPACITY ? pool.take(total, STRETCH_CAPACITY, true, phase) : alignedBuffer(total, true, phase);
     const files: FileEntry[] = [];
     const fileAts: number[] = [];
     const sizes: number[] = [];

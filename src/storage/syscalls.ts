@@ -212,7 +212,7 @@ export function alignedView(raw: Buffer, size: number, phase = 0): Buffer {
   return raw.subarray(at, at + size);
 }
 
-/** A read buffer of `size` bytes starting at a 64-byte boundary (its `.buffer` is its own). */
-export function alignedBuffer(size: number): Buffer {
-  return alignedView(alignableBuffer(size), size);
+/** A read buffer of `size` bytes starting `phase` bytes past a 64-byte boundary (its `.buffer` is its own). */
+export function alignedBuffer(size: number, shared = false, phase = 0): Buffer {
+  return alignedView(alignableBuffer(size, shared), size, phase);
 }

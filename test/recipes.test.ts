@@ -484,7 +484,7 @@ test('a csreg serve stopped mid-scan ends at once: no recipe job goes on after S
   let err = '';
   p.stdout.on('data', (c: Buffer) => (out += c));
   p.stderr.on('data', (c: Buffer) => (err += c));
-  const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+  const exited = new Promise<number | string | null>((r) => p.on('exit', (code, signal) => r(code ?? signal))); // (a signal's name: ended by it, unhandled)
   for (let i = 0; i < 300 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 20));
   assert.match(out, /listening on/, err);
   p.kill('SIGTERM'); // the scan's first job (a Go level-6 layer) has just started

@@ -94,3 +94,24 @@ function fixChecksum(block: Buffer): void {
   for (let i = 0; i < 512; i++) sum += block[i];
   block.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
 }
+
+test('the source ends when the reader stops early or the tar fails: no file or lock is left to the GC', async () => {
+  const good = gnuTar('pax');
+  const corrupt = Buffer.concat([good.subarray(0, 1536), Buffer.alloc(512, 'A'), good.subarray(2048)]);
+  let ended = 0;
+  async function* source(bytes: Buffer) {
+    try {
+      for (let i = 0; i < bytes.length; i += 512) yield bytes.subarray(i, i + 512);
+    } finally {
+      ended++;
+    }
+  }
+  for await (const ev of readTar(source(good))) if (ev.kind === 'entry') break;
+  assert.equal(ended, 1, 'a reader that stopped at the first entry');
+  await assert.rejects(async () => {
+    for await (const _ of readTar(source(corrupt)));
+  }, TarError);
+  assert.equal(ended, 2, 'a tar that failed at a corrupt header');
+  for await (const _ of readTar(source(good)));
+  assert.equal(ended, 3, 'read to the end');
+});

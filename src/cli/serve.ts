@@ -229,6 +229,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const security = securityOptions(values, conf);
   returnFreedBuffers(); // a long-running server: memory freed after a burst of pulls goes back to the OS
   const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, servedCacheMaxBytes, synthesize, scanRecipes, ...security });
+  // (the handlers are in place before "listening on" is printed: a signal sent on seeing it is
+  // never met by Node's default, which ends the process at once with scan jobs half-done)
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info('shutting down: letting running downloads finish', { signal: sig });
+      void reg.close().then(resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
   const host = reg.url.replace(/^https?:\/\//, '');
   const tlsFlag = security.tls ? '' : '--tls-verify=false ';
   const repos = repositoryIndex(snap, preferredHosts);
@@ -240,13 +250,6 @@ export async function serveCommand(argv: string[]): Promise<number> {
       ? `try:  skopeo inspect ${tlsFlag}docker://${host}/${example.n}:${example.t}\n      podman pull ${tlsFlag}${host}/${example.n}:${example.t}\n`
       : ''),
   );
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log.info('shutting down: letting running downloads finish', { signal: sig });
-      void reg.close().then(resolve);
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+  await stopped;
   return 0;
 }

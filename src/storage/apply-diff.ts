@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type Writable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { Crc64 } from './crc64.js';
@@ -73,6 +73,20 @@ function zstdStream(): Transform {
   return t;
 }
 
+/** Resolves once w takes writes again, or is destroyed (and so never will). */
+function drainedOrDestroyed(w: Writable): Promise<void> {
+  if (w.destroyed) return Promise.resolve();
+  return new Promise((ok) => {
+    const done = () => {
+      w.off('drain', done);
+      w.off('close', done);
+      ok();
+    };
+    w.on('drain', done);
+    w.on('close', done);
+  });
+}
+
 /**
  * Apply a layer blob (any supported compression) to opts.root; returns what the layer record
  * needs. The input's chunks must not be reused once yielded (streams' never are): a large
@@ -92,12 +106,18 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
   // An uncompressed blob is its own tar: one hash gives both digests.
   const compressed = compression !== COMPRESSION.none;
   // Feed the blob into the decompressor with backpressure, hashing it (if compressed) on the way.
+  // A tar that fails mid-way destroys the decompressor, which then never drains: the feeding
+  // stops there and the rest of the blob is left unread (its source closed).
   const feeding = (async () => {
     try {
       for (let r: IteratorResult<Buffer> = first; !r.done; r = await source.next()) {
+        if (decompressor.destroyed) {
+          await source.return?.();
+          return;
+        }
         if (compressed) compressedHash.update(r.value);
         compressedSize += r.value.length;
-        if (!decompressor.write(r.value)) await once(decompressor, 'drain');
+        if (!decompressor.write(r.value)) await drainedOrDestroyed(decompressor);
       }
       decompressor.end();
     } catch (e) {

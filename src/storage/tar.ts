@@ -73,6 +73,13 @@ class ByteSource {
     return out;
   }
 
+  /** Ends the source if it has not ended (a failure to end it is not the tar's: the tar's own stands). */
+  async close(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await Promise.resolve(this.it.return?.()).catch(() => undefined);
+  }
+
   /** Up to n bytes (at least one unless at end), for streaming file content. */
   async readSome(n: number): Promise<Buffer> {
     if (this.buf.length === 0 && !(await this.fill())) return Buffer.alloc(0);
@@ -199,10 +206,20 @@ function parseHeaderBlock(block: Buffer): TarHeader & { gnu: boolean } {
 
 /**
  * Parse a tar stream into raw/entry/data events. Raw bytes of one entry (previous padding plus
- * all its header blocks) come before its `entry` event, as tar-split segments do.
+ * all its header blocks) come before its `entry` event, as tar-split segments do. A consumer
+ * that stops early, or a tar that fails, ends the source too (a layer's rebuild: its files and
+ * read lock).
  */
 export async function* readTar(src: AsyncIterable<Buffer | Uint8Array | string>): AsyncGenerator<TarEvent> {
   const s = new ByteSource(src);
+  try {
+    yield* tarEvents(s);
+  } finally {
+    await s.close();
+  }
+}
+
+async function* tarEvents(s: ByteSource): AsyncGenerator<TarEvent> {
   let pending: Buffer[] = [];
   const raw = (b: Buffer) => {
     if (b.length) pending.push(b);

@@ -3,7 +3,7 @@
 // each pulled by podman; skopeo and podman pull from csreg by the original digests.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync, existsSync, openSync, writeSync, closeSync, writeFileSync, readlinkSync, statSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,29 @@ async function serve(s: FixtureStore, name: string): Promise<Served> {
   const reg = await startRegistry({ store: Store.open(s), log: createLogger({ out }), addr: '127.0.0.1:0', stateDir: state });
   servers.push(reg);
   return { url: reg.url, host: reg.url.slice('http://'.length), state, logs };
+}
+
+/** This process's descriptors of files in the store's layer directories. */
+function layerFilesOpen(s: FixtureStore): string[] {
+  return readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return ''; // (closed meanwhile)
+    }
+  }).filter((p) => p.startsWith(join(s.root, 'overlay') + '/'));
+}
+
+/** Whether some process holds a lock on the store's layers.lock (podman's writes would wait). */
+function layersLockHeld(s: FixtureStore): boolean {
+  const ino = statSync(join(s.root, 'overlay-layers', 'layers.lock')).ino;
+  return readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.split(/\s+/)[5]?.endsWith(`:${ino}`));
+}
+
+/** Waits (up to 5 s) until no layer file is open and the layers lock is free, then says what is left. */
+async function layerReadsEnded(s: FixtureStore): Promise<{ files: string[]; locked: boolean }> {
+  for (let i = 0; i < 250 && (layerFilesOpen(s).length || layersLockHeld(s)); i++) await new Promise((r) => setTimeout(r, 20));
+  return { files: layerFilesOpen(s), locked: layersLockHeld(s) };
 }
 
 /** `127.0.0.1:5701/recipes/go6:1` → repository `127.0.0.1_5701/recipes/go6` as csreg serves it. */
@@ -221,9 +244,11 @@ test('range reads of a reproduced pgzip blob (start, block boundary, middle, end
   }
   const tail = await bytes(url, { Range: `bytes=${mid}-` });
   assert.ok(tail.body.equals(full.subarray(mid)), 'an open-ended range');
+  // a range ends before the layer's tar: its rebuild is ended, not left holding files and the lock
+  assert.deepEqual(await layerReadsEnded(fx.stores.pulled), { files: [], locked: false });
 });
 
-test('recompression threads are kept warm between downloads; one whose download was given up is ended, and the next download still verifies', async () => {
+test('recompression threads are kept warm between downloads; one whose download was given up stops its job, leaves no layer file open and is kept, and the next download still verifies', async () => {
   const srv = await serve(fx.stores.pulled, 'threads');
   const { layers, blobUrl } = await pgzipImage(srv);
   const big = layers.reduce((a, b) => (b.size > a.size ? b : a));
@@ -234,14 +259,18 @@ test('recompression threads are kept warm between downloads; one whose download 
   const after1 = recompressionThreads();
   assert.equal(after1.started, before.started, 'no new thread for the second download');
   assert.ok(after1.reused > before.reused, 'the second download ran on a kept thread');
-  // a download given up after its first bytes: its thread may be mid-block, so it is not kept
+  // a download given up after its first bytes, while its rebuild reads the layer's files
   const ac = new AbortController();
   const r = await fetch(url, { signal: ac.signal });
   await r.body!.getReader().read();
+  const openWhileRead = layerFilesOpen(fx.stores.pulled).length;
   ac.abort();
   for (let i = 0; i < 100 && recompressionThreads().stopped === after1.stopped; i++) await new Promise((res) => setTimeout(res, 20));
-  assert.equal(recompressionThreads().stopped, after1.stopped + 1, 'the given-up job ended its thread');
+  assert.equal(recompressionThreads().stopped, after1.stopped + 1, 'the given-up job was stopped');
+  // (its thread is asked to stop, not ended: the files its rebuild opened would stay open)
+  assert.deepEqual(await layerReadsEnded(fx.stores.pulled), { files: [], locked: false }, `${openWhileRead} layer files open while it was read`);
   assert.equal(sha((await bytes(url)).body), big.digest, 'a download after it verifies');
+  assert.equal(recompressionThreads().started, before.started, 'on the kept thread');
 });
 
 test('a kept thread collects its garbage once idle (what its last job left), not while it is busy', async () => {

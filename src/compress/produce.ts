@@ -197,21 +197,27 @@ async function* window(parts: AsyncIterable<Uint8Array>, at: number, start: numb
 /** pgzip from a block on: the tar starts PGZIP_TAIL_SIZE bytes early, the previous block's tail. */
 async function* pgzipFromBlock(tar: Tar, blockSize: number, pool: BlockPool | undefined, trailer: Uint8Array): AsyncGenerator<Uint8Array> {
   const it = tar[Symbol.asyncIterator]();
-  const head: Uint8Array[] = [];
-  let have = 0;
-  while (have < PGZIP_TAIL_SIZE) {
-    const r = await it.next();
-    if (r.done) throw new Error('layer tar ended before the block it was asked to start at');
-    head.push(Buffer.from(r.value)); // (a copy: the tar's chunks may be read into again once the next is asked for)
-    have += r.value.length;
+  try {
+    const head: Uint8Array[] = [];
+    let have = 0;
+    while (have < PGZIP_TAIL_SIZE) {
+      const r = await it.next();
+      if (r.done) throw new Error('layer tar ended before the block it was asked to start at');
+      head.push(Buffer.from(r.value)); // (a copy: the tar's chunks may be read into again once the next is asked for)
+      have += r.value.length;
+    }
+    const all = Buffer.concat(head);
+    const rest = (async function* () {
+      yield all.subarray(PGZIP_TAIL_SIZE);
+      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+    })();
+    for await (const b of pgzipBlocks(rest, blockSize, pool, all.subarray(0, PGZIP_TAIL_SIZE), false)) yield b.bytes;
+    yield trailer;
+  } finally {
+    // a range ends before the tar does: the rebuild is ended here, or it would keep its files
+    // and the layer store's read lock (podman's writes would wait on it for good)
+    await it.return?.();
   }
-  const all = Buffer.concat(head);
-  const rest = (async function* () {
-    yield all.subarray(PGZIP_TAIL_SIZE);
-    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
-  })();
-  for await (const b of pgzipBlocks(rest, blockSize, pool, all.subarray(0, PGZIP_TAIL_SIZE), false)) yield b.bytes;
-  yield trailer;
 }
 
 /**

@@ -30,7 +30,7 @@ export type WorkerMessage =
   | { error: string };
 
 /** What the parent sends: a job (when the last one has answered), or credit for produced chunks. */
-export type ParentMessage = { job: Job } | { credit: number };
+export type ParentMessage = { job: Job } | { credit: number } | { stop: true };
 
 const port = parentPort!;
 const stores = new Map<string, Store>();
@@ -45,6 +45,8 @@ const tarFrom = async (start: number, check?: TarCheck, reused = false): Promise
 
 let credit = 0;
 let wake: (() => void) | undefined;
+/** the parent gave the produce job up (its client left) */
+let stopping = false;
 
 async function detect(j: Extract<Job, { kind: 'detect' }>): Promise<void> {
   const tried: string[] = [];
@@ -106,7 +108,9 @@ async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
   const p = profileById(j.profile);
   if (!p) throw new Error(`unknown compressor profile ${j.profile}`);
   for await (const b of produce((at, check) => tarFrom(at, check, copiesTar(p)), p, j.target, j.rep, j.range, poolFor(p, j.tarSize))) {
-    while (credit <= 0) await new Promise<void>((r) => (wake = r));
+    while (credit <= 0 && !stopping) await new Promise<void>((r) => (wake = r));
+    // (leaving the loop ends the rebuild: its files are closed, its read lock given back)
+    if (stopping) break;
     credit--;
     // transferred as it is where nothing here uses its memory again (pgzip's blocks: a copy of
     // each in fresh memory was a sixth of this thread's time); else a copy, not a view into a
@@ -118,6 +122,11 @@ async function send(j: Extract<Job, { kind: 'produce' }>): Promise<void> {
 }
 
 port.on('message', (m: ParentMessage) => {
+  if ('stop' in m) {
+    stopping = true;
+    wake?.();
+    return;
+  }
   if ('credit' in m) {
     credit += m.credit;
     wake?.();
@@ -125,6 +134,7 @@ port.on('message', (m: ParentMessage) => {
   }
   job = m.job;
   credit = 0;
+  stopping = false;
   busyNow();
   (job.kind === 'detect' ? detect(job) : job.kind === 'measure' ? measureJob(job) : send(job))
     .catch((e: Error) => {

@@ -168,10 +168,13 @@ async function manifestGzipLayers(store: Store, image: Image): Promise<{ digest:
  * Recompression threads that finished a job, kept for the next one: a fresh job costs ~0.3 s
  * more (starting its threads, JIT of the tar path; before the WebAssembly encoders, 3-4x over
  * the first 10 MB), which made most of a first pull's time.
- * A few are kept, for a while; one whose job was given up is ended instead (it may be mid-block).
+ * A few are kept, for a while; one whose produce job was given up is kept once the job has
+ * stopped, one whose other job was given up (at shutdown) is ended.
  */
 const KEEP_WORKERS = 2; // (each has a block pool of one thread per core: more would cost memory on big machines)
 const KEEP_WORKERS_MS = 60_000;
+/** a produce job asked to stop that has not within this long has its thread ended */
+const STOP_GRACE_MS = 10_000;
 const idleWorkers: { w: Worker; timer: NodeJS.Timeout }[] = [];
 /** Jobs run on new threads and on kept ones, threads ended with a job given up, produce jobs that waited for a slot or gave theirs up to a reader that stopped (tests check each). */
 const threadUse = { started: 0, reused: 0, stopped: 0, waited: 0, stalled: 0 };
@@ -296,7 +299,23 @@ function runWorker(job: Job, onMessage: (m: WorkerMessage) => void, onFail: (e: 
       finished = true;
       threadUse.stopped++;
       w.off('message', message).off('error', fail).off('exit', onExit);
-      void w.terminate();
+      if (job.kind !== 'produce') return void w.terminate();
+      // A produce job (its client left) is asked to stop rather than its thread ended: the
+      // layer files its rebuild has open were opened outside Node's tracking, and would stay
+      // open for good. Its last chunks are dropped; the thread is kept once the job has ended.
+      const timer = setTimeout(() => void w.terminate(), STOP_GRACE_MS);
+      const ended = (m: WorkerMessage) => {
+        if (!('done' in m || 'error' in m)) return;
+        clearTimeout(timer);
+        w.off('message', ended).off('exit', gone);
+        release();
+      };
+      const gone = () => {
+        clearTimeout(timer);
+        w.off('message', ended);
+      };
+      w.on('message', ended).on('exit', gone);
+      w.postMessage({ stop: true } satisfies ParentMessage);
     },
   };
 }

@@ -176,7 +176,7 @@ const KEEP_WORKERS_MS = 60_000;
 /** a produce job asked to stop that has not within this long has its thread ended */
 const STOP_GRACE_MS = 10_000;
 const idleWorkers: { w: Worker; timer: NodeJS.Timeout }[] = [];
-/** Jobs run on new threads and on kept ones, threads ended with a job given up, produce jobs that waited for a slot or gave theirs up to a reader that stopped (tests check each). */
+/** Jobs run on new threads and on kept ones, jobs given up (a produce job stopped, its thread kept; any other ended with its thread), produce jobs that waited for a slot or gave theirs up to a reader that stopped (tests check each). */
 const threadUse = { started: 0, reused: 0, stopped: 0, waited: 0, stalled: 0 };
 
 /**

@@ -119,7 +119,7 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
         compressedSize += r.value.length;
         if (!decompressor.write(r.value)) await drainedOrDestroyed(decompressor);
       }
-      decompressor.end();
+      if (!decompressor.destroyed) decompressor.end();
     } catch (e) {
       decompressor.destroy(e as Error);
     }

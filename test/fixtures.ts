@@ -1,7 +1,7 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
 import { createHash } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
@@ -87,6 +87,17 @@ export function copyStore(s: FixtureStore): FixtureStore & { dir: string } {
 
 /** The descriptors this process has open now (a leak test compares before and after). */
 export const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
+
+/** The paths of the files this process has open now. */
+export function openPaths(): string[] {
+  return readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return ''; // (closed meanwhile)
+    }
+  }).filter(Boolean);
+}
 
 /** Whether another process could take the write lock at `path` now, without waiting, as a podman writer takes it (python's lockf is the same fcntl lock). */
 export function writerCouldLock(path: string): boolean {

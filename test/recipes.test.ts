@@ -3,7 +3,7 @@
 // each pulled by podman; skopeo and podman pull from csreg by the original digests.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync, existsSync, openSync, writeSync, closeSync, writeFileSync, readlinkSync, statSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, readdirSync, existsSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { imageOfLayer, PRODUCE_SLOTS, Recipes, recompressionThreads } from '../s
 import { hintedProfiles } from '../src/compress/hints.js';
 import { busyNow, collectWhenIdle, idleCollections } from '../src/compress/idle-gc.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, type FixtureStore } from './fixtures.js';
+import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, openPaths, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const main = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -36,22 +36,11 @@ async function serve(s: FixtureStore, name: string): Promise<Served> {
   return { url: reg.url, host: reg.url.slice('http://'.length), state, logs };
 }
 
-/** This process's descriptors of files in the store's layer directories. */
-function layerFilesOpen(s: FixtureStore): string[] {
-  return readdirSync('/proc/self/fd').map((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      return ''; // (closed meanwhile)
-    }
-  }).filter((p) => p.startsWith(join(s.root, 'overlay') + '/'));
-}
+/** The files in the store's layer directories this process has open. */
+const layerFilesOpen = (s: FixtureStore): string[] => openPaths().filter((p) => p.startsWith(join(s.root, 'overlay') + '/'));
 
-/** Whether some process holds a lock on the store's layers.lock (podman's writes would wait). */
-function layersLockHeld(s: FixtureStore): boolean {
-  const ino = statSync(join(s.root, 'overlay-layers', 'layers.lock')).ino;
-  return readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.split(/\s+/)[5]?.endsWith(`:${ino}`));
-}
+/** Whether something holds a lock on the store's layers.lock (podman's writes would wait). */
+const layersLockHeld = (s: FixtureStore): boolean => !writerCouldLock(join(s.root, 'overlay-layers', 'layers.lock'));
 
 /** Waits (up to 5 s) until no layer file is open and the layers lock is free, then says what is left. */
 async function layerReadsEnded(s: FixtureStore): Promise<{ files: string[]; locked: boolean }> {
@@ -511,12 +500,16 @@ test('a csreg serve stopped mid-scan ends at once: no recipe job goes on after S
   const p = spawn(process.execPath, [main, 'serve', ...storeArgs(f.store), '--addr', '127.0.0.1:0', '--state-dir', state, '--scan-recipes', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
-  p.stdout.on('data', (c: Buffer) => (out += c));
+  // SIGTERM the moment "listening on" arrives (as a supervisor might): the scan's first job (a
+  // Go level-6 layer) has just started, and the handlers must already be in place
+  p.stdout.on('data', (c: Buffer) => {
+    out += c;
+    if (out.includes('listening on') && !p.killed) p.kill('SIGTERM'); // (once: a second would meet Node's default)
+  });
   p.stderr.on('data', (c: Buffer) => (err += c));
   const exited = new Promise<number | string | null>((r) => p.on('exit', (code, signal) => r(code ?? signal))); // (a signal's name: ended by it, unhandled)
   for (let i = 0; i < 300 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 20));
   assert.match(out, /listening on/, err);
-  p.kill('SIGTERM'); // the scan's first job (a Go level-6 layer) has just started
   assert.equal(await exited, 0, err);
   const lines = err.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string });
   const stop = lines.findIndex((l) => l.msg.startsWith('shutting down'));

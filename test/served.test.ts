@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -12,7 +12,7 @@ import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
 import { ServedBlobs, servedSpoolReads } from '../src/oci/served.js';
-import { collect, loadFixtures, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
+import { collect, loadFixtures, openPaths, repoRoot, roomToKeep, run, sha, storeArgs, type FixtureStore } from './fixtures.js';
 import { readCached, returnFreedBuffers } from '../src/storage/syscalls.js';
 import { KeptFile } from '../src/oci/blob-cache.js';
 import { sendFile } from '../src/registry/send-file.js';
@@ -337,13 +337,7 @@ test('kept files sent with reused buffers: concurrent transfers, ranges and clie
     if (!onTmpfs) {
       // (once the transfers whose clients left have closed it: a read of theirs still in flight
       // would bring its pages back)
-      const openHere = () => readdirSync('/proc/self/fd').some((d) => {
-        try {
-          return readlinkSync(`/proc/self/fd/${d}`) === files[0].path;
-        } catch {
-          return false;
-        }
-      });
+      const openHere = () => openPaths().includes(files[0].path);
       for (let i = 0; i < 500 && openHere(); i++) await new Promise((r) => setTimeout(r, 10));
       writeEvicted(files[0].path, files[0].data);
       const fd = openSync(files[0].path, 'r');

@@ -153,17 +153,33 @@ test('uploads: chunked with Content-Range, status, cancel, mount, and refusals t
   assert.ok(!existsSync(join(stateDir, 'blobs', 'sha256', '1'.repeat(64))));
 });
 
-test('DELETE by tag removes the name; by digest removes the image', async () => {
+test('DELETE by tag removes the name; by digest takes the image out of the repository, and deletes it once nothing else names it', async () => {
   const before = JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Id: string; Names?: string[] }[];
   assert.ok(before.some((i) => i.Names?.includes('localhost/csreg/base:oci')));
+  // the same tag in a repository whose path ends the same way is another repository's
+  await run('podman', [...storeArgs(s), 'tag', 'localhost/csreg/base:oci', 'localhost/mirror/csreg/base:oci']);
   assert.equal((await fetch(`${reg.url}/v2/csreg/base/manifests/oci`, { method: 'DELETE' })).status, 202);
   const afterTag = JSON.parse(await run('podman', [...storeArgs(s), 'images', '--format', 'json'])) as { Names?: string[] }[];
   assert.ok(!afterTag.some((i) => i.Names?.includes('localhost/csreg/base:oci')));
   assert.ok(afterTag.some((i) => i.Names?.includes('localhost/csreg/base:v2s2')), 'other tags stay');
+  assert.ok(afterTag.some((i) => i.Names?.includes('localhost/mirror/csreg/base:oci')), "another repository's tag stays");
   const d = fx.pushed.find((p) => p.ref.endsWith('derived:v2s2'))!.manifestDigest;
   const id = await podmanId('localhost/csreg/derived:v2s2');
+  // a podman user's own tag of it, in another repository: a registry's repositories are
+  // independent, so a DELETE in csreg/derived must leave the image to that name
+  await run('podman', [...storeArgs(s), 'tag', id, 'localhost/elsewhere/kept:1']);
+  const manifest = (repo: string) => fetch(`${reg.url}/v2/${repo}/manifests/${d}`, { headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+  assert.equal((await manifest('elsewhere/kept')).status, 200);
   assert.equal((await fetch(`${reg.url}/v2/csreg/derived/manifests/${d}`, { method: 'DELETE' })).status, 202);
-  await assert.rejects(podmanId(id), 'the image is gone from the store');
+  assert.equal(await podmanId(id), id, 'the image another repository names stays');
+  const names = JSON.parse(await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', 'json', id])) as { RepoTags: string[] }[];
+  assert.deepEqual(names[0].RepoTags, ['localhost/elsewhere/kept:1'], 'its names in csreg/derived are gone, the other stays');
+  assert.equal((await manifest('csreg/derived')).status, 404, 'the manifest left csreg/derived');
+  const kept = await manifest('elsewhere/kept');
+  assert.equal(kept.status, 200, 'and is still served in the other repository');
+  assert.equal(sha(Buffer.from(await kept.arrayBuffer())), d);
+  assert.equal((await fetch(`${reg.url}/v2/elsewhere/kept/manifests/${d}`, { method: 'DELETE' })).status, 202);
+  await assert.rejects(podmanId(id), 'the image is gone from the store once no name is left');
   assert.ok(logs.some((l) => l.includes('manifest deleted')), 'deletes are logged');
 });
 

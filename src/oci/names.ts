@@ -34,6 +34,25 @@ export function hostToRepo(host: string): string {
   return host.replace(/:(\d+)$/, '_$1');
 }
 
+/**
+ * The repository a store name belongs to (`full`, as clients write it) and its tag or digest;
+ * undefined for a name no repository serves (no domain, or not the spec's grammar).
+ */
+export function nameInRepository(name: string): { full: string; host: string; path: string; tag?: string; digest?: string } | undefined {
+  const { repo, tag, digest } = splitReference(name);
+  if (!hasDomain(repo)) return undefined; // c/image always stores fully qualified names
+  const slash = repo.indexOf('/');
+  const host = repo.slice(0, slash);
+  const path = repo.slice(slash + 1);
+  const full = `${hostToRepo(host)}/${path}`;
+  return isValidRepository(full) ? { full, host, path, tag, digest } : undefined;
+}
+
+/** The image's names that belong to the repository `full`. */
+export function namesInRepository(image: Pick<Image, 'names'>, full: string): string[] {
+  return image.names.filter((n) => nameInRepository(n)?.full === full);
+}
+
 export class RepositoryIndex {
   readonly repos = new Map<string, Repository>();
   private readonly aliases = new Map<string, string>();
@@ -43,13 +62,9 @@ export class RepositoryIndex {
     const hostOf = new Map<string, string>();
     for (const img of snapshot.images) {
       for (const name of img.names) {
-        const { repo, tag, digest } = splitReference(name);
-        if (!hasDomain(repo)) continue; // c/image always stores fully qualified names
-        const slash = repo.indexOf('/');
-        const host = repo.slice(0, slash);
-        const path = repo.slice(slash + 1);
-        const full = `${hostToRepo(host)}/${path}`;
-        if (!isValidRepository(full)) continue;
+        const n = nameInRepository(name);
+        if (!n) continue;
+        const { full, host, path, tag, digest } = n;
         let r = this.repos.get(full);
         if (!r) this.repos.set(full, (r = { name: full, tags: new Map(), images: new Set() }));
         r.images.add(img);

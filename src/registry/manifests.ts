@@ -1,6 +1,6 @@
 // GET/HEAD /v2/<name>/manifests/<tag|digest>.
 import { isValidDigest, looksLikeDigest } from '../oci/digest.js';
-import { isValidTag, type Repository } from '../oci/names.js';
+import { isValidTag, nameInRepository, namesInRepository, type Repository } from '../oci/names.js';
 import { RegistryError } from './errors.js';
 import { API_HEADERS, repository, type Context } from './context.js';
 import { commitManifest, CommitError, storeNameFor } from '../oci/commit.js';
@@ -42,8 +42,9 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
     if (!isValidTag(ref)) throw new RegistryError('TAG_INVALID', `invalid tag ${JSON.stringify(ref)}`);
     if (!repo) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
     // the manifest this tag was pushed with, when csreg received it (one record may carry several)
+    const full = repo.name;
     const pushed = (image: { names: string[] }) => {
-      const n = image.names.find((x) => x.endsWith(`:${ref}`) && ctx.tagManifests?.get(x));
+      const n = namesInRepository(image, full).find((x) => nameInRepository(x)?.tag === ref && ctx.tagManifests?.get(x));
       return n ? ctx.tagManifests!.get(n) : undefined;
     };
     served = await ctx.resolver.forTag(repo, ref, accept, pushed);
@@ -139,13 +140,16 @@ async function deleteFromStore(ctx: Context, writer: StoreWriter, repo: Reposito
     if (!isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
     const images = [...repo.images].filter((i) => i.digests.includes(ref));
     if (!images.length) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is not known in ${name}`);
-    for (const img of images) await writer.deleteImage(img.id);
-    ctx.log.info('manifest deleted', { repository: name, digest: ref, images: images.map((i) => i.id) });
+    // as in a registry, the manifest leaves this repository (with its tags there); an image
+    // that other repositories (or podman's other tags) name stays for them
+    for (const img of images) {
+      const r = await writer.deleteImageNames(img.id, namesInRepository(img, repo.name));
+      ctx.log.info(r.deleted ? 'manifest deleted' : 'manifest deleted from the repository (the image keeps its other names)', { repository: name, digest: ref, image: img.id, layers: r.layers.length });
+    }
   } else {
     const img = repo.tags.get(ref);
     if (!img) throw new RegistryError('MANIFEST_UNKNOWN', `tag ${ref} is not known in ${name}`);
-    const storeNames = img.names.filter((n) => storeNameFor(repo.name, ref) === n || n.endsWith(`/${name}:${ref}`) || n === `${name}:${ref}`);
-    await writer.removeImageNames(img.id, storeNames.length ? storeNames : [storeNameFor(repo.name, ref)]);
+    await writer.removeImageNames(img.id, namesInRepository(img, repo.name).filter((n) => nameInRepository(n)?.tag === ref));
     ctx.log.info('tag deleted', { repository: name, tag: ref, image: img.id });
   }
 }

@@ -520,27 +520,52 @@ export class StoreWriter {
       const images = this.read('images');
       const rec = images.find((i) => i.id === ref) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(ref));
       if (!rec) throw new WriteError(`image ${ref} is not in the store`);
-      const id = rec.id as string;
-      if (this.read('containers').some((c) => c.image === id)) throw new WriteError(`image ${id} is used by a container`);
-      await this.save('images', ilock, images.filter((i) => i !== rec));
-      await fsp.rm(this.imageDir(id), { recursive: true, force: true });
-      const removed: string[] = [];
-      if (deleteLayers) {
-        const remaining = images.filter((i) => i !== rec);
-        const containers = this.read('containers');
-        for (let layer = rec.layer as string | undefined; layer; ) {
-          const all = this.read('layers');
-          const l = all.find((x) => x.id === layer);
-          if (!l) break;
-          const used = all.some((x) => x.parent === layer) || remaining.some((i) => i.layer === layer) || containers.some((c) => c.layer === layer) || this.mounted(layer);
-          if (used) break;
-          await this.deleteLayerLocked(layer, llock);
-          removed.push(layer);
-          layer = l.parent as string | undefined;
-        }
-      }
-      return { image: id, layers: removed };
+      return { image: rec.id as string, layers: await this.deleteImageLocked(images, rec, deleteLayers) };
     });
+  }
+
+  /**
+   * What a registry's DELETE of a manifest in one repository does to the store: take the
+   * image's names in that repository (`names`) off it, and delete the image (and its layers
+   * nothing else uses) only if that leaves it no name: the names podman or another repository
+   * gave it keep it. Both under one lock, so a name added meanwhile keeps the image too.
+   */
+  async deleteImageNames(id: string, names: string[]): Promise<{ deleted: boolean; layers: string[] }> {
+    const { layers: llock, images: ilock, containers: clock } = this.locks;
+    return this.locked([[llock, 'w'], [ilock, 'w'], [clock, 'r']], async () => {
+      const images = this.read('images');
+      const rec = images.find((i) => i.id === id);
+      if (!rec) throw new WriteError(`image ${id} is not in the store`);
+      const kept = ((rec.names as string[] | undefined) ?? []).filter((n) => !names.includes(n));
+      if (!kept.length) return { deleted: true, layers: await this.deleteImageLocked(images, rec, true) };
+      rec.names = kept;
+      await this.save('images', ilock, images);
+      return { deleted: false, layers: [] };
+    });
+  }
+
+  /** deleteImage's work, its locks held: the record, its directory and (when asked) the layers only it used. */
+  private async deleteImageLocked(images: Raw[], rec: Raw, deleteLayers: boolean): Promise<string[]> {
+    const { layers: llock, images: ilock } = this.locks;
+    const id = rec.id as string;
+    if (this.read('containers').some((c) => c.image === id)) throw new WriteError(`image ${id} is used by a container`);
+    const remaining = images.filter((i) => i !== rec);
+    await this.save('images', ilock, remaining);
+    await fsp.rm(this.imageDir(id), { recursive: true, force: true });
+    const removed: string[] = [];
+    if (!deleteLayers) return removed;
+    const containers = this.read('containers');
+    for (let layer = rec.layer as string | undefined; layer; ) {
+      const all = this.read('layers');
+      const l = all.find((x) => x.id === layer);
+      if (!l) break;
+      const used = all.some((x) => x.parent === layer) || remaining.some((i) => i.layer === layer) || containers.some((c) => c.layer === layer) || this.mounted(layer);
+      if (used) break;
+      await this.deleteLayerLocked(layer, llock);
+      removed.push(layer);
+      layer = l.parent as string | undefined;
+    }
+    return removed;
   }
 
   /** A container: a read-write layer on the image's top layer (no tar-split), and its record. */

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
@@ -377,4 +378,49 @@ test('blobs are linked per repository: no reading, mounting or referencing anoth
   const ok = await fetch(`${reg.url}/v2/other/place/blobs/uploads/?mount=${sha(secret)}&from=secret/repo`, { method: 'POST' });
   assert.equal(ok.status, 201, 'a mount from the repository that has it');
   assert.equal((await fetch(`${reg.url}/v2/other/place/blobs/${sha(secret)}`)).status, 200);
+});
+
+test('a blob mounted from a store image’s repository (a layer the store rebuilds, an original blob its recipe makes) is in the new repository, and manifests naming it are accepted, in a new chain too', async () => {
+  const manifest = Buffer.from(await (await fetch(`${reg.url}/v2/plain/derived/manifests/u1`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).arrayBuffer());
+  const m = JSON.parse(manifest.toString()) as { mediaType: string; config: { digest: string }; layers: { digest: string; size: number; mediaType: string }[] };
+  for (const d of [m.config.digest, ...m.layers.map((l) => l.digest)]) {
+    if (d !== m.config.digest) assert.ok(!existsSync(join(stateDir, 'blobs', 'sha256', d.slice(7))), 'the store serves it (no file in the blob cache)');
+    const mount = await fetch(`${reg.url}/v2/plain/mounted/blobs/uploads/?mount=${d}&from=plain/derived`, { method: 'POST' });
+    assert.equal(mount.status, 201);
+    assert.equal((await fetch(`${reg.url}/v2/plain/mounted/blobs/${d}`, { method: 'HEAD' })).status, 200, `${d} is in the repository it was mounted to`);
+  }
+  const put = await fetch(`${reg.url}/v2/plain/mounted/manifests/m`, { method: 'PUT', body: manifest, headers: { 'Content-Type': m.mediaType } });
+  assert.equal(put.status, 201, await put.text());
+  assert.equal(await podmanId('localhost/plain/mounted:m'), await podmanId('localhost/plain/derived:u1'));
+  // the top layer alone, as the base of another image: a new layer in the store, made from the mounted blob
+  const top = m.layers[m.layers.length - 1];
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [top.digest] }, config: {} }));
+  assert.equal((await rawPushBlob('plain/top', config)).status, 201);
+  assert.equal((await fetch(`${reg.url}/v2/plain/top/blobs/uploads/?mount=${top.digest}&from=plain/mounted`, { method: 'POST' })).status, 201, 'mounted from the repository it was mounted to');
+  const alone = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length }, layers: [top] });
+  const put2 = await fetch(`${reg.url}/v2/plain/top/manifests/t`, { method: 'PUT', body: alone, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  assert.equal(put2.status, 201, await put2.text());
+  // the Go tools rebuild the new layer from the store and check it against the config's diff_ids
+  const out = join(work, 'top-dir');
+  await run('skopeo', ['copy', '-q', csRef(s, 'localhost/plain/top:t'), `dir:${out}`]);
+  assert.equal(sha(readFileSync(join(out, top.digest.slice(7)))), top.digest);
+  // an original gzip blob the store keeps no copy of (made again by its recipe) of an image
+  // podman pulled, mounted and made the base of another image
+  const go6 = fx.recipes.find((r) => r.variant === 'go6')!;
+  await run('podman', [...storeArgs(s), 'pull', '-q', '--tls-verify=false', go6.ref]);
+  const from = go6.ref.slice(0, go6.ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
+  const gm = JSON.parse(Buffer.from(await (await fetch(`${reg.url}/v2/${from}/manifests/${go6.manifestDigest}`)).arrayBuffer()).toString()) as { config: { digest: string }; layers: { digest: string; size: number; mediaType: string }[] };
+  const gc = (await (await fetch(`${reg.url}/v2/${from}/blobs/${gm.config.digest}`)).json()) as { rootfs: { diff_ids: string[] } };
+  const second = gm.layers[1];
+  assert.ok(!existsSync(join(stateDir, 'blobs', 'sha256', second.digest.slice(7))), 'not in the blob cache');
+  assert.equal((await fetch(`${reg.url}/v2/plain/made/blobs/uploads/?mount=${second.digest}&from=${from}`, { method: 'POST' })).status, 201);
+  const config2 = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [gc.rootfs.diff_ids[1]] }, config: {} }));
+  assert.equal((await rawPushBlob('plain/made', config2)).status, 201);
+  const made = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config2), size: config2.length }, layers: [second] });
+  const put3 = await fetch(`${reg.url}/v2/plain/made/manifests/m`, { method: 'PUT', body: made, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  assert.equal(put3.status, 201, await put3.text());
+  const out2 = join(work, 'made-dir');
+  await run('skopeo', ['copy', '-q', csRef(s, 'localhost/plain/made:m'), `dir:${out2}`]);
+  const tars = readdirSync(out2).map((f) => readFileSync(join(out2, f))).map((b) => (b[0] === 0x1f && b[1] === 0x8b ? gunzipSync(b) : b));
+  assert.ok(tars.some((t) => sha(t) === gc.rootfs.diff_ids[1]), 'the new layer holds the mounted blob\'s tar');
 });

@@ -62,8 +62,13 @@ export class BlobCache {
     });
   }
 
+  /**
+   * Whether the blob was pushed or mounted to the repository. Not whether it is still there: a
+   * blob mounted from a store image's repository has no file here (the store serves it), so
+   * callers ask the resolver for that.
+   */
   linkedTo(digest: string, repo: string): boolean {
-    return this.size(digest) !== undefined && (this.links.get()[digest] ?? []).includes(repo);
+    return (this.links.get()[digest] ?? []).includes(repo);
   }
 
   private path(digest: string): string | undefined {

@@ -77,7 +77,7 @@ async function blobBytes(o: CommitOptions, digest: string): Promise<Buffer | und
 async function requireBlobs(o: CommitOptions, m: ParsedManifest): Promise<void> {
   const repo = o.repos.get(o.repo);
   for (const d of [...(m.config ? [m.config] : []), ...m.layers]) {
-    const here = o.cache.linkedTo(d.digest, o.repo) || (repo !== undefined && o.resolver.blob(d.digest) !== undefined && (await o.resolver.belongsTo(d.digest, repo)));
+    const here = o.resolver.blob(d.digest) !== undefined && (o.cache.linkedTo(d.digest, o.repo) || (repo !== undefined && (await o.resolver.belongsTo(d.digest, repo))));
     if (!here) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `blob ${d.digest} referenced by the manifest was not pushed to ${o.repo}`);
   }
 }
@@ -93,11 +93,12 @@ async function commitLayers(o: CommitOptions, writer: StoreWriter, layers: Parse
       let file = o.cache.file(desc.digest);
       let spooled: string | undefined;
       const src = o.resolver.blob(desc.digest);
-      if (!file && src?.kind === 'layer') {
-        // The same tar in another chain: copied aside first, since rebuilding it holds the
-        // layers read lock that creating the new layer must take for writing.
+      if (!file && (src?.kind === 'layer' || src?.kind === 'produced')) {
+        // The same tar in another chain (as stored, or its original blob made again: a blob
+        // mounted from a store image's repository): copied aside first, since making it holds
+        // the layers read lock that creating the new layer must take for writing.
         file = spooled = await o.cache.scratch();
-        await pipeline(await o.store.layerTar(src.layer.id), createWriteStream(spooled, { mode: 0o600 }));
+        await pipeline(src.kind === 'layer' ? await o.store.layerTar(src.layer.id) : await src.blob.open(), createWriteStream(spooled, { mode: 0o600 }));
       }
       if (!file) throw new CommitError('MANIFEST_BLOB_UNKNOWN', `layer ${desc.digest} is not available`);
       const blob = fileChunks(openSync(file, 'r'), BLOB_READ_CHUNK);

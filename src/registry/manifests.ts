@@ -113,7 +113,7 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
   ctx.res.end();
 }
 
-/** DELETE by tag removes the name; by digest deletes the image (and layers nothing else uses). */
+/** DELETE by tag removes the name; by digest takes the image out of the repository (deleted once nothing else names it). */
 export async function deleteManifest(ctx: Context, name: string, ref: string): Promise<void> {
   if (looksLikeDigest(ref) && !isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
   if (await ctx.artifacts?.remove(name, ref)) {

@@ -184,6 +184,9 @@ test('DELETE by tag removes the name; by digest takes the image out of the repos
   assert.ok(logs.some((l) => l.includes('manifest deleted')), 'deletes are logged');
 });
 
+/** `127.0.0.1:5701/recipes/go6:1` → repository `127.0.0.1_5701/recipes/go6` as csreg serves it. */
+const repoOf = (ref: string) => ref.slice(0, ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
+
 /** A monolithic blob upload (POST with ?digest=). */
 const rawPushBlob = (repo: string, b: Buffer) =>
   fetch(`${reg.url}/v2/${repo}/blobs/uploads/?digest=${sha(b)}`, { method: 'POST', body: new Uint8Array(b), headers: { 'Content-Type': 'application/octet-stream' } });
@@ -408,7 +411,7 @@ test('a blob mounted from a store image’s repository (a layer the store rebuil
   // podman pulled, mounted and made the base of another image
   const go6 = fx.recipes.find((r) => r.variant === 'go6')!;
   await run('podman', [...storeArgs(s), 'pull', '-q', '--tls-verify=false', go6.ref]);
-  const from = go6.ref.slice(0, go6.ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
+  const from = repoOf(go6.ref);
   const gm = JSON.parse(Buffer.from(await (await fetch(`${reg.url}/v2/${from}/manifests/${go6.manifestDigest}`)).arrayBuffer()).toString()) as { config: { digest: string }; layers: { digest: string; size: number; mediaType: string }[] };
   const gc = (await (await fetch(`${reg.url}/v2/${from}/blobs/${gm.config.digest}`)).json()) as { rootfs: { diff_ids: string[] } };
   const second = gm.layers[1];
@@ -423,4 +426,40 @@ test('a blob mounted from a store image’s repository (a layer the store rebuil
   await run('skopeo', ['copy', '-q', csRef(s, 'localhost/plain/made:m'), `dir:${out2}`]);
   const tars = readdirSync(out2).map((f) => readFileSync(join(out2, f))).map((b) => (b[0] === 0x1f && b[1] === 0x8b ? gunzipSync(b) : b));
   assert.ok(tars.some((t) => sha(t) === gc.rootfs.diff_ids[1]), 'the new layer holds the mounted blob\'s tar');
+});
+
+test('pushing an image the store already has, with another manifest, changes nothing its other names serve', async () => {
+  // the image podman pulled (the previous test): its tag serves the manifest it was pulled with
+  const go6 = fx.recipes.find((r) => r.variant === 'go6')!;
+  const from = repoOf(go6.ref);
+  const tag = go6.ref.slice(go6.ref.lastIndexOf(':') + 1);
+  const served = async (repo: string, ref: string) => (await fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' } })).headers.get('docker-content-digest');
+  assert.equal(await served(from, tag), go6.manifestDigest);
+  const original = Buffer.from(await (await fetch(`${reg.url}/v2/${from}/manifests/${go6.manifestDigest}`)).arrayBuffer());
+  // the same image (same config, same blobs) under another manifest: its fields in another order
+  const m = JSON.parse(original.toString()) as Record<string, unknown>;
+  const other = Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(m).reverse())));
+  assert.notEqual(sha(other), go6.manifestDigest);
+  const blobs = [(m.config as { digest: string }).digest, ...(m.layers as { digest: string }[]).map((l) => l.digest)];
+  for (const d of blobs) assert.equal((await fetch(`${reg.url}/v2/other/same/blobs/uploads/?mount=${d}&from=${from}`, { method: 'POST' })).status, 201, `mount of ${d} (${blobs.indexOf(d)})`);
+  const put = await fetch(`${reg.url}/v2/other/same/manifests/1`, { method: 'PUT', body: new Uint8Array(other), headers: { 'Content-Type': m.mediaType as string } });
+  assert.equal(put.status, 201, await put.text());
+  const id = await podmanId(go6.ref);
+  assert.equal(await podmanId('localhost/other/same:1'), id, 'one image, two names');
+  assert.equal(await served('other/same', '1'), sha(other), 'the pushed tag serves what was pushed');
+  assert.equal(await served(from, tag), go6.manifestDigest, 'the tag podman pulled still serves its manifest');
+  assert.equal((await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Digest}}', go6.ref])).trim(), go6.manifestDigest, 'and podman still reports it');
+  assert.equal(await served(from, sha(other)), sha(other), 'both are reachable by digest');
+});
+
+test('a mount of an original blob csreg has not served yet finds its recipe first, as a pull would, and the blob is then in both repositories', async () => {
+  const go1 = fx.recipes.find((r) => r.variant === 'go1')!;
+  await run('podman', [...storeArgs(s), 'pull', '-q', '--tls-verify=false', go1.ref]);
+  // its layers as the registry podman pulled from lists them: csreg has served nothing of it
+  const upstream = `http://${fx.registry.addr}/v2/${go1.ref.slice(go1.ref.indexOf('/') + 1).replace(/:([^:]*)$/, '/manifests/$1')}`;
+  const m = (await (await fetch(upstream, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' } })).json()) as { layers: { digest: string }[] };
+  for (const { digest } of m.layers) {
+    assert.equal((await fetch(`${reg.url}/v2/other/go1/blobs/uploads/?mount=${digest}&from=${repoOf(go1.ref)}`, { method: 'POST' })).status, 201, `mount of ${digest}`);
+    assert.equal(sha(Buffer.from(await (await fetch(`${reg.url}/v2/other/go1/blobs/${digest}`)).arrayBuffer())), digest);
+  }
 });

@@ -124,7 +124,8 @@ export function recompressibleLayer(snap: Snapshot, digest: string): { layer: La
 
 /** Every layer whose original blob a recipe can give, by blob digest: those recorded, and the reused ones noted so far. */
 export function recompressibleLayers(snap: Snapshot): [string, { layer: Layer; size: number }][] {
-  return [...[...recompressible(snap)].map(([d, l]): [string, { layer: Layer; size: number }] => [d, { layer: l, size: l.compressedSize! }]), ...reusedIn(snap)];
+  const recorded = recompressible(snap);
+  return [...[...recorded].map(([d, l]): [string, { layer: Layer; size: number }] => [d, { layer: l, size: l.compressedSize! }]), ...[...reusedIn(snap)].filter(([d]) => !recorded.has(d))];
 }
 
 /** The reused layers' digests (see reusedMaps) of these images, noted for the snapshot and returned. */
@@ -137,7 +138,11 @@ export async function noteReusedLayers(store: Store, images: Iterable<Image>, sn
     if (!named) reusedByImage.set(image, (named = manifestGzipLayers(store, image)));
     for (const { digest, index, size } of await named) {
       const l = chain.layers[index];
-      if (!l || l.incomplete || !l.diffDigest || digest === l.compressedDigest || digest === l.diffDigest || recompressible(snap).has(digest)) continue;
+      if (!l || l.incomplete || !l.diffDigest || digest === l.compressedDigest || digest === l.diffDigest) continue;
+      // another layer records the blob (a push of it made one): made from that one, but this
+      // image's manifest names it all the same, so it is this image's blob too (if the tars agree)
+      const recorded = recompressible(snap).get(digest);
+      if (recorded && recorded.diffDigest !== l.diffDigest) continue;
       if (!reusedIn(snap).has(digest)) reusedIn(snap).set(digest, { layer: l, size, at: { image, index, layers: chain.layers.length } });
       found.push(digest);
     }

@@ -182,6 +182,7 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
         topLayer: top,
         names,
         bigData: [{ key: m.config!.digest, data: configBytes }, ...manifestData],
+        keepDefaultManifest: true, // (the pushed tag serves this one: TagManifests)
       });
       break;
     } catch (e) {

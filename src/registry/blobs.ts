@@ -36,15 +36,24 @@ function wantsWireGzip(ctx: Context): boolean {
   return ctx.wireGzip === 'on' || !LOOPBACK.test(ctx.req.socket.remoteAddress ?? '');
 }
 
-export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
-  if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+/**
+ * Whether the blob is in the repository (pushed or mounted to it, or used by its images), as
+ * distribution links blobs per repository; if it is, and is an original compressed layer seen
+ * for the first time, its recipe is found now (so that the resolver can make it).
+ */
+export async function inRepository(ctx: Context, name: string, digest: string): Promise<boolean> {
   const repo = ctx.repos.get(name);
   let member = !!ctx.cache?.linkedTo(digest, name) || (repo !== undefined && (await ctx.resolver.belongsTo(digest, repo)));
   // an original blob of a layer reused from a pull with another compression: only its image's
   // manifest names it (noted when that manifest was served, or now, for this snapshot)
   if (!member && repo && ctx.recipes && (await ctx.recipes.noteReused(repo.images, ctx.snapshot)).includes(digest)) member = await ctx.resolver.belongsTo(digest, repo);
-  // an original compressed layer seen for the first time: find its recipe now
   if (member && !ctx.resolver.blob(digest)) await ctx.recipes?.ensure([digest], ctx.snapshot).catch((e: Error) => ctx.log.error('recipe detection failed', { digest, error: e.message }));
+  return member;
+}
+
+export async function getBlob(ctx: Context, name: string, digest: string): Promise<void> {
+  if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+  const member = await inRepository(ctx, name, digest);
   let src = ctx.resolver.blob(digest);
   // A blob is visible in the repositories it was pushed to, or whose images use it.
   if (!member) {

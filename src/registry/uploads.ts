@@ -10,6 +10,7 @@ import type { BlobCache } from '../oci/blob-cache.js';
 import { isValidDigest } from '../oci/digest.js';
 import { RegistryError } from './errors.js';
 import { API_HEADERS, type Context } from './context.js';
+import { inRepository } from './blobs.js';
 
 interface Session {
   id: string;
@@ -153,8 +154,7 @@ export async function handleUpload(ctx: Context, repo: string, id: string | unde
       // Only a blob of the `from` repository (which the client may pull) is mounted; otherwise
       // an upload session starts, as distribution does.
       const from = q.get('from');
-      const fromRepo = from ? ctx.repos.get(from) : undefined;
-      if (from && ctx.resolver.blob(mount) && (up.cache.linkedTo(mount, from) || (fromRepo && (await ctx.resolver.belongsTo(mount, fromRepo))))) {
+      if (from && (await inRepository(ctx, from, mount)) && ctx.resolver.blob(mount)) {
         await up.cache.link(mount, repo);
         return created(ctx, repo, mount);
       }

@@ -93,6 +93,12 @@ export interface CreateImageOptions {
   bigData?: ImageBigData[];
   metadata?: string;
   created?: string;
+  /**
+   * An image the store already has keeps its `manifest` item (the manifest its names serve by
+   * default); only a new one gets this push's. A registry push of the same image (the same
+   * config) into one repository then changes nothing the image's other names serve.
+   */
+  keepDefaultManifest?: boolean;
 }
 
 /** The Go library's JSON: compact, no trailing newline, keys in record order. */
@@ -433,6 +439,8 @@ export class StoreWriter {
       }
       const images = this.read('images');
       let rec = images.find((i) => i.id === opts.id);
+      let bigData = opts.bigData ?? [];
+      if (rec && opts.keepDefaultManifest && ((rec['big-data-names'] as string[] | undefined) ?? []).includes('manifest')) bigData = bigData.filter((b) => b.key !== 'manifest');
       if (!rec) {
         rec = { id: opts.id };
         if (opts.topLayer) rec.layer = opts.topLayer;
@@ -443,7 +451,7 @@ export class StoreWriter {
         throw new WriteError(`image ${opts.id} exists with another top layer`);
       }
       this.addNamesTo(images, rec, opts.names ?? []);
-      await this.putImageBigData(rec, opts.bigData ?? []);
+      await this.putImageBigData(rec, bigData);
       const ordered = images.map((i) => (i === rec ? this.orderImage(i) : i));
       await this.save('images', ilock, ordered);
       return parseImage(this.file('images'), ordered.find((i) => i.id === opts.id)!, this.root, false);

@@ -463,3 +463,23 @@ test('a mount of an original blob csreg has not served yet finds its recipe firs
     assert.equal(sha(Buffer.from(await (await fetch(`${reg.url}/v2/other/go1/blobs/${digest}`)).arrayBuffer())), digest);
   }
 });
+
+test('DELETE by the digest a tag serves works when that manifest is synthesized (a buildah image served with --synthesize gzip, as skopeo delete does it)', async () => {
+  const ctr = await run('buildah', [...storeArgs(s), 'from', '-q', 'scratch']);
+  const file = join(work, 'built.txt');
+  writeFileSync(file, 'built here');
+  await run('buildah', [...storeArgs(s), 'copy', ctr, file, '/built.txt']);
+  await run('buildah', [...storeArgs(s), 'commit', '-q', ctr, 'localhost/built/here:1']);
+  await run('buildah', [...storeArgs(s), 'rm', ctr]);
+  const gz = await startRegistry({ store: Store.open(s), log: createLogger({ out: new Writable({ write: (_c, _e, cb) => cb() }) }), addr: '127.0.0.1:0', stateDir: join(work, 'state-gzip'), push: true, synthesize: 'gzip' });
+  try {
+    const stored = (await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Digest}}', 'localhost/built/here:1'])).trim();
+    const head = await fetch(`${gz.url}/v2/built/here/manifests/1`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    const digest = head.headers.get('docker-content-digest')!;
+    assert.notEqual(digest, stored, 'the tag serves a synthesized manifest (gzip layers), not buildah\'s');
+    await run('skopeo', ['delete', '--tls-verify=false', `docker://${gz.url.slice('http://'.length)}/built/here:1`]);
+    await assert.rejects(podmanId('localhost/built/here:1'), 'the image is gone');
+  } finally {
+    await gz.close(100);
+  }
+});

@@ -231,14 +231,26 @@ export class Resolver {
     const stored = await this.storedManifest(digest, 0, inIndex ? undefined : candidates);
     if (stored) return stored;
     for (const image of candidates) {
-      for (const form of ['oci', 'docker'] as const) {
-        for (const layers of ['gzip', 'tar'] as const) {
-          const s = this.synthesized(image, form, layers);
-          if (s?.digest === digest) return s;
-        }
+      const s = this.synthesizedWithDigest(image, digest);
+      if (s) return s;
+    }
+    return undefined;
+  }
+
+  /** The image's synthesized form (any media type and layer form) with this digest. */
+  private synthesizedWithDigest(image: Image, digest: string): ServedManifest | undefined {
+    for (const form of ['oci', 'docker'] as const) {
+      for (const layers of ['gzip', 'tar'] as const) {
+        const s = this.synthesized(image, form, layers);
+        if (s?.digest === digest) return s;
       }
     }
     return undefined;
+  }
+
+  /** The repository's images that serve this manifest digest, stored or synthesized (what a DELETE by digest takes out of it). */
+  imagesServing(repo: Repository, digest: string): Image[] {
+    return [...repo.images].filter((i) => i.digests.includes(digest) || this.synthesizedWithDigest(i, digest));
   }
 
   /**

@@ -138,7 +138,7 @@ export async function deleteManifest(ctx: Context, name: string, ref: string): P
 async function deleteFromStore(ctx: Context, writer: StoreWriter, repo: Repository, name: string, ref: string): Promise<void> {
   if (looksLikeDigest(ref)) {
     if (!isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
-    const images = [...repo.images].filter((i) => i.digests.includes(ref));
+    const images = ctx.resolver.imagesServing(repo, ref);
     if (!images.length) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is not known in ${name}`);
     // as in a registry, the manifest leaves this repository (with its tags there); an image
     // that other repositories (or podman's other tags) name stays for them

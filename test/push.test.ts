@@ -483,3 +483,26 @@ test('DELETE by the digest a tag serves works when that manifest is synthesized 
     await gz.close(100);
   }
 });
+
+test('DELETE of an image only an additional (read-only) image store holds is refused, naming that store, and changes nothing there', async () => {
+  const ro = fx.stores.overlay;
+  const conf = join(work, 'storage-ro.conf');
+  writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${s.root}"\nrunroot = "${s.runroot}"\n[storage.options]\nadditionalimagestores = ["${ro.root}"]\n`);
+  const images = join(ro.root, 'overlay-images', 'images.json');
+  const before = readFileSync(images);
+  const r = await startRegistry({ store: Store.open({}, { CONTAINERS_STORAGE_CONF: conf }), log: createLogger({ out: new Writable({ write: (_c, _e, cb) => cb() }) }), addr: '127.0.0.1:0', stateDir: join(work, 'state-ro'), push: true });
+  try {
+    const digest = (await fetch(`${r.url}/v2/csreg/tiny/manifests/1`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).headers.get('docker-content-digest');
+    assert.ok(digest, 'the read-only store\'s image is served');
+    for (const ref of ['1', digest]) {
+      const del = await fetch(`${r.url}/v2/csreg/tiny/manifests/${ref}`, { method: 'DELETE' });
+      assert.equal(del.status, 409);
+      const e = ((await del.json()) as { errors: { code: string; message: string }[] }).errors[0];
+      assert.equal(e.code, 'DENIED');
+      assert.ok(e.message.includes(ro.root) && e.message.includes('read-only'), e.message);
+    }
+    assert.ok(readFileSync(images).equals(before), 'the read-only store is untouched');
+  } finally {
+    await r.close(100);
+  }
+});

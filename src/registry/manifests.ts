@@ -7,6 +7,7 @@ import { commitManifest, CommitError, storeNameFor } from '../oci/commit.js';
 import type { ServedManifest } from '../oci/resolver.js';
 import { readFile } from 'node:fs/promises';
 import { StoreWriter, WriteError } from '../storage/writer.js';
+import type { Image } from '../storage/records.js';
 
 /** How long a manifest request by tag waits for recipes of layers seen for the first time. */
 const TAG_RECIPE_WAIT_MS = 15_000;
@@ -138,8 +139,9 @@ export async function deleteManifest(ctx: Context, name: string, ref: string): P
 async function deleteFromStore(ctx: Context, writer: StoreWriter, repo: Repository, name: string, ref: string): Promise<void> {
   if (looksLikeDigest(ref)) {
     if (!isValidDigest(ref)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(ref)}`);
-    const images = ctx.resolver.imagesServing(repo, ref);
-    if (!images.length) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is not known in ${name}`);
+    const served = ctx.resolver.imagesServing(repo, ref);
+    if (!served.length) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is not known in ${name}`);
+    const images = writable(served);
     // as in a registry, the manifest leaves this repository (with its tags there); an image
     // that other repositories (or podman's other tags) name stays for them
     for (const img of images) {
@@ -147,9 +149,19 @@ async function deleteFromStore(ctx: Context, writer: StoreWriter, repo: Reposito
       ctx.log.info(r.deleted ? 'manifest deleted' : 'manifest deleted from the repository (the image keeps its other names)', { repository: name, digest: ref, image: img.id, layers: r.layers.length });
     }
   } else {
-    const img = repo.tags.get(ref);
-    if (!img) throw new RegistryError('MANIFEST_UNKNOWN', `tag ${ref} is not known in ${name}`);
-    await writer.removeImageNames(img.id, namesInRepository(img, repo.name).filter((n) => nameInRepository(n)?.tag === ref));
-    ctx.log.info('tag deleted', { repository: name, tag: ref, image: img.id });
+    const tagged = (img: Image) => namesInRepository(img, repo.name).filter((n) => nameInRepository(n)?.tag === ref);
+    const named = [...repo.images].filter((i) => tagged(i).length);
+    if (!named.length) throw new RegistryError('MANIFEST_UNKNOWN', `tag ${ref} is not known in ${name}`);
+    for (const img of writable(named)) {
+      await writer.removeImageNames(img.id, tagged(img));
+      ctx.log.info('tag deleted', { repository: name, tag: ref, image: img.id });
+    }
   }
+}
+
+/** The images of the primary store (an image there and in an additional store is the former's to change); refused when all are read-only. */
+function writable(images: Image[]): Image[] {
+  const w = images.filter((i) => !i.readOnly);
+  if (!w.length) throw new RegistryError('DENIED', `image ${images[0].id} is in the read-only image store ${images[0].storeRoot} (additionalimagestores): it cannot be changed here`, undefined, 409);
+  return w;
 }

@@ -484,7 +484,7 @@ test('DELETE by the digest a tag serves works when that manifest is synthesized 
   }
 });
 
-test('DELETE of an image only an additional (read-only) image store holds is refused, naming that store, and changes nothing there', async () => {
+test('DELETE of an image only an additional (read-only) image store holds is refused, naming that store, and changes nothing there; a push to its tag wins the tag', async () => {
   const ro = fx.stores.overlay;
   const conf = join(work, 'storage-ro.conf');
   writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${s.root}"\nrunroot = "${s.runroot}"\n[storage.options]\nadditionalimagestores = ["${ro.root}"]\n`);
@@ -501,6 +501,16 @@ test('DELETE of an image only an additional (read-only) image store holds is ref
       assert.equal(e.code, 'DENIED');
       assert.ok(e.message.includes(ro.root) && e.message.includes('read-only'), e.message);
     }
+    assert.ok(readFileSync(images).equals(before), 'the read-only store is untouched');
+    // a push of another image to that tag: the primary store's image wins it, as in c/storage
+    const digestFile = join(work, 'ro-pushed-digest');
+    await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', '--digestfile', digestFile, csRef(ro, 'localhost/csreg/base:1'), `docker://${r.url.slice('http://'.length)}/csreg/tiny:1`]);
+    const pushed = readFileSync(digestFile, 'utf8').trim();
+    assert.notEqual(pushed, digest);
+    const now = async () => (await fetch(`${r.url}/v2/csreg/tiny/manifests/1`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' } })).headers.get('docker-content-digest');
+    assert.equal(await now(), pushed, 'the tag serves what was pushed');
+    assert.equal((await fetch(`${r.url}/v2/csreg/tiny/manifests/1`, { method: 'DELETE' })).status, 202);
+    assert.equal(await now(), digest, 'its tag deleted, the read-only store\'s image has the tag again');
     assert.ok(readFileSync(images).equals(before), 'the read-only store is untouched');
   } finally {
     await r.close(100);

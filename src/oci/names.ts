@@ -68,7 +68,8 @@ export class RepositoryIndex {
         let r = this.repos.get(full);
         if (!r) this.repos.set(full, (r = { name: full, tags: new Map(), images: new Set() }));
         r.images.add(img);
-        if (tag && !digest && isValidTag(tag)) r.tags.set(tag, img);
+        // (the primary store comes first and wins a tag an additional store's image also has, as in c/storage)
+        if (tag && !digest && isValidTag(tag) && !r.tags.has(tag)) r.tags.set(tag, img);
         hostOf.set(full, host);
         const short = [path];
         if (host === 'docker.io' && path.startsWith('library/')) short.push(path.slice('library/'.length));

@@ -46,6 +46,9 @@ export function storeArgs(s: FixtureStore): string[] {
   return ['--root', s.root, '--runroot', s.runroot, '--storage-driver', s.driver];
 }
 
+/** `127.0.0.1:5701/recipes/go6:1` → repository `127.0.0.1_5701/recipes/go6` as csreg serves it. */
+export const repoOf = (ref: string) => ref.slice(0, ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
+
 export function csRef(s: FixtureStore, name: string): string {
   return `containers-storage:[${s.driver}@${s.root}+${s.runroot}]${name}`;
 }

@@ -14,7 +14,7 @@ import { gunzipSync } from 'node:zlib';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { buildahRun, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { buildahRun, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, repoOf, repoRoot, type FixtureStore } from './fixtures.js';
 import { BlobCache, KeptFile, referencedBlobs } from '../src/oci/blob-cache.js';
 import { fileChunks } from '../src/storage/file-chunks.js';
 import { BLOB_READ_CHUNK } from '../src/storage/writer.js';
@@ -27,12 +27,13 @@ let reg: RunningRegistry;
 let host: string;
 const registries: ChildProcess[] = [];
 const logs: string[] = [];
+/** every registry's log lines (the extra ones of a few tests too) go to `logs` */
+const log = createLogger({ out: new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } }) });
 
 before(async () => {
   registries.push(...(await startFixtureRegistries()));
-  const out = new Writable({ write(c, _e, cb) { logs.push(String(c)); cb(); } });
   await run('mkdir', ['-p', s.root]);
-  reg = await startRegistry({ store: Store.open(s), log: createLogger({ out }), addr: '127.0.0.1:0', stateDir, push: true });
+  reg = await startRegistry({ store: Store.open(s), log, addr: '127.0.0.1:0', stateDir, push: true });
   host = reg.url.slice('http://'.length);
 });
 
@@ -183,9 +184,6 @@ test('DELETE by tag removes the name; by digest takes the image out of the repos
   await assert.rejects(podmanId(id), 'the image is gone from the store once no name is left');
   assert.ok(logs.some((l) => l.includes('manifest deleted')), 'deletes are logged');
 });
-
-/** `127.0.0.1:5701/recipes/go6:1` → repository `127.0.0.1_5701/recipes/go6` as csreg serves it. */
-const repoOf = (ref: string) => ref.slice(0, ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
 
 /** A monolithic blob upload (POST with ?digest=). */
 const rawPushBlob = (repo: string, b: Buffer) =>
@@ -450,6 +448,11 @@ test('pushing an image the store already has, with another manifest, changes not
   assert.equal(await served(from, tag), go6.manifestDigest, 'the tag podman pulled still serves its manifest');
   assert.equal((await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Digest}}', go6.ref])).trim(), go6.manifestDigest, 'and podman still reports it');
   assert.equal(await served(from, sha(other)), sha(other), 'both are reachable by digest');
+  // the go6 image names its second layer's blob by reuse, and the layer made from it (above) records it: one blob
+  const listed = JSON.parse(await run(join(repoRoot(), 'bin', 'csreg'), ['--root', s.root, '--runroot', s.runroot, '--storage-driver', s.driver, 'recipes', 'list', '--json', '--state-dir', stateDir])) as { layers: { digest: string }[] };
+  const digests = listed.layers.map((l) => l.digest);
+  assert.ok(digests.includes(blobs[2]));
+  assert.deepEqual(digests, [...new Set(digests)], 'each blob listed once');
 });
 
 test('a mount of an original blob csreg has not served yet finds its recipe first, as a pull would, and the blob is then in both repositories', async () => {
@@ -471,7 +474,7 @@ test('DELETE by the digest a tag serves works when that manifest is synthesized 
   await run('buildah', [...storeArgs(s), 'copy', ctr, file, '/built.txt']);
   await run('buildah', [...storeArgs(s), 'commit', '-q', ctr, 'localhost/built/here:1']);
   await run('buildah', [...storeArgs(s), 'rm', ctr]);
-  const gz = await startRegistry({ store: Store.open(s), log: createLogger({ out: new Writable({ write: (_c, _e, cb) => cb() }) }), addr: '127.0.0.1:0', stateDir: join(work, 'state-gzip'), push: true, synthesize: 'gzip' });
+  const gz = await startRegistry({ store: Store.open(s), log, addr: '127.0.0.1:0', stateDir: join(work, 'state-gzip'), push: true, synthesize: 'gzip' });
   try {
     const stored = (await run('podman', [...storeArgs(s), 'image', 'inspect', '--format', '{{.Digest}}', 'localhost/built/here:1'])).trim();
     const head = await fetch(`${gz.url}/v2/built/here/manifests/1`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
@@ -490,7 +493,7 @@ test('DELETE of an image only an additional (read-only) image store holds is ref
   writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${s.root}"\nrunroot = "${s.runroot}"\n[storage.options]\nadditionalimagestores = ["${ro.root}"]\n`);
   const images = join(ro.root, 'overlay-images', 'images.json');
   const before = readFileSync(images);
-  const r = await startRegistry({ store: Store.open({}, { CONTAINERS_STORAGE_CONF: conf }), log: createLogger({ out: new Writable({ write: (_c, _e, cb) => cb() }) }), addr: '127.0.0.1:0', stateDir: join(work, 'state-ro'), push: true });
+  const r = await startRegistry({ store: Store.open({}, { CONTAINERS_STORAGE_CONF: conf }), log, addr: '127.0.0.1:0', stateDir: join(work, 'state-ro'), push: true });
   try {
     const digest = (await fetch(`${r.url}/v2/csreg/tiny/manifests/1`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).headers.get('docker-content-digest');
     assert.ok(digest, 'the read-only store\'s image is served');

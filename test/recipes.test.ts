@@ -15,7 +15,7 @@ import { imageOfLayer, PRODUCE_SLOTS, Recipes, recompressionThreads } from '../s
 import { hintedProfiles } from '../src/compress/hints.js';
 import { busyNow, collectWhenIdle, idleCollections } from '../src/compress/idle-gc.js';
 import { createLogger } from '../src/log.js';
-import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, openPaths, writerCouldLock, type FixtureStore } from './fixtures.js';
+import { loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, roomToKeep, openPaths, writerCouldLock, repoOf, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const main = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -47,9 +47,6 @@ async function layerReadsEnded(s: FixtureStore): Promise<{ files: string[]; lock
   for (let i = 0; i < 250 && (layerFilesOpen(s).length || layersLockHeld(s)); i++) await new Promise((r) => setTimeout(r, 20));
   return { files: layerFilesOpen(s), locked: layersLockHeld(s) };
 }
-
-/** `127.0.0.1:5701/recipes/go6:1` → repository `127.0.0.1_5701/recipes/go6` as csreg serves it. */
-const repoOf = (ref: string) => ref.slice(0, ref.lastIndexOf(':')).replace(/^([^/]*):(\d+)\//, '$1_$2/');
 
 async function bytes(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; headers: Headers }> {
   const r = await fetch(url, { headers });

@@ -182,7 +182,7 @@ export async function commitManifest(o: CommitOptions): Promise<CommitResult> {
         topLayer: top,
         names,
         bigData: [{ key: m.config!.digest, data: configBytes }, ...manifestData],
-        keepDefaultManifest: true, // (the pushed tag serves this one: TagManifests)
+        keepDefaultManifest: true, // (a push to one repository changes no other name's manifest; the pushed tag serves this one through TagManifests)
       });
       break;
     } catch (e) {

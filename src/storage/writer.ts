@@ -94,9 +94,8 @@ export interface CreateImageOptions {
   metadata?: string;
   created?: string;
   /**
-   * An image the store already has keeps its `manifest` item (the manifest its names serve by
-   * default); only a new one gets this push's. A registry push of the same image (the same
-   * config) into one repository then changes nothing the image's other names serve.
+   * An image the store already has keeps its `manifest` item (the default manifest of all its
+   * names); only a new image gets this one (it is stored as `manifest-<digest>` either way).
    */
   keepDefaultManifest?: boolean;
 }
@@ -533,10 +532,9 @@ export class StoreWriter {
   }
 
   /**
-   * What a registry's DELETE of a manifest in one repository does to the store: take the
-   * image's names in that repository (`names`) off it, and delete the image (and its layers
-   * nothing else uses) only if that leaves it no name: the names podman or another repository
-   * gave it keep it. Both under one lock, so a name added meanwhile keeps the image too.
+   * Take these names off the image, and delete the image (and its layers nothing else uses)
+   * only if that leaves it no name: its other names keep it. Both under one lock, so a name
+   * another tool adds meanwhile keeps the image too.
    */
   async deleteImageNames(id: string, names: string[]): Promise<{ deleted: boolean; layers: string[] }> {
     const { layers: llock, images: ilock, containers: clock } = this.locks;

@@ -4,13 +4,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createReadStream, lstatSync, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync } from 'node:fs';
+import { createReadStream, linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, readdirSync, existsSync, utimesSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { StoreWriter, chainLayerId } from '../src/storage/writer.js';
+import { ExtractError } from '../src/storage/extract.js';
 import { buildahRun, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, sha } from './fixtures.js';
 
 const fx = loadFixtures();
@@ -108,6 +110,46 @@ test('hostile layers are refused and leave nothing in the store', async (t) => {
   const dirs = readdirSync(join(s.root, 'overlay')).filter((d) => /^[0-9a-f]{64}$/.test(d));
   assert.deepEqual(dirs, [], 'no layer directory left');
   assert.deepEqual(readdirSync(join(s.root, 'overlay', 'l')), [], 'no link left');
+});
+
+test('a layer whose entries cross the extraction thread\'s batches: a refused entry after thousands fails with its error and leaves nothing; the thread then makes a big file with its xattr, times and hard link, and thousands of small ones', async (t) => {
+  const s = freshStore('overlay');
+  const src = mkdtempSync(join(tmpdir(), 'csreg-batches-'));
+  t.after(() => {
+    removeStore(s);
+    rmSync(src, { recursive: true, force: true });
+  });
+  execFileSync('mkdir', ['-p', s.root]);
+  const w = new StoreWriter(Store.open(s));
+  // 9,000 operations (begin, data, end of 3,000 files) before the bad entry: several batches
+  const files = Array.from({ length: 3000 }, (_, i) => tarEntry(`f${i}`, '0', Buffer.from(`file ${i}\n`)));
+  const bad = Buffer.concat([...files, tarEntry('../evil', '0', Buffer.from('x')), Buffer.alloc(1024)]);
+  await assert.rejects(w.createLayer(Readable.from([bad])), (e: Error) => e instanceof ExtractError && /leaves the layer/.test(e.message));
+  // refused by this thread's tar reader while the extraction thread is still behind it
+  const corrupt = Buffer.concat([...files, Buffer.from('not a tar'.padEnd(512, '!')), Buffer.alloc(1024)]);
+  await assert.rejects(w.createLayer(Readable.from([corrupt])), /checksum/);
+  assert.deepEqual(readdirSync(join(s.root, 'overlay')).filter((d) => /^[0-9a-f]{64}$/.test(d)), [], 'no layer directory left');
+
+  // 3 MiB + 5 bytes: the file's data spans several 1 MiB batches; its xattr is set at its end
+  const big = randomBytes(3 * 2 ** 20 + 5);
+  writeFileSync(join(src, 'big'), big, { mode: 0o640 });
+  execFileSync('setfattr', ['-n', 'user.csreg', '-v', 'kept', join(src, 'big')]);
+  utimesSync(join(src, 'big'), 1_000_000_000, 1_500_000_000);
+  linkSync(join(src, 'big'), join(src, 'big-link'));
+  mkdirSync(join(src, 'many'));
+  for (let i = 0; i < 3000; i++) writeFileSync(join(src, 'many', `f${i}`), `file ${i}\n`);
+  const tar = execFileSync('tar', ['--xattrs', '--xattrs-include=user.*', '--numeric-owner', '-C', src, '-cf', '-', 'big', 'big-link', 'many'], { maxBuffer: 1 << 28 });
+  const layer = await w.createLayer(Readable.from([tar]));
+  assert.equal(layer.diffDigest, sha(tar));
+  const dir = join(s.root, 'overlay', layer.id, 'diff');
+  assert.ok(readFileSync(join(dir, 'big')).equals(big));
+  assert.equal(execFileSync('getfattr', ['--only-values', '-n', 'user.csreg', join(dir, 'big')], { encoding: 'utf8' }), 'kept');
+  const st = lstatSync(join(dir, 'big'));
+  assert.deepEqual([st.mode & 0o7777, st.mtimeMs, st.nlink, lstatSync(join(dir, 'big-link')).ino], [0o640, 1_500_000_000_000, 2, st.ino]);
+  assert.equal(readdirSync(join(dir, 'many')).length, 3000);
+  assert.equal(readFileSync(join(dir, 'many', 'f2999'), 'utf8'), 'file 2999\n');
+  const goTar = execFileSync('containers-storage', ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'overlay', 'diff', '-u', layer.id], { maxBuffer: 1 << 28 });
+  assert.equal(sha(goTar), sha(tar), 'Go rebuilds the layer from our tar-split');
 });
 
 test('a layer another process created meanwhile is reused, not recreated; a parent that vanished says so (commits retry on it)', async (t) => {

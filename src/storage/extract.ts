@@ -3,11 +3,12 @@
 // driver's form. Stricter than Go on one point: Go relies on a chroot to contain symlink
 // tricks; we have none, so any entry whose path goes through a symlink, contains "..", is
 // absolute, or whose link target leaves the layer is refused.
+// Everything here is synchronous: it runs on a thread of its own (extract-thread.ts), where a
+// call that waits for the disk holds nothing else up.
 import {
   chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, futimesSync, linkSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync,
-  symlinkSync, utimesSync, write, writeSync,
+  rmSync, symlinkSync, utimesSync, writeSync,
 } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { lsetxattr, makedev, mknod, S_IFBLK, S_IFCHR, S_IFIFO, SyscallError } from './syscalls.js';
 import type { TarHeader } from './tar.js';
@@ -27,37 +28,17 @@ const WH_OPAQUE = '.wh..wh..opq';
 const XATTRS_TO_IGNORE = new Set(['security.selinux']);
 const ENOTDIR = 20;
 const S_ISGID = 0o2000;
-/**
- * Files up to this size are written with one synchronous call per chunk, like every metadata
- * call here: from the page cache those take microseconds, less than a thread-pool round trip
- * (a 34k-file layer: 24 s with each call through the pool, against 3.4 s for Go's applydiff).
- * Larger files' data goes through the pool, so a disk that throttles writes never holds the
- * event loop for long, with up to WRITES_AHEAD writes at their offsets in flight while the
- * next bytes are parsed (one at a time, the main thread sat idle for 58% of a 315 MB layer).
- */
-const SYNC_WRITE_MAX = 1 << 20;
-const WRITES_AHEAD = 4;
-const writeAt = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
-  new Promise<number>((ok, fail) => write(fd, buf, off, len, pos, (e, n) => (e ? fail(e) : ok(n))));
-
-/**
- * The regular file being written: synchronously (small), or through the pool with writes in
- * flight; its metadata is set once its data is in.
- */
+/** The regular file being written; its metadata is set once its data is in. */
 interface OpenFile {
   h: TarHeader;
   path: Buffer;
   /** its directory, layer-relative */
   dir: string;
   fd: number;
-  sync: boolean;
-  /** where its next bytes go */
-  pos: number;
-  inFlight: Promise<void>[];
-  error?: Error;
 }
-/** Removal stays asynchronous: a whiteout may name a whole tree (vfs keeps the parent's copy). */
-const rmAll = (path: Buffer) => rm(path, { recursive: true, force: true });
+
+/** A whiteout may name a whole tree (vfs keeps the parent's copy). */
+const rmAll = (path: Buffer) => rmSync(path, { recursive: true, force: true });
 
 /** A layer-relative path as latin1 (one char per byte, so non-UTF-8 names survive). */
 function relPath(name: Buffer, what: string): string {
@@ -156,11 +137,8 @@ export class LayerExtractor {
     }
   }
 
-  /**
-   * Begin an entry; its data (if any) follows through write(), then end(). A promise only where
-   * something is removed first (a whiteout, an entry replacing another).
-   */
-  begin(h: TarHeader): void | Promise<void> {
+  /** Begin an entry; its data (if any) follows through write(), then end(). */
+  begin(h: TarHeader): void {
     if (h.type === 'g') return; // PAX global headers are ignored, as Go does
     const rel = relPath(h.name, 'entry');
     // lchown takes 0..2^32-2 (2^32-1 means "unchanged"); anything else would be a RangeError
@@ -187,8 +165,8 @@ export class LayerExtractor {
     this.make(h, rel, dir, path, existing?.isDirectory() ?? false);
   }
 
-  private async replace(h: TarHeader, rel: string, dir: string, path: Buffer): Promise<void> {
-    await rmAll(path);
+  private replace(h: TarHeader, rel: string, dir: string, path: Buffer): void {
+    rmAll(path);
     this.forget(rel);
     this.make(h, rel, dir, path, false);
   }
@@ -207,7 +185,7 @@ export class LayerExtractor {
         break;
       case '0':
       case '7':
-        this.file = { h, path, dir, fd: openSync(path, constants.O_CREAT | constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW, mode), sync: h.size <= SYNC_WRITE_MAX, pos: 0, inFlight: [] };
+        this.file = { h, path, dir, fd: openSync(path, constants.O_CREAT | constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW, mode) };
         break;
       case '3':
       case '4':
@@ -241,49 +219,23 @@ export class LayerExtractor {
     if (h.type === '5') this.setgidIs(rel, (mode & S_ISGID) !== 0);
   }
 
-  /** The next bytes of the regular file begun last: a promise only where they go through the pool. */
-  write(data: Buffer): void | Promise<void> {
+  /** The next bytes of the regular file begun last. */
+  write(data: Buffer): void {
     const f = this.file;
     if (!f) return;
-    if (f.sync) {
-      for (let off = 0; off < data.length; ) off += writeSync(f.fd, data, off, data.length - off);
-      return;
-    }
-    f.inFlight.push(this.writeAll(f, data, f.pos));
-    f.pos += data.length;
-    if (f.inFlight.length > WRITES_AHEAD) return this.settle(f, 1);
+    for (let off = 0; off < data.length; ) off += writeSync(f.fd, data, off, data.length - off);
   }
 
-  private async writeAll(f: OpenFile, data: Buffer, pos: number): Promise<void> {
-    try {
-      for (let off = 0; off < data.length; ) off += await writeAt(f.fd, data, off, data.length - off, pos + off);
-    } catch (e) {
-      f.error ??= e as Error;
-    }
-  }
-
-  /** Wait for the oldest `count` writes in flight (all: Infinity); a failed one fails this. */
-  private async settle(f: OpenFile, count: number): Promise<void> {
-    await Promise.all(f.inFlight.splice(0, count));
-    if (f.error) throw f.error;
-  }
-
-  /**
-   * A failed apply: the open file's descriptor is closed once no write of it is in flight (its
-   * number could otherwise be reused under a write); what was written stays, as in Go.
-   */
-  async abort(): Promise<void> {
+  /** A failed apply: the open file's descriptor is closed; what was written stays, as in Go. */
+  abort(): void {
     const f = this.file;
     this.file = undefined;
-    if (!f) return;
-    await Promise.all(f.inFlight);
-    closeSync(f.fd);
+    if (f) closeSync(f.fd);
   }
 
   /** The entry is complete: its file closed, its metadata set. */
-  end(): void | Promise<void> {
+  end(): void {
     const f = this.file;
-    if (f && f.inFlight.length) return this.settle(f, Infinity).then(() => this.end());
     if (!f) return;
     this.file = undefined;
     try {
@@ -327,9 +279,9 @@ export class LayerExtractor {
     }
   }
 
-  private async whiteout(h: TarHeader, rel: string): Promise<void> {
+  private whiteout(h: TarHeader, rel: string): void {
     const path = this.abs(rel);
-    await rmAll(path);
+    rmAll(path);
     this.forget(rel);
     if (this.whiteouts === 'delete') return;
     try {
@@ -342,7 +294,7 @@ export class LayerExtractor {
     lchownSync(path, h.uid, h.gid);
   }
 
-  private async opaque(dir: string): Promise<void> {
+  private opaque(dir: string): void {
     if (this.whiteouts === 'overlay') {
       lsetxattr(this.abs(dir), this.opaqueXattr, Buffer.from('y'));
       return;
@@ -351,15 +303,15 @@ export class LayerExtractor {
     for (const name of readdirSync(this.abs(dir), { encoding: 'latin1' })) {
       const rel = dir ? `${dir}/${name}` : name;
       if (!this.createdHere.has(rel)) {
-        await rmAll(this.abs(rel));
+        rmAll(this.abs(rel));
         this.forget(rel);
       }
     }
   }
 
   /** Directory times last, so creating files inside them does not change them. */
-  async finish(): Promise<void> {
-    await this.end();
+  finish(): void {
+    this.end();
     for (const d of this.dirs) utimesSync(d.path, d.atime, d.mtime);
   }
 }

@@ -289,6 +289,14 @@ test('storage create-layer (the CLI) applies a layer the Go tool rebuilds; a mis
   assert.notEqual(missing.status, 0);
   assert.match(missing.stderr, /^csreg: ENOENT: no such file or directory, open '.*no-such-blob'\n$/, 'one line, no stack trace');
   assert.deepEqual(JSON.parse(execFileSync('containers-storage', [...goArgs, 'layers', '--json'], { encoding: 'utf8' })) ?? [], [], 'nothing written');
+  // refused before any entry: the extraction thread taken for it is given back (the process ends)
+  const bz = join(src.dir, 'layer.bz2');
+  writeFileSync(bz, Buffer.concat([Buffer.from('BZh9'), randomBytes(64)]));
+  const bzip2 = spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'create-layer', '-f', bz], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(bzip2.signal, null, 'the process ended by itself');
+  assert.notEqual(bzip2.status, 0);
+  assert.match(bzip2.stderr, /compressed with bzip2, which csreg does not accept/);
+  assert.deepEqual(JSON.parse(execFileSync('containers-storage', [...goArgs, 'layers', '--json'], { encoding: 'utf8' })) ?? [], [], 'nothing written');
   const made = cli('create-layer', '-f', src.layers[0]);
   assert.equal(made.status, 0, made.stderr);
   const id = made.stdout.trim();

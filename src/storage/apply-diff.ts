@@ -92,6 +92,18 @@ function drainedOrDestroyed(w: Writable): Promise<void> {
  * needs. The files are made on a thread of their own (extract-thread.ts) while this one reads.
  */
 export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: ApplyOptions): Promise<DiffResult> {
+  // first: if no thread can be had, nothing has started yet
+  const extractor = new ThreadedExtractor(opts.root, opts.whiteouts, opts.opaqueXattr);
+  try {
+    return await applyWith(extractor, input, opts);
+  } catch (e) {
+    // (once the thread has stopped touching the layer: the caller removes it)
+    await extractor.abort();
+    throw e;
+  }
+}
+
+async function applyWith(extractor: ThreadedExtractor, input: AsyncIterable<Buffer> | Readable, opts: ApplyOptions): Promise<DiffResult> {
   const compressedHash = createHash('sha256');
   let compressedSize = 0;
   const source = input[Symbol.asyncIterator]();
@@ -167,7 +179,6 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
     pendingChars += line.length;
     if (pendingChars >= 64 << 10) await flushLines();
   };
-  const extractor = new ThreadedExtractor(opts.root, opts.whiteouts, opts.opaqueXattr);
   const seen = new Set<string>();
   let position = 0;
   let current: { name: Buffer; size: number; crc: Crc64 } | undefined;
@@ -205,7 +216,6 @@ export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: A
     if (!out.closed) await once(out, 'close');
     if (sinkError) throw sinkError;
   } catch (e) {
-    await extractor.abort();
     decompressor.destroy();
     gz.destroy();
     out.destroy();

@@ -397,6 +397,28 @@ test('layers whose blobs csreg holds (pushed) do not wait for their recipes: tho
   assert.equal(found(awaited).length, digests.length);
 });
 
+test('recipes of layers deleted meanwhile (an image deleted just after its push or pull) are no failure: nothing to find, nothing logged', async (t) => {
+  const f = fx.recipes.find((r) => r.variant === 'py9')!;
+  const copy = join(work, 'store-deleted');
+  execFileSync('cp', ['-a', join(f.store.root, '..'), copy]);
+  rmSync(join(copy, 'root', 'libpod'), { recursive: true, force: true }); // (podman's database names the original's paths)
+  const s: FixtureStore = { root: join(copy, 'root'), runroot: join(copy, 'run'), driver: f.store.driver };
+  t.after(() => rmSync(copy, { recursive: true, force: true }));
+  const store = Store.open(s);
+  const snap = await store.snapshot();
+  const image = snap.imagesWithDigest(f.manifestDigest)[0];
+  assert.ok(snap.layerChain(image.topLayer).layers.some((l) => l.compressedDigest && l.compressedDigest !== l.diffDigest), 'a recompressible layer');
+  execFileSync('podman', [...storeArgs(s), 'rmi', '-f', image.id]);
+  assert.equal((await store.snapshot()).layer(image.topLayer!), undefined, 'its layers are gone');
+  const r = new Recipes(join(work, 'state-deleted'), store);
+  const errors: Error[] = [];
+  // held blobs: detection in the background; not held: awaited (the same detection)
+  await r.ensureImages([image], snap, () => true, (e) => errors.push(e));
+  await r.ensureImages([image], snap);
+  await new Promise((res) => setTimeout(res, 300));
+  assert.deepEqual(errors.map((e) => e.message), [], 'the background detection reported nothing');
+});
+
 test('a "not reproducible" verdict from before a profile existed is tried again with the new profiles only', async () => {
   const f = fx.recipes.find((r) => r.variant === 'gnu6')!;
   const state = join(work, 'state-stale');

@@ -458,9 +458,18 @@ export class Recipes implements BlobProducer {
     const digests = [...layers.map((l) => l.compressedDigest ?? ''), ...(await this.noteReused(images, snap))];
     // Blobs held already (pushed: the blob cache has them) are servable now; their recipes, which
     // let the cache drop them later, are found in the background rather than awaited.
-    void this.ensure(digests.filter(held), snap).catch((e: Error) => this.closed || onError?.(e));
-    await this.ensure(digests.filter((d) => !held(d)), snap);
+    void this.ensure(digests.filter(held), snap).catch((e: Error) => this.unlessGone(layers, e)).catch((e: Error) => this.closed || onError?.(e));
+    await this.ensure(digests.filter((d) => !held(d)), snap).catch((e: Error) => this.unlessGone(layers, e));
     await Promise.all(this.unmade(layers, held).map((l) => this.make(l)));
+  }
+
+  /**
+   * A detection that failed because a layer was deleted meanwhile (an image deleted just after
+   * its push or pull) is no failure: there is nothing left to find a recipe for.
+   */
+  private async unlessGone(layers: Layer[], e: Error): Promise<void> {
+    const now = await this.store.snapshot();
+    if (!layers.some((l) => !now.layer(l.id))) throw e;
   }
 
   /** With `--synthesize gzip`: the layers (once each) synthesized manifests list compressed whose compressed form is not known yet. */

@@ -248,7 +248,8 @@ test('an extracted layer has the owners and modes the Go tool gives it (set-grou
     chown 0:50 sg && chmod 2775 sg && echo x > sg/x && chown 0:0 sg/x &&
     echo y > sg/deep/y && chown 0:0 sg/deep/y && echo y2 > sg/deep2/y2 && chown 1000:50 sg/deep2/y2 &&
     echo z > implicit/z && echo top > top && ln -s top link && mkfifo fifo &&
-    tar --numeric-owner --no-recursion -cf ../layer.tar plain plain/a plain/b plain/c sg sg/x sg/deep/y sg/deep2/y2 implicit/z top link fifo`;
+    echo m > plain/m && chmod 777 plain/m && mkdir wide && chmod 777 wide && echo w > wide/w && chmod 666 wide/w &&
+    tar --numeric-owner --no-recursion -cf ../layer.tar plain plain/a plain/b plain/c plain/m sg sg/x sg/deep/y sg/deep2/y2 implicit/z top link fifo wide wide/w`;
   execFileSync('sh', ['-c', tree]);
   const tarPath = join(src, 'layer.tar');
   execFileSync('mkdir', ['-p', ours.root, ours.runroot, go.root, go.runroot]);
@@ -271,8 +272,9 @@ test('an extracted layer has the owners and modes the Go tool gives it (set-grou
   };
   const ourTree = describe(join(ours.root, 'vfs', 'dir', layer.id));
   assert.deepEqual(ourTree, describe(join(go.root, 'vfs', 'dir', goId)));
-  // (the cases are there: a set-group-ID directory, and root's file in it)
+  // (the cases are there: a set-group-ID directory, and root's file in it; modes the umask would cut)
   assert.ok(ourTree.includes('sg 0:50 42775') && ourTree.includes('sg/deep/y 0:0 100644'), ourTree.join('\n'));
+  assert.ok(['plain/m 0:0 100777', 'wide 0:0 40777', 'wide/w 0:0 100666'].every((e) => ourTree.includes(e)), ourTree.join('\n'));
 });
 
 test('storage create-layer (the CLI) applies a layer the Go tool rebuilds; a missing input file is a plain error that writes nothing', async (t) => {

@@ -74,6 +74,8 @@ export class LayerExtractor {
   private readonly plainDirs = new Set<string>();
   private readonly uid = process.geteuid?.() ?? -1;
   private readonly gid = process.getegid?.() ?? -1;
+  /** what open, mkdir and mknod take from the mode they are given */
+  private readonly umask = process.umask();
   /**
    * Does a new entry get this process's user and group as plainDirs says? Checked on the first
    * that would skip its chown (a file system mounted `grpid` gives new files their directory's
@@ -257,12 +259,15 @@ export class LayerExtractor {
       this.ownerAsInferred = st.uid === this.uid && st.gid === this.gid;
       chown = !this.ownerAsInferred;
     }
+    // made with its mode already, when the umask took no bit of it and no chown cleared a
+    // set-ID bit (a tenth of the extraction thread's calls for a layer of root's files)
+    const modeSet = made && !chown && (h.mode & (this.umask | 0o7000)) === 0;
     if (fd !== undefined) {
       if (chown) fchownSync(fd, h.uid, h.gid);
-      fchmodSync(fd, h.mode & 0o7777);
+      if (!modeSet) fchmodSync(fd, h.mode & 0o7777);
     } else {
       if (chown) lchownSync(path, h.uid, h.gid);
-      if (h.type !== '2') chmodSync(path, h.mode & 0o7777);
+      if (h.type !== '2' && !modeSet) chmodSync(path, h.mode & 0o7777);
     }
     for (const [k, v] of h.xattrs) {
       if (XATTRS_TO_IGNORE.has(k)) continue;

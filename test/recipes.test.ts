@@ -397,7 +397,7 @@ test('layers whose blobs csreg holds (pushed) do not wait for their recipes: tho
   assert.equal(found(awaited).length, digests.length);
 });
 
-test('recipes of layers deleted meanwhile (an image deleted just after its push or pull) are no failure: nothing to find, nothing logged', async (t) => {
+test('recipes of layers deleted meanwhile (an image deleted just after its push or pull, or during a scan) are no failure: nothing to find, nothing logged', async (t) => {
   const f = fx.recipes.find((r) => r.variant === 'py9')!;
   const copy = join(work, 'store-deleted');
   execFileSync('cp', ['-a', join(f.store.root, '..'), copy]);
@@ -417,6 +417,8 @@ test('recipes of layers deleted meanwhile (an image deleted just after its push 
   await r.ensureImages([image], snap);
   await new Promise((res) => setTimeout(res, 300));
   assert.deepEqual(errors.map((e) => e.message), [], 'the background detection reported nothing');
+  // a scan (--scan-recipes) over a snapshot from before the deletion goes on past those layers
+  await new Recipes(join(work, 'state-deleted-scan'), store).scan(snap);
 });
 
 test('a "not reproducible" verdict from before a profile existed is tried again with the new profiles only', async () => {

@@ -402,12 +402,20 @@ export class Recipes implements BlobProducer {
 
   /** Find recipes for those of the digests that are recompressible layers without a verdict yet. */
   async ensure(digests: Iterable<string>, snap: Snapshot, onProgress?: (bytes: number) => void): Promise<void> {
-    const work: Promise<Verdict>[] = [];
+    const work: Promise<unknown>[] = [];
     for (const d of digests) {
       const c = recompressibleLayer(snap, d);
-      if (c && this.untried(d).length) work.push(this.detect(d, c.layer, c.size, snap, onProgress));
+      if (c && this.untried(d).length) work.push(this.detect(d, c.layer, c.size, snap, onProgress).catch((e: Error) => this.unlessGone(c.layer, e)));
     }
     await Promise.all(work);
+  }
+
+  /**
+   * A detection that failed because its layer was deleted meanwhile (an image deleted just
+   * after its push or pull, or during a scan) is no failure: there is nothing left to find.
+   */
+  private async unlessGone(layer: Layer, e: Error): Promise<void> {
+    if ((await this.store.snapshot()).layer(layer.id)) throw e;
   }
 
   /** BlobProducer: the layer a reused layer's original blob is made from. */
@@ -458,18 +466,9 @@ export class Recipes implements BlobProducer {
     const digests = [...layers.map((l) => l.compressedDigest ?? ''), ...(await this.noteReused(images, snap))];
     // Blobs held already (pushed: the blob cache has them) are servable now; their recipes, which
     // let the cache drop them later, are found in the background rather than awaited.
-    void this.ensure(digests.filter(held), snap).catch((e: Error) => this.unlessGone(layers, e)).catch((e: Error) => this.closed || onError?.(e));
-    await this.ensure(digests.filter((d) => !held(d)), snap).catch((e: Error) => this.unlessGone(layers, e));
+    void this.ensure(digests.filter(held), snap).catch((e: Error) => this.closed || onError?.(e));
+    await this.ensure(digests.filter((d) => !held(d)), snap);
     await Promise.all(this.unmade(layers, held).map((l) => this.make(l)));
-  }
-
-  /**
-   * A detection that failed because a layer was deleted meanwhile (an image deleted just after
-   * its push or pull) is no failure: there is nothing left to find a recipe for.
-   */
-  private async unlessGone(layers: Layer[], e: Error): Promise<void> {
-    const now = await this.store.snapshot();
-    if (!layers.some((l) => !now.layer(l.id))) throw e;
   }
 
   /** With `--synthesize gzip`: the layers (once each) synthesized manifests list compressed whose compressed form is not known yet. */

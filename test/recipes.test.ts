@@ -417,8 +417,11 @@ test('recipes of layers deleted meanwhile (an image deleted just after its push 
   await r.ensureImages([image], snap);
   await new Promise((res) => setTimeout(res, 300));
   assert.deepEqual(errors.map((e) => e.message), [], 'the background detection reported nothing');
-  // a scan (--scan-recipes) over a snapshot from before the deletion goes on past those layers
+  // a scan (--scan-recipes) over a snapshot from before the deletion goes on past those layers;
+  // with --synthesize gzip, so does compressing them for synthesized manifests
   await new Recipes(join(work, 'state-deleted-scan'), store).scan(snap);
+  await new Recipes(join(work, 'state-deleted-gzip'), store, 'gzip').ensureImages([image], snap);
+  await new Recipes(join(work, 'state-deleted-gzip-scan'), store, 'gzip').scan(snap);
 });
 
 test('a "not reproducible" verdict from before a profile existed is tried again with the new profiles only', async () => {

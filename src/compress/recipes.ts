@@ -405,17 +405,22 @@ export class Recipes implements BlobProducer {
     const work: Promise<unknown>[] = [];
     for (const d of digests) {
       const c = recompressibleLayer(snap, d);
-      if (c && this.untried(d).length) work.push(this.detect(d, c.layer, c.size, snap, onProgress).catch((e: Error) => this.unlessGone(c.layer, e)));
+      if (c && this.untried(d).length) work.push(this.unlessGone(c.layer, this.detect(d, c.layer, c.size, snap, onProgress)));
     }
     await Promise.all(work);
   }
 
   /**
-   * A detection that failed because its layer was deleted meanwhile (an image deleted just
-   * after its push or pull, or during a scan) is no failure: there is nothing left to find.
+   * A detection or compression of a layer that failed because the layer was deleted meanwhile
+   * (an image deleted just after its push or pull, or during a scan) is no failure: there is
+   * nothing left to do.
    */
-  private async unlessGone(layer: Layer, e: Error): Promise<void> {
-    if ((await this.store.snapshot()).layer(layer.id)) throw e;
+  private async unlessGone(layer: Layer, work: Promise<unknown>): Promise<void> {
+    try {
+      await work;
+    } catch (e) {
+      if ((await this.store.snapshot()).layer(layer.id)) throw e;
+    }
   }
 
   /** BlobProducer: the layer a reused layer's original blob is made from. */
@@ -447,7 +452,7 @@ export class Recipes implements BlobProducer {
       const making = this.unmade(snap.images.flatMap((i) => snap.layerChain(i.topLayer).layers), held);
       for (const [i, layer] of making.entries()) {
         const started = Date.now();
-        await this.make(layer);
+        await this.unlessGone(layer, this.make(layer));
         on.made?.(i + 1, making.length, layer.diffDigest!, Date.now() - started);
       }
     } catch (e) {
@@ -468,7 +473,7 @@ export class Recipes implements BlobProducer {
     // let the cache drop them later, are found in the background rather than awaited.
     void this.ensure(digests.filter(held), snap).catch((e: Error) => this.closed || onError?.(e));
     await this.ensure(digests.filter((d) => !held(d)), snap);
-    await Promise.all(this.unmade(layers, held).map((l) => this.make(l)));
+    await Promise.all(this.unmade(layers, held).map((l) => this.unlessGone(l, this.make(l))));
   }
 
   /** With `--synthesize gzip`: the layers (once each) synthesized manifests list compressed whose compressed form is not known yet. */

@@ -159,7 +159,16 @@ export function removeStore(s: { root: string; dir: string }): void {
 }
 
 /** A tar with one entry, written by hand: name, type and link name as given. */
-export function tarEntry(name: string, type: string, body = Buffer.alloc(0), link = ''): Buffer {
+/** One PAX extended-header record ("LEN key=value\n", LEN counting itself). */
+export function paxRecord(key: string, value: string | Buffer): Buffer {
+  const v = Buffer.isBuffer(value) ? value : Buffer.from(value);
+  const rest = Buffer.byteLength(` ${key}=`) + v.length + 1;
+  let len = rest + 1;
+  while (String(len).length + rest !== len) len++;
+  return Buffer.concat([Buffer.from(`${len} ${key}=`), v, Buffer.from('\n')]);
+}
+
+export function tarEntry(name: string, type: string, body: Buffer = Buffer.alloc(0), link = ''): Buffer {
   const h = Buffer.alloc(512);
   h.write(name, 0);
   h.write('0000644\0', 100);

@@ -28,7 +28,7 @@ import { parseRange } from '../src/registry/blobs.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { Store } from '../src/storage/store.js';
 import { createLogger } from '../src/log.js';
-import { sha } from './fixtures.js';
+import { paxRecord, sha } from './fixtures.js';
 
 const SEED = 0x5eed;
 const work = mkdtempSync(join(tmpdir(), 'csreg-fuzz-'));
@@ -142,13 +142,6 @@ function header(o: H): Buffer {
 const pad = (n: number) => Buffer.alloc((512 - (n % 512)) % 512);
 function entry(o: H, body: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([header({ size: body.length, ...o }), body, pad(body.length)]);
-}
-function paxRecord(key: string, value: string | Buffer): Buffer {
-  const v = Buffer.isBuffer(value) ? value : Buffer.from(value);
-  const rest = Buffer.byteLength(` ${key}=`) + v.length + 1;
-  let len = rest + 1;
-  while (String(len).length + rest !== len) len++;
-  return Buffer.concat([Buffer.from(`${len} ${key}=`), v, Buffer.from('\n')]);
 }
 function pax(records: [string, string | Buffer][], type = 'x'): Buffer {
   const data = Buffer.concat(records.map(([k, v]) => paxRecord(k, v)));

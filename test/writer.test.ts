@@ -13,7 +13,8 @@ import { Readable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { StoreWriter, chainLayerId } from '../src/storage/writer.js';
 import { ExtractError } from '../src/storage/extract.js';
-import { buildahRun, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, sha } from './fixtures.js';
+import { SyscallError } from '../src/storage/syscalls.js';
+import { buildahRun, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, paxRecord, sha } from './fixtures.js';
 
 const fx = loadFixtures();
 
@@ -125,6 +126,9 @@ test('a layer whose entries cross the extraction thread\'s batches: a refused en
   const files = Array.from({ length: 3000 }, (_, i) => tarEntry(`f${i}`, '0', Buffer.from(`file ${i}\n`)));
   const bad = Buffer.concat([...files, tarEntry('../evil', '0', Buffer.from('x')), Buffer.alloc(1024)]);
   await assert.rejects(w.createLayer(Readable.from([bad])), (e: Error) => e instanceof ExtractError && /leaves the layer/.test(e.message));
+  // a system call's failure there keeps its class and errno here (an xattr name over 255 bytes: ERANGE)
+  const longXattr = Buffer.concat([...files, tarEntry('PaxHeaders/x', 'x', paxRecord(`SCHILY.xattr.user.${'n'.repeat(300)}`, 'v')), tarEntry('x', '0', Buffer.from('x')), Buffer.alloc(1024)]);
+  await assert.rejects(w.createLayer(Readable.from([longXattr])), (e: Error) => e instanceof SyscallError && e.call === 'lsetxattr' && e.errno === 34);
   // refused by this thread's tar reader while the extraction thread is still behind it
   const corrupt = Buffer.concat([...files, Buffer.from('not a tar'.padEnd(512, '!')), Buffer.alloc(1024)]);
   await assert.rejects(w.createLayer(Readable.from([corrupt])), /checksum/);

@@ -13,6 +13,9 @@ import { Readable } from 'node:stream';
 import { Store } from '../src/storage/store.js';
 import { StoreWriter, chainLayerId } from '../src/storage/writer.js';
 import { ExtractError } from '../src/storage/extract.js';
+import { ThreadedExtractor } from '../src/storage/extract-thread.js';
+import { readTar } from '../src/storage/tar.js';
+import type { Worker } from 'node:worker_threads';
 import { SyscallError } from '../src/storage/syscalls.js';
 import { buildahRun, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, paxRecord, sha } from './fixtures.js';
 
@@ -154,6 +157,43 @@ test('a layer whose entries cross the extraction thread\'s batches: a refused en
   assert.equal(readFileSync(join(dir, 'many', 'f2999'), 'utf8'), 'file 2999\n');
   const goTar = execFileSync('containers-storage', ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'overlay', 'diff', '-u', layer.id], { maxBuffer: 1 << 28 });
   assert.equal(sha(goTar), sha(tar), 'Go rebuilds the layer from our tar-split');
+});
+
+test('an extraction thread that dies mid-layer fails that layer with its reason; a dead thread, busy or idle, is never handed out again', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-thread-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const tar = Buffer.concat([...Array.from({ length: 3000 }, (_, i) => tarEntry(`f${i}`, '0', Buffer.from(`file ${i}\n`))), Buffer.alloc(1024)]);
+  // (the thread is private: reached here to kill it as a crash or an out-of-memory would)
+  const workerOf = (x: ThreadedExtractor) => (x as unknown as { thread: { worker: Worker } }).thread.worker;
+  /** the tar extracted into dir/name, its thread terminated before entry killAt if given */
+  async function extract(name: string, killAt = -1): Promise<ThreadedExtractor> {
+    mkdirSync(join(dir, name));
+    const x = new ThreadedExtractor(join(dir, name), 'overlay');
+    let n = 0;
+    try {
+      for await (const ev of readTar(Readable.from([tar]))) {
+        if (ev.kind === 'entry') {
+          if (n) x.end();
+          if (n++ === killAt) await workerOf(x).terminate();
+          await x.begin(ev.header);
+        } else if (ev.kind === 'data') await x.write(ev.bytes);
+      }
+      x.end();
+      await x.finish();
+    } catch (e) {
+      await x.abort();
+      throw e;
+    }
+    return x;
+  }
+  await assert.rejects(extract('killed', 2000), /extraction thread exited/);
+  assert.ok(readdirSync(join(dir, 'killed')).length < 3000);
+  // the next layer gets a live thread, and so does the one after the idle thread it left died
+  const ok = await extract('next');
+  assert.equal(readdirSync(join(dir, 'next')).length, 3000);
+  await workerOf(ok).terminate();
+  await extract('after-idle-death');
+  assert.equal(readFileSync(join(dir, 'after-idle-death', 'f2999'), 'utf8'), 'file 2999\n');
 });
 
 test('a layer another process created meanwhile is reused, not recreated; a parent that vanished says so (commits retry on it)', async (t) => {

@@ -144,6 +144,9 @@ class ExtractThread {
     });
     const die = (e: Error) => {
       this.dead ??= e;
+      // (an idle thread that dies is not handed out again)
+      const idle = ExtractThread.idle.indexOf(this);
+      if (idle >= 0) ExtractThread.idle.splice(idle, 1);
       for (const [id, w] of this.waiting) w({ id, error: toWire(e) });
       this.waiting.clear();
     };

@@ -12,6 +12,7 @@ import type { AuthConfig } from '../registry/auth.js';
 import { parseAccessRules } from '../registry/access.js';
 import { parseDuration, type Limits } from '../registry/limits.js';
 import { Store } from '../storage/store.js';
+import { isRootless, outsideUserNamespace } from '../storage/rootless.js';
 import { returnFreedBuffers } from '../storage/syscalls.js';
 import { UsageError } from './storage.js';
 
@@ -97,7 +98,7 @@ interface ServeConfig {
 
 /** csreg's own state (design.md): /var/lib/csreg for root, $XDG_STATE_HOME/csreg otherwise. */
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  if ((process.getuid?.() ?? 0) === 0) return '/var/lib/csreg';
+  if (!isRootless(env)) return '/var/lib/csreg';
   return join(env.XDG_STATE_HOME || join(env.HOME || homedir(), '.local', 'state'), 'csreg');
 }
 
@@ -227,6 +228,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const preferredHosts = conf.names?.preferred_hosts ?? DEFAULT_PREFERRED_HOSTS;
   const snap = await store.snapshot();
   const security = securityOptions(values, conf);
+  if (outsideUserNamespace()) {
+    log.warn('not root and not in a user namespace: layers holding files of the images\' own users (other than root) cannot be served; bin/csreg enters one where /etc/subuid gives this user a range (or run: podman unshare csreg serve …)', { uid: process.geteuid?.() });
+  }
   returnFreedBuffers(); // a long-running server: memory freed after a burst of pulls goes back to the OS
   const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, servedCacheMaxBytes, synthesize, scanRecipes, ...security });
   // (the handlers are in place before "listening on" is printed: a signal sent on seeing it is

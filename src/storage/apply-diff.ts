@@ -29,7 +29,8 @@ export interface ApplyOptions {
   /** directory the files go to (overlay `diff`, or the vfs layer directory holding the parent's copy) */
   root: string;
   whiteouts: WhiteoutFormat;
-  opaqueXattr?: string;
+  /** in a rootless store's user namespace (LayerExtractor) */
+  userNS?: boolean;
   /** where the tar-split (.tar-split.gz) is written */
   tarSplitPath: string;
 }
@@ -93,7 +94,7 @@ function drainedOrDestroyed(w: Writable): Promise<void> {
  */
 export async function applyDiff(input: AsyncIterable<Buffer> | Readable, opts: ApplyOptions): Promise<DiffResult> {
   // first: if no thread can be had, nothing has started yet
-  const extractor = new ThreadedExtractor(opts.root, opts.whiteouts, opts.opaqueXattr);
+  const extractor = new ThreadedExtractor(opts.root, opts.whiteouts, opts.userNS);
   try {
     return await applyWith(extractor, input, opts);
   } catch (e) {

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
+import { isRootless, rootlessUid } from './rootless.js';
 
 export interface StoreLocation {
   graphRoot: string;
@@ -33,16 +34,12 @@ export class StorageConfigError extends Error {
 const SYSTEM_CONF = '/etc/containers/storage.conf';
 const DEFAULT_CONF = '/usr/share/containers/storage.conf';
 
-function uid(): number {
-  return process.getuid?.() ?? 0;
-}
-
 function userConfDir(env: Env): string {
   return env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config');
 }
 
 /** Which storage.conf the Go library reads, and whether it is the rootless user's own file. */
-export function storageConfPath(env: Env = process.env, rootless = uid() !== 0): { path?: string; userFile: boolean } {
+export function storageConfPath(env: Env = process.env, rootless = isRootless(env)): { path?: string; userFile: boolean } {
   if (env.CONTAINERS_STORAGE_CONF) return { path: env.CONTAINERS_STORAGE_CONF, userFile: false };
   if (rootless) {
     const user = join(userConfDir(env), 'containers', 'storage.conf');
@@ -59,11 +56,12 @@ export function storageConfPath(env: Env = process.env, rootless = uid() !== 0):
 
 function rootlessRunRoot(env: Env): string {
   if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'containers');
-  const u = uid();
+  const u = rootlessUid(env);
   const dir = `/run/user/${u}`;
   try {
+    // (owned by this process: the user, or root inside the user's namespace)
     const st = statSync(dir);
-    if (st.isDirectory() && st.uid === u && (st.mode & 0o022) === 0) return join(dir, 'containers');
+    if (st.isDirectory() && st.uid === process.geteuid?.() && (st.mode & 0o022) === 0) return join(dir, 'containers');
   } catch { /* fall through */ }
   return join(env.TMPDIR || tmpdir(), `storage-run-${u}`, 'containers');
 }
@@ -75,7 +73,7 @@ function rootlessGraphRoot(env: Env): string {
 
 /** `$UID` first, then environment variables, as the Go code expands paths in storage.conf. */
 function expandPath(p: string, env: Env): string {
-  return p.replace(/\$UID\b/g, String(uid())).replace(/\$\{(\w+)\}|\$(\w+)/g, (_, a, b) => env[a ?? b] ?? '');
+  return p.replace(/\$UID\b/g, String(rootlessUid(env))).replace(/\$\{(\w+)\}|\$(\w+)/g, (_, a, b) => env[a ?? b] ?? '');
 }
 
 function readConf(path: string): Record<string, any> {
@@ -96,7 +94,7 @@ function normalizeDriver(d: string): string {
 
 /** The store location the Go tools would use, with `--root`/`--runroot`/`--storage-driver` applied on top. */
 export function resolveStoreLocation(over: StoreOverrides = {}, env: Env = process.env): StoreLocation {
-  const rootless = uid() !== 0;
+  const rootless = isRootless(env);
   const { path, userFile } = storageConfPath(env, rootless);
   const conf = path && existsSync(path) ? readConf(path) : {};
   const storage = (conf.storage ?? {}) as Record<string, any>;

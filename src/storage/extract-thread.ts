@@ -34,7 +34,7 @@ const END = -1;
 interface Batch {
   id: number;
   /** the layer's first batch: the extractor's arguments */
-  start?: { root: string; whiteouts: WhiteoutFormat; opaqueXattr: string };
+  start?: { root: string; whiteouts: WhiteoutFormat; userNS: boolean };
   ops: Op[];
   bytes: ArrayBuffer;
   /** the layer's last batch: directory times are set, the owners seen returned */
@@ -83,7 +83,7 @@ function serve(): void {
       if (b.start) {
         x = undefined;
         failed = false;
-        x = new LayerExtractor(b.start.root, b.start.whiteouts, b.start.opaqueXattr);
+        x = new LayerExtractor(b.start.root, b.start.whiteouts, b.start.userNS);
       }
       if (b.abort) {
         failed = true;
@@ -191,8 +191,8 @@ export class ThreadedExtractor {
   private owners: Done['owners'];
   private closed = false;
 
-  constructor(root: string, whiteouts: WhiteoutFormat, opaqueXattr = 'trusted.overlay.opaque') {
-    this.start = { root, whiteouts, opaqueXattr };
+  constructor(root: string, whiteouts: WhiteoutFormat, userNS = false) {
+    this.start = { root, whiteouts, userNS };
   }
 
   begin(h: TarHeader): void | Promise<void> {

@@ -83,7 +83,13 @@ export class LayerExtractor {
    */
   private ownerAsInferred: boolean | undefined;
 
-  constructor(readonly root: string, readonly whiteouts: WhiteoutFormat, readonly opaqueXattr = 'trusted.overlay.opaque') {
+  /**
+   * userNS: extracting in a rootless store's user namespace, as c/storage does there (InUserNS):
+   * opaque directories are marked with user.overlay.opaque (trusted.* needs real root; the
+   * overlay mount reads user.* with userxattr); devices, which no user namespace may make, and
+   * xattrs it may not set (trusted.*) are left out (the tar-split keeps them).
+   */
+  constructor(readonly root: string, readonly whiteouts: WhiteoutFormat, readonly userNS = false) {
     if (readdirSync(root).length === 0) this.fresh.add('');
     this.setgidIs('', (lstatSync(root).mode & S_ISGID) !== 0);
   }
@@ -192,6 +198,7 @@ export class LayerExtractor {
       case '3':
       case '4':
       case '6': {
+        if (this.userNS && h.type !== '6') return;
         const kind = h.type === '3' ? S_IFCHR : h.type === '4' ? S_IFBLK : S_IFIFO;
         mknod(path, kind | mode, h.type === '6' ? 0n : makedev(h.devmajor, h.devminor));
         break;
@@ -274,7 +281,8 @@ export class LayerExtractor {
       try {
         lsetxattr(path, k, v);
       } catch (e) {
-        if (!(e instanceof SyscallError && e.errno === 95 /* ENOTSUP */)) throw e;
+        // (in a user namespace, trusted.* and security.* are refused: left out, as Go does)
+        if (!(e instanceof SyscallError && (e.errno === 95 /* ENOTSUP */ || (this.userNS && e.errno === 1) /* EPERM */))) throw e;
       }
     }
     if (h.type !== '5') {
@@ -301,7 +309,7 @@ export class LayerExtractor {
 
   private opaque(dir: string): void {
     if (this.whiteouts === 'overlay') {
-      lsetxattr(this.abs(dir), this.opaqueXattr, Buffer.from('y'));
+      lsetxattr(this.abs(dir), this.userNS ? 'user.overlay.opaque' : 'trusted.overlay.opaque', Buffer.from('y'));
       return;
     }
     // vfs holds a full copy of the parent: drop what did not come from this layer.

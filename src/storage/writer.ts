@@ -15,6 +15,7 @@ import { bigDataFileName } from './bigdata.js';
 import type { LockFile } from './lockfile.js';
 import { parseRecordArray, parseLayer, parseImage, parseContainer, type Layer, type Image, type Container } from './records.js';
 import type { Store } from './store.js';
+import { isRootless } from './rootless.js';
 
 export { BLOB_READ_CHUNK } from './apply-diff.js';
 
@@ -283,7 +284,7 @@ export class StoreWriter {
     let result: DiffResult;
     try {
       await fsp.mkdir(join(this.root, `${this.d}-layers`), { recursive: true, mode: 0o700 });
-      result = await applyDiff(blob, { root: this.contentDir(id), whiteouts: this.whiteoutFormat(), tarSplitPath: this.tarSplit(id) });
+      result = await applyDiff(blob, { root: this.contentDir(id), whiteouts: this.whiteoutFormat(), userNS: isRootless(), tarSplitPath: this.tarSplit(id) });
       if (opts.expectedDiffDigest && result.diffDigest !== opts.expectedDiffDigest) {
         throw new WriteError(`layer content has digest ${result.diffDigest}, expected ${opts.expectedDiffDigest}`);
       }

@@ -5,6 +5,7 @@
 import type Koffi from 'koffi';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
+import { getSystemErrorMap } from 'node:util';
 
 const require = createRequire(import.meta.url);
 
@@ -35,7 +36,8 @@ const { errno } = constants;
 export class SyscallError extends Error {
   override name = 'SyscallError';
   constructor(readonly call: string, readonly errno: number, readonly path?: string) {
-    super(`${call}${path ? ` ${path}` : ''}: errno ${errno}`);
+    const [code, text] = getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error'];
+    super(`${call}${path ? ` ${path}` : ''}: ${code} (${text})`);
   }
 }
 

@@ -14,7 +14,7 @@ import { gunzipSync } from 'node:zlib';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { buildahRun, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, repoOf, repoRoot, type FixtureStore } from './fixtures.js';
+import { buildahRun, exportImage, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, repoOf, repoRoot, type FixtureStore } from './fixtures.js';
 import { BlobCache, KeptFile, referencedBlobs } from '../src/oci/blob-cache.js';
 import { fileChunks } from '../src/storage/file-chunks.js';
 import { BLOB_READ_CHUNK } from '../src/storage/writer.js';
@@ -518,4 +518,54 @@ test('DELETE of an image only an additional (read-only) image store holds is ref
   } finally {
     await r.close(100);
   }
+});
+
+test('a store made for a mount program (fuse-overlayfs): csreg serves what skopeo put there, and writes a pushed image\'s whiteouts as AUFS files, which fuse-overlayfs applies', async (t) => {
+  if (!existsSync('/usr/bin/fuse-overlayfs') || !existsSync('/dev/fuse')) return t.skip('no fuse-overlayfs or /dev/fuse here (Debian package fuse-overlayfs)');
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-mount-program-'));
+  const mp: FixtureStore = { root: join(dir, 'root'), runroot: join(dir, 'run'), driver: 'overlay' };
+  const conf = join(dir, 'storage.conf');
+  writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${mp.root}"\nrunroot = "${mp.runroot}"\n[storage.options.overlay]\nmount_program = "/usr/bin/fuse-overlayfs"\n`);
+  const env = { ...process.env, CONTAINERS_STORAGE_CONF: conf };
+  const base = exportImage(fx.stores.overlay, 'localhost/csreg/base:1');
+  const derived = exportImage(fx.stores.overlay, 'localhost/csreg/derived:1');
+  let r: RunningRegistry | undefined;
+  t.after(async () => {
+    await r?.close(100);
+    for (const e of [base, derived]) rmSync(e.dir, { recursive: true, force: true });
+    try { await run('umount', ['-l', join(mp.root, 'overlay')]); } catch { /* not mounted */ }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await run('skopeo', ['copy', '-q', `dir:${base.dir}`, 'containers-storage:localhost/mp/base:1'], env);
+  assert.equal(readFileSync(join(mp.root, 'overlay', '.has-mount-program'), 'utf8'), 'true');
+  r = await startRegistry({ store: Store.open(mp), log, addr: '127.0.0.1:0', stateDir: join(dir, 'state'), push: true });
+  const mpHost = r.url.slice('http://'.length);
+  /** each layer of a pulled or rebuilt dir: against its diff ID; the directory's files */
+  const checkLayers = (d: string) => {
+    const m = JSON.parse(readFileSync(join(d, 'manifest.json'), 'utf8')) as { config: { digest: string }; layers: { digest: string }[] };
+    const diffIds = (JSON.parse(readFileSync(join(d, m.config.digest.slice(7)), 'utf8')) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
+    m.layers.forEach((l, i) => {
+      const b = readFileSync(join(d, l.digest.slice(7)));
+      assert.equal(sha(b[0] === 0x1f ? gunzipSync(b) : b), diffIds[i], `layer ${i}`);
+    });
+    return m.layers.length;
+  };
+  const pulled = join(dir, 'pulled');
+  await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${mpHost}/mp/base:1`, `dir:${pulled}`]);
+  assert.equal(checkLayers(pulled), base.layers.length);
+
+  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `dir:${derived.dir}`, `docker://${mpHost}/mp/derived:1`]);
+  const diffs = readdirSync(join(mp.root, 'overlay')).filter((d) => /^[0-9a-f]{64}$/.test(d)).map((d) => join(mp.root, 'overlay', d, 'diff'));
+  const isFile = (p: string) => statSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
+  assert.ok(diffs.some((d) => isFile(join(d, 'data/.wh.gone-file'))) && diffs.some((d) => isFile(join(d, 'data/.wh.gone-dir'))), 'whiteouts are the tar\'s .wh. files');
+  assert.ok(diffs.some((d) => isFile(join(d, 'data/opaque/.wh..wh..opq'))), 'the opaque directory keeps its .wh..wh..opq');
+  assert.ok(!diffs.some((d) => statSync(join(d, 'data/gone-file'), { throwIfNoEntry: false })?.isCharacterDevice()), 'no overlay whiteout devices');
+  // podman mounts it with fuse-overlayfs: the whiteouts and the opaque directory hold
+  const view = await run('sh', ['-c', 'm=$(podman image mount localhost/mp/derived:1) && ls -A "$m/data" && echo -- && ls -A "$m/data/opaque"; r=$?; podman image unmount localhost/mp/derived:1 >/dev/null; exit $r'], env);
+  const [data, inOpaque] = view.split('--\n').map((x) => x.trim().split('\n'));
+  assert.ok(data.includes('opaque') && !data.includes('gone-file') && !data.includes('gone-dir') && !data.includes('.wh.gone-file'));
+  assert.deepEqual(inOpaque, ['new']);
+  const rebuilt = join(dir, 'rebuilt');
+  await run('skopeo', ['copy', '-q', 'containers-storage:localhost/mp/derived:1', `dir:${rebuilt}`], env);
+  assert.equal(checkLayers(rebuilt), derived.layers.length, 'Go rebuilds every layer from csreg\'s tar-split');
 });

@@ -21,7 +21,9 @@ export type WhiteoutFormat =
   /** overlay native: `.wh.x` → char device 0:0 `x`, `.wh..wh..opq` → opaque xattr on the dir */
   | 'overlay'
   /** vfs (AUFS semantics applied to a full copy): `.wh.x` deletes `x`, `.wh..wh..opq` empties the dir of lower content */
-  | 'delete';
+  | 'delete'
+  /** overlay with a mount program (fuse-overlayfs, which reads AUFS whiteouts): the `.wh.` files made as they are */
+  | 'keep';
 
 const WH_PREFIX = '.wh.';
 const WH_OPAQUE = '.wh..wh..opq';
@@ -159,8 +161,8 @@ export class LayerExtractor {
     if (rel === '') return; // the root entry: Unpack skips it when the directory exists
     this.parents(rel);
     const dir = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
-    if (base === WH_OPAQUE) return this.opaque(dir);
-    if (base.startsWith(WH_PREFIX)) {
+    if (base === WH_OPAQUE && this.whiteouts !== 'keep') return this.opaque(dir);
+    if (base.startsWith(WH_PREFIX) && this.whiteouts !== 'keep') {
       const target = base.slice(WH_PREFIX.length);
       // ".wh.", ".wh.." and ".wh..." would remove the directory itself or its parent (the layer root's parent)
       if (target === '' || target === '.' || target === '..') throw new ExtractError(`whiteout ${JSON.stringify(rel)} names no file`);

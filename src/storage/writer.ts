@@ -16,6 +16,7 @@ import type { LockFile } from './lockfile.js';
 import { parseRecordArray, parseLayer, parseImage, parseContainer, type Layer, type Image, type Container } from './records.js';
 import type { Store } from './store.js';
 import { isRootless } from './rootless.js';
+import type { WhiteoutFormat } from './extract.js';
 
 export { BLOB_READ_CHUNK } from './apply-diff.js';
 
@@ -213,17 +214,18 @@ export class StoreWriter {
     await fsp.rm(this.layerDir(id), { recursive: true, force: true });
   }
 
-  /** Whiteouts: overlay native form unless the store uses a mount program (AUFS-style files). */
-  private whiteoutFormat(): 'overlay' | 'delete' {
+  /**
+   * Whiteouts: overlay's own form, unless the store was made for a mount program (its
+   * .has-mount-program says "true"): then, as c/storage does there, the tar's AUFS whiteout
+   * files as they are, which fuse-overlayfs reads.
+   */
+  private whiteoutFormat(): WhiteoutFormat {
     if (this.d === 'vfs') return 'delete';
+    let flag = '';
     try {
-      if (readFileSync(join(this.root, 'overlay', '.has-mount-program'), 'utf8').trim() === 'true') {
-        throw new WriteError('this overlay store uses a mount program (fuse-overlayfs); writing it is not supported yet');
-      }
-    } catch (e) {
-      if (e instanceof WriteError) throw e;
-    }
-    return 'overlay';
+      flag = readFileSync(join(this.root, 'overlay', '.has-mount-program'), 'utf8').trim();
+    } catch { /* none: a store made without one */ }
+    return flag === 'true' ? 'keep' : 'overlay';
   }
 
   /**

@@ -1,6 +1,6 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
 import { createHash } from 'node:crypto';
-import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
@@ -194,4 +194,24 @@ export function roomToKeep(dir: string): string | undefined {
   const free = fs.bavail * fs.bsize;
   const need = Math.max(1 << 30, fs.blocks * fs.bsize * 0.05) + (64 << 20);
   return free > need ? undefined : `only ${Math.round(free / 2 ** 20)} MiB free under ${dir}: the served-blob cache keeps nothing below ${Math.round(need / 2 ** 20)} MiB`;
+}
+
+export interface ServeProcess { proc: ChildProcess; url: string; host: string; exited: Promise<unknown>; output: () => string }
+
+/** `csreg serve` run as a command (cmd: bin/csreg or node with main.js); resolves once it listens. */
+export async function startServe(cmd: string, args: string[], opts: SpawnOptions = {}): Promise<ServeProcess> {
+  const proc = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((r) => proc.once('close', r));
+  let out = '';
+  let err = '';
+  proc.stderr!.on('data', (c) => { err += String(c); });
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.on('data', (c) => {
+      out += String(c);
+      const m = /listening on (https?:\/\/\S+)/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    void exited.then(() => reject(new Error(`csreg exited before listening: ${err}`)));
+  });
+  return { proc, url, host: url.replace(/^https?:\/\//, ''), exited, output: () => out + err };
 }

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildahRun, loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, startFixtureRegistries, type FixtureStore } from './fixtures.js';
+import { buildahRun, loadFixtures, storeArgs, run, sha, repoRoot, freshStore, removeStore, startFixtureRegistries, startServe, type FixtureStore, type ServeProcess } from './fixtures.js';
 
 const fx = loadFixtures();
 const main = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -18,25 +18,13 @@ after(() => {
 const registries = startFixtureRegistries();
 cleanups.push(() => void registries.then((rs) => rs.forEach((r) => r.kill())));
 
-interface Csreg { proc: ChildProcess; url: string; host: string; exited: Promise<unknown> }
+type Csreg = ServeProcess;
 
 /** `csreg serve --allow-push` on a store, as a child process; resolves once it listens. */
 async function startCsreg(s: FixtureStore, state: string): Promise<Csreg> {
-  const proc = spawn(process.execPath, [main, ...storeArgs(s), 'serve', '--addr', '127.0.0.1:0', '--state-dir', state, '--allow-push'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise((r) => proc.once('exit', r));
-  cleanups.push(() => proc.kill('SIGKILL'));
-  let out = '';
-  let err = '';
-  proc.stderr!.on('data', (c) => { err += String(c); });
-  const url = await new Promise<string>((resolve, reject) => {
-    proc.stdout!.on('data', (c) => {
-      out += String(c);
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    void exited.then(() => reject(new Error(`csreg exited before listening: ${err}`)));
-  });
-  return { proc, url, host: url.slice('http://'.length), exited };
+  const c = await startServe(process.execPath, [main, ...storeArgs(s), 'serve', '--addr', '127.0.0.1:0', '--state-dir', state, '--allow-push']);
+  cleanups.push(() => c.proc.kill('SIGKILL'));
+  return c;
 }
 
 async function kill(c: Csreg): Promise<void> {

@@ -3,13 +3,13 @@
 // back by rootless podman and skopeo. The store's files belong to the user's subordinate IDs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { exportImage, freshStore, loadFixtures, removeStore, repoRoot } from './fixtures.js';
+import { exportImage, freshStore, loadFixtures, removeStore, repoRoot, startServe, type ServeProcess } from './fixtures.js';
 
 const fx = loadFixtures();
 const USER = 'csreg-rootless';
@@ -44,28 +44,9 @@ function asUser(u: User, cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { uid: u.uid, gid: u.gid, env: u.env, cwd: u.env.HOME, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
 }
 
-/** `bin/csreg serve` as the user, on its default store; resolves with its address and what it printed. */
-async function serveAsUser(u: User, args: string[], command = [join(repoRoot(), 'bin', 'csreg')]): Promise<{ proc: ChildProcess; host: string; out: string; stop: () => Promise<string> }> {
-  const proc = spawn(command[0], [...command.slice(1), 'serve', '--addr', '127.0.0.1:0', '--log-format', 'text', ...args], { uid: u.uid, gid: u.gid, env: u.env, cwd: u.env.HOME, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stderr!.on('data', (c) => { err += String(c); });
-  const host = await new Promise<string>((resolve, reject) => {
-    proc.stdout!.on('data', (c) => {
-      out += String(c);
-      const m = /listening on http:\/\/(\S+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    proc.once('exit', () => reject(new Error(`csreg exited before listening: ${err}`)));
-  });
-  const closed = new Promise((r) => proc.once('close', r));
-  // (stops it; everything it printed, both streams read to their end)
-  const stop = async () => {
-    proc.kill('SIGKILL');
-    await closed;
-    return out + err;
-  };
-  return { proc, host, out: out + err, stop };
+/** `csreg serve` as the user (through bin/csreg unless told otherwise), on its default store. */
+function serveAsUser(u: User, args: string[], command = [join(repoRoot(), 'bin', 'csreg')]): Promise<ServeProcess> {
+  return startServe(command[0], [...command.slice(1), 'serve', '--addr', '127.0.0.1:0', '--log-format', 'text', ...args], { uid: u.uid, gid: u.gid, env: u.env, cwd: u.env.HOME });
 }
 
 const sha = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -127,12 +108,13 @@ test('a rootless store: csreg, run by its user, serves files only the image\'s u
 
   const s = await serveAsUser(u, ['--allow-push']);
   csreg = s.proc;
-  assert.match(s.out, new RegExp(`csreg serving ${graphRoot} \\(driver overlay\\)`), 'the rootless default store, found inside the user namespace');
-  assert.doesNotMatch(s.out, /not in a user namespace/);
+  assert.match(s.output(), new RegExp(`csreg serving ${graphRoot} \\(driver overlay\\)`), 'the rootless default store, found inside the user namespace');
 
   // node without the launcher stays outside any user namespace, and says what that costs
   const outside = await serveAsUser(u, [], [process.execPath, join(repoRoot(), 'dist/src/cli/main.js')]);
-  assert.match(await outside.stop(), /not root and not in a user namespace: layers holding files of the images' own users .* cannot be served/);
+  outside.proc.kill('SIGKILL');
+  await outside.exited;
+  assert.match(outside.output(), /not root and not in a user namespace: layers holding files of the images' own users .* cannot be served/);
 
   const pulled = join(dir, 'pulled');
   execFileSync('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${s.host}/rootless/app:1`, `dir:${pulled}`]);

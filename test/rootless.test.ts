@@ -103,8 +103,16 @@ test('a rootless store: csreg, run by its user, serves files only the image\'s u
   execFileSync('chmod', ['-R', 'a+rX', layoutA]);
   // ...written into the user's store by rootless skopeo (its files: the user's subordinate IDs)
   asUser(u, 'skopeo', ['copy', '-q', `oci:${layoutA}:1`, 'containers-storage:localhost/rootless/app:1']);
-  const graphRoot = JSON.parse(asUser(u, 'podman', ['info', '--format', 'json'])).store.graphRoot as string;
+  // the store csreg finds inside its namespace is rootless podman's, mapped as podman's is
+  const info = JSON.parse(asUser(u, 'podman', ['info', '--format', 'json'])).store as { graphRoot: string; runRoot: string; graphDriverName: string };
+  const graphRoot = info.graphRoot;
   assert.equal(graphRoot, join(u.env.HOME!, '.local/share/containers/storage'));
+  const status = JSON.parse(asUser(u, join(repoRoot(), 'bin', 'csreg'), ['storage', 'status', '--json'])) as Record<string, unknown>;
+  assert.deepEqual([status.graphRoot, status.runRoot, status.driver, status.rootless, status.images], [info.graphRoot, info.runRoot, info.graphDriverName, true, 1]);
+  const podmanMap = asUser(u, 'podman', ['unshare', 'cat', '/proc/self/uid_map']).trim().split('\n').map((l) => l.trim().split(/\s+/).join(' ')).join(', ');
+  assert.equal(status.uidMap, podmanMap);
+  const outsideStatus = JSON.parse(asUser(u, process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), 'storage', 'status', '--json'])) as Record<string, unknown>;
+  assert.match(String(outsideStatus.uidMap), /^none: /);
 
   const s = await serveAsUser(u, ['--allow-push']);
   csreg = s.proc;

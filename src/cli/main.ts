@@ -10,6 +10,7 @@ commands:
   serve                       serve the store as an OCI registry (csreg serve --help)
   cache [--state-dir DIR]     the blob cache of pushed compressed layers: size, last use, references
   recipes scan|list           find which compressor reproduces each layer's original blob (csreg recipes --help)
+  storage status              which store: roots, driver, storage.conf, rootless, its user namespace
   storage images              list images            (--json for JSON)
   storage layers              list layers
   storage containers          list containers

@@ -1,12 +1,13 @@
 // `csreg storage ...`: inspect a store like the Go `containers-storage` tool does.
 import { randomBytes } from 'node:crypto';
-import { closeSync, createWriteStream, openSync, writeSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, readFileSync, writeSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { COMPRESSION_NAMES, type Container, type Image, type Layer } from '../storage/records.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import type { StoreWriter } from '../storage/writer.js';
 import { Store } from '../storage/store.js';
+import { isRootless, outsideUserNamespace } from '../storage/rootless.js';
 import { fileChunks } from '../storage/file-chunks.js';
 import { humanBytes, printJson, printTable, Progress } from './output.js';
 
@@ -91,6 +92,12 @@ function printFields(v: Record<string, unknown>): void {
   printTable(['FIELD', 'VALUE'], Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, typeof x === 'string' ? x : JSON.stringify(x)]));
 }
 
+/** This process's user namespace's ID map, unless it is the initial one (all IDs as they are). */
+function uidMap(): string | undefined {
+  const lines = readFileSync('/proc/self/uid_map', 'utf8').trim().split('\n').map((x) => x.trim().split(/\s+/).join(' '));
+  return lines.length === 1 && lines[0] === '0 0 4294967295' ? undefined : lines.join(', ');
+}
+
 function need(args: string[], n: number, usage: string): void {
   if (args.length < n) throw new UsageError(`usage: csreg storage ${usage}`);
 }
@@ -146,6 +153,19 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
   const writer = async (): Promise<StoreWriter> => new (await writing()).StoreWriter(store);
   const blobInput = async (file: string) => input(file, (await writing()).BLOB_READ_CHUNK);
   switch (verb) {
+    case 'status': {
+      // which store this is, as podman info's store section says it (and how it is reached)
+      const l = store.location;
+      const v = {
+        graphRoot: l.graphRoot, runRoot: l.runRoot, driver: l.driver, configFile: l.configFile,
+        additionalImageStores: l.additionalImageStores.length ? l.additionalImageStores : undefined, imageStore: l.imageStore,
+        transientStore: l.transientStore, rootless: isRootless(),
+        // (inside, from outside, count: bin/csreg's namespace maps the user and the subordinate IDs)
+        uidMap: outsideUserNamespace() ? 'none: files of the images\' other users cannot be read' : uidMap(),
+        images: snap.images.length, layers: snap.layers.length, containers: snap.containers.length,
+      };
+      return flags.json ? printJson(v) : printFields(v);
+    }
     case 'images': {
       if (flags.json) return printJson(snap.images.map((i) => imageView(i, snap)));
       return printTable(['ID', 'NAMES', 'DIGEST', 'SIZE', 'CREATED'], snap.images.map((i) => {

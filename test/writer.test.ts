@@ -17,7 +17,7 @@ import { ThreadedExtractor } from '../src/storage/extract-thread.js';
 import { readTar } from '../src/storage/tar.js';
 import type { Worker } from 'node:worker_threads';
 import { SyscallError } from '../src/storage/syscalls.js';
-import { buildahRun, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, paxRecord, sha } from './fixtures.js';
+import { buildahRun, copyStore, loadFixtures, storeArgs, csRef, exportImage, freshStore, removeStore, tarEntry, paxRecord, sha } from './fixtures.js';
 
 const fx = loadFixtures();
 
@@ -319,6 +319,37 @@ test('an extracted layer has the owners and modes the Go tool gives it (set-grou
   // (the cases are there: a set-group-ID directory, and root's file in it; modes the umask would cut)
   assert.ok(ourTree.includes('sg 0:50 42775') && ourTree.includes('sg/deep/y 0:0 100644'), ourTree.join('\n'));
   assert.ok(['plain/m 0:0 100777', 'wide 0:0 40777', 'wide/w 0:0 100666'].every((e) => ourTree.includes(e)), ourTree.join('\n'));
+});
+
+test('storage exists, metadata and set-metadata (the CLI) agree with the Go tool\'s on layers, images and containers, both ways', async (t) => {
+  const s = copyStore(fx.stores.vfs);
+  t.after(() => rmSync(s.dir, { recursive: true, force: true }));
+  const goArgs = ['--graph', s.root, '--run', s.runroot, '--storage-driver', 'vfs'];
+  const cli = (...args: string[]) => spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', ...args], { encoding: 'utf8' });
+  const go = (...args: string[]) => spawnSync('containers-storage', [...goArgs, ...args], { encoding: 'utf8' });
+  const image = JSON.parse(go('images', '--json').stdout).find((i: { names?: string[] }) => i.names?.includes('localhost/csreg/base:1')) as { id: string; layer: string };
+  const container = JSON.parse(go('containers', '--json').stdout)[0] as { id: string; names: string[] };
+  // exists: by ID and by name; exit status 1 when one is missing, as Go's
+  const present = cli('exists', image.layer, 'localhost/csreg/base:1', container.names[0], '--json');
+  assert.equal(present.status, 0, present.stderr);
+  assert.deepEqual(JSON.parse(present.stdout), { [image.layer]: true, 'localhost/csreg/base:1': true, [container.names[0]]: true });
+  const absent = cli('exists', image.id, 'no-such-thing');
+  assert.deepEqual([absent.status, absent.stdout], [1, `${image.id}: true\nno-such-thing: false\n`]);
+  assert.equal(go('exists', 'no-such-thing').status, absent.status);
+  // metadata csreg sets, Go reads; metadata Go sets, csreg reads
+  for (const [ref, meta] of [[image.layer, 'layer meta'], ['localhost/csreg/base:1', '{"image":"meta"}'], [container.id, 'ctr meta']]) {
+    assert.equal(cli('set-metadata', '-m', meta, ref).status, 0);
+    assert.equal(go('metadata', '-q', ref).stdout, meta + '\n', ref);
+    assert.equal(go('set-metadata', '-m', `${meta} from Go`, ref).status, 0);
+    assert.equal(cli('metadata', ref).stdout, `${ref}: ${meta} from Go\n`);
+  }
+  assert.equal(cli('metadata', 'no-such-thing').status, 1);
+  const refused = cli('set-metadata', '-m', 'x', 'no-such-thing');
+  assert.notEqual(refused.status, 0);
+  assert.match(refused.stderr, /nothing in the store is known as no-such-thing/);
+  // the records are still the Go tool's to read whole
+  assert.equal(go('images', '--json').status, 0);
+  assert.equal(go('layers', '--json').status, 0);
 });
 
 test('storage create-layer (the CLI) applies a layer the Go tool rebuilds; a missing input file is a plain error that writes nothing', async (t) => {

@@ -18,6 +18,8 @@ commands:
   storage layer ID            show one layer
   storage container REF       show one container
   storage names REF           the names of an image, layer or container
+  storage exists REF...       whether layers, images or containers exist (exit status 1 if one does not)
+  storage metadata REF...     their metadata
   storage big-data IMAGE [KEY]  list an image's big data, or write one item
   storage diff LAYER [-o FILE] [--offset N]  write the layer's exact uncompressed tar
 
@@ -27,6 +29,7 @@ writing (under the same locks podman takes; -n may repeat):
   storage create-image [-i ID] [-n NAME] [-m META] [LAYER]     an image whose top layer is LAYER
   storage set-image-data -f FILE IMAGE KEY                     store a big-data item (manifest, config...)
   storage add-names -n NAME IMAGE | set-names -n NAME IMAGE
+  storage set-metadata -m META | -f FILE REF                   a layer's, image's or container's metadata
   storage delete-image IMAGE | delete-layer LAYER
   storage create-container [-i ID] [-n NAME] [-m META] IMAGE | delete-container CONTAINER
 `;
@@ -86,11 +89,11 @@ async function main(argv: string[]): Promise<number> {
   const offset = values.offset === undefined ? undefined : Number(values.offset);
   if (offset !== undefined && !(Number.isSafeInteger(offset) && offset >= 0)) throw new UsageError('--offset takes a byte offset');
   const store = Store.open({ root: values.root, runroot: values.runroot, driver: values['storage-driver'] });
-  await storageCommand(store, verb, rest, {
+  const status = await storageCommand(store, verb, rest, {
     json: values.json, output: values.output, offset, progress: values.progress,
     names: values.name ?? [], id: values.id, file: values.file, metadata: values.metadata,
   });
-  return 0;
+  return status ?? 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -145,13 +145,16 @@ async function diffCommand(store: Store, args: string[], flags: StorageFlags): P
   if (flags.output) progress.finish(done);
 }
 
-export async function storageCommand(store: Store, verb: string | undefined, args: string[], flags: StorageFlags): Promise<void> {
+/** Runs one storage command; its exit status where it has one of its own (exists, metadata). */
+export async function storageCommand(store: Store, verb: string | undefined, args: string[], flags: StorageFlags): Promise<number | void> {
   if (verb === 'diff') return diffCommand(store, args, flags);
   const snap = await store.snapshot();
   // loaded only by the commands that write: its imports (decompressors, extraction) are large
   const writing = () => import('../storage/writer.js');
   const writer = async (): Promise<StoreWriter> => new (await writing()).StoreWriter(store);
   const blobInput = async (file: string) => input(file, (await writing()).BLOB_READ_CHUNK);
+  /** a layer, image or container by ID or name, in c/storage's order of looking */
+  const lookup = (ref: string) => snap.layer(ref) ?? snap.image(ref) ?? snap.container(ref);
   switch (verb) {
     case 'status': {
       // which store this is, as podman info's store section says it (and how it is reached)
@@ -204,7 +207,7 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
     }
     case 'names': {
       need(args, 1, 'names REF');
-      const rec = snap.image(args[0]) ?? snap.layer(args[0]) ?? snap.container(args[0]);
+      const rec = lookup(args[0]);
       if (!rec) throw new UsageError(`nothing in the store is known as ${args[0]}`);
       if (flags.json) return printJson(rec.names);
       for (const n of rec.names) process.stdout.write(n + '\n');
@@ -244,6 +247,27 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
       need(args, 2, 'set-image-data -f FILE IMAGE KEY');
       const data = await readAll(input(flags.file ?? '-'));
       await (await writer()).setImageBigData(findImage(snap, args[0]).id, [{ key: args[1], data }]);
+      return;
+    }
+    case 'exists': {
+      need(args, 1, 'exists REF...');
+      const exists = Object.fromEntries(args.map((r) => [r, lookup(r) !== undefined]));
+      if (flags.json) printJson(exists);
+      else for (const r of args) process.stdout.write(`${r}: ${exists[r]}\n`);
+      return args.every((r) => exists[r]) ? 0 : 1;
+    }
+    case 'metadata': {
+      need(args, 1, 'metadata REF...');
+      const meta = Object.fromEntries(args.flatMap((r) => { const rec = lookup(r); return rec ? [[r, (rec.metadata ?? '').replace(/\n$/, '')]] : []; }));
+      if (flags.json) printJson(meta);
+      else for (const r of args) process.stdout.write(`${r}: ${meta[r] ?? ''}\n`);
+      return args.every((r) => r in meta) ? 0 : 1;
+    }
+    case 'set-metadata': {
+      need(args, 1, 'set-metadata -m META | -f FILE REF');
+      if (flags.metadata === undefined && !flags.file) throw new UsageError('set-metadata: give the metadata with -m META or -f FILE');
+      const meta = flags.metadata ?? (await readAll(input(flags.file!))).toString('utf8');
+      await (await writer()).setMetadata(args[0], meta);
       return;
     }
     case 'add-names':

@@ -102,6 +102,11 @@ export interface CreateImageOptions {
   keepDefaultManifest?: boolean;
 }
 
+/** The record with this ID, else the one with this name (c/storage's lookup). */
+function findRecord(records: Raw[], ref: string): Raw | undefined {
+  return records.find((r) => r.id === ref) ?? records.find((r) => Array.isArray(r.names) && (r.names as string[]).includes(ref));
+}
+
 /** The Go library's JSON: compact, no trailing newline, keys in record order. */
 const encode = (records: Raw[]) => JSON.stringify(records);
 
@@ -473,7 +478,7 @@ export class StoreWriter {
     const ilock = this.locks.images;
     return this.locked([[ilock, 'w']], async () => {
       const images = this.read('images');
-      const rec = images.find((i) => i.id === ref) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(ref));
+      const rec = findRecord(images, ref);
       if (!rec) throw new WriteError(`image ${ref} is not in the store`);
       await fn(images, rec);
       const ordered = images.map((i) => (i === rec ? this.orderImage(i) : i));
@@ -528,7 +533,7 @@ export class StoreWriter {
     const { layers: llock, images: ilock, containers: clock } = this.locks;
     return this.locked([[llock, 'w'], [ilock, 'w'], [clock, 'r']], async () => {
       const images = this.read('images');
-      const rec = images.find((i) => i.id === ref) ?? images.find((i) => Array.isArray(i.names) && (i.names as string[]).includes(ref));
+      const rec = findRecord(images, ref);
       if (!rec) throw new WriteError(`image ${ref} is not in the store`);
       return { image: rec.id as string, layers: await this.deleteImageLocked(images, rec, deleteLayers) };
     });
@@ -619,11 +624,32 @@ export class StoreWriter {
     });
   }
 
+  /**
+   * Set the metadata of the layer, image or container with this ID or name, looked for in that
+   * order as c/storage's SetMetadata does (empty: none); which kind it was.
+   */
+  async setMetadata(ref: string, metadata: string): Promise<'layer' | 'image' | 'container'> {
+    for (const kind of ['layers', 'images', 'containers'] as const) {
+      const lock = this.locks[kind];
+      const found = await this.locked([[lock, 'w']], async () => {
+        const records = this.read(kind);
+        const rec = findRecord(records, ref);
+        if (!rec) return false;
+        if (metadata) rec.metadata = metadata;
+        else delete rec.metadata;
+        await this.save(kind, lock, records);
+        return true;
+      });
+      if (found) return kind === 'layers' ? 'layer' : kind === 'images' ? 'image' : 'container';
+    }
+    throw new WriteError(`nothing in the store is known as ${ref}`);
+  }
+
   async deleteContainer(ref: string): Promise<void> {
     const { layers: llock, containers: clock } = this.locks;
     return this.locked([[llock, 'w'], [clock, 'w']], async () => {
       const containers = this.read('containers');
-      const rec = containers.find((c) => c.id === ref) ?? containers.find((c) => Array.isArray(c.names) && (c.names as string[]).includes(ref));
+      const rec = findRecord(containers, ref);
       if (!rec) throw new WriteError(`container ${ref} is not in the store`);
       const rest = containers.filter((c) => c !== rec);
       await this.save('containers', clock, rest);

@@ -569,3 +569,52 @@ test('a store made for a mount program (fuse-overlayfs): csreg serves what skope
   await run('skopeo', ['copy', '-q', 'containers-storage:localhost/mp/derived:1', `dir:${rebuilt}`], env);
   assert.equal(checkLayers(rebuilt), derived.layers.length, 'Go rebuilds every layer from csreg\'s tar-split');
 });
+
+const MT_INDEX = 'application/vnd.oci.image.index.v1+json';
+const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+
+test('indexes as the OCI conformance suite pushes them: empty, of artifacts, of indexes; each served back by tag and digest; referrers of a repository not known yet are an empty index', async () => {
+  const put = (repo: string, ref: string, body: Buffer, mediaType: string) =>
+    fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Type': mediaType } });
+  const servedBack = async (repo: string, ref: string, body: Buffer) => {
+    const r = await fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, { headers: { Accept: MT_INDEX } });
+    assert.equal(r.status, 200, `${repo}:${ref}`);
+    assert.equal(sha(Buffer.from(await r.arrayBuffer())), sha(body), `${repo}:${ref} comes back as pushed`);
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/manifests/${sha(body)}`, { method: 'HEAD', headers: { Accept: MT_INDEX } })).status, 200);
+  };
+  const index = (manifests: { mediaType: string; digest: string; size: number }[]) => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_INDEX, manifests }));
+  const desc = (mediaType: string, b: Buffer) => ({ mediaType, digest: sha(b), size: b.length });
+
+  const empty = index([]);
+  assert.equal((await put('conf/idx', 'empty', empty, MT_INDEX)).status, 201);
+  await servedBack('conf/idx', 'empty', empty);
+
+  // artifacts (kept by csreg, not in the store) and an index of them
+  const config = Buffer.from('{}');
+  const blob = Buffer.from('an attestation');
+  const artifact = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_MANIFEST, artifactType: 'application/vnd.example.att', config: desc('application/vnd.oci.empty.v1+json', config), layers: [desc('application/octet-stream', blob)] }));
+  assert.equal((await rawPush('conf/idx', sha(artifact), [config, blob], artifact, MT_MANIFEST)).status, 201);
+  const ofArtifacts = index([desc(MT_MANIFEST, artifact)]);
+  assert.equal((await put('conf/idx', 'artifacts', ofArtifacts, MT_INDEX)).status, 201);
+  await servedBack('conf/idx', 'artifacts', ofArtifacts);
+
+  // an image's index, and an index of that index
+  const image = fx.pushed.find((p) => p.ref.endsWith('/csreg/base:oci'))!;
+  const imageManifest = Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/manifests/${pushedDigests.get(image.ref)}`, { headers: { Accept: MT_MANIFEST } })).arrayBuffer());
+  assert.equal(sha(imageManifest), pushedDigests.get(image.ref));
+  const m = JSON.parse(imageManifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/blobs/${d}`)).arrayBuffer());
+  assert.equal((await rawPush('conf/nested', 'image', [await blobOf(m.config.digest), ...(await Promise.all(m.layers.map((l) => blobOf(l.digest))))], imageManifest, MT_MANIFEST)).status, 201);
+  const inner = index([desc(MT_MANIFEST, imageManifest)]);
+  assert.equal((await put('conf/nested', sha(inner), inner, MT_INDEX)).status, 201);
+  const outer = index([desc(MT_INDEX, inner)]);
+  assert.equal((await put('conf/nested', 'index-of-index', outer, MT_INDEX)).status, 201);
+  await servedBack('conf/nested', 'index-of-index', outer);
+  await servedBack('conf/nested', sha(inner), inner);
+  await run('podman', [...storeArgs(s), 'images']);
+
+  const none = await fetch(`${reg.url}/v2/conf/never-pushed/referrers/${sha(artifact)}`);
+  assert.equal(none.status, 200);
+  assert.equal(none.headers.get('content-type'), MT_INDEX);
+  assert.deepEqual(((await none.json()) as { manifests: unknown[] }).manifests, []);
+});

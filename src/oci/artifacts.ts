@@ -34,6 +34,11 @@ export class Artifacts {
     return a && this.cache.size(a.digest) !== undefined ? a : undefined;
   }
 
+  /** Does some repository keep an artifact with this manifest digest (still cached)? */
+  has(digest: string): boolean {
+    return Object.values(this.file.get()).some((list) => list.some((a) => a.digest === digest)) && this.cache.size(digest) !== undefined;
+  }
+
   all(repo: string): Artifact[] {
     return this.file.get()[repo] ?? [];
   }

@@ -90,6 +90,9 @@ export function accepts(accept: string | undefined, mediaType: string): boolean 
   });
 }
 
+/** how deep indexes may nest (an index of indexes of images: 2) */
+const MAX_INDEX_DEPTH = 4;
+
 export class Resolver {
   private readonly maps: BlobMaps;
 
@@ -99,6 +102,7 @@ export class Resolver {
     private readonly indexPolicy: IndexPolicy = 'any-child',
     private readonly cache?: BlobCache,
     private readonly producer?: BlobProducer,
+    private readonly artifacts?: { has(digest: string): boolean },
   ) {
     this.maps = mapsFor(store, snap);
   }
@@ -122,13 +126,18 @@ export class Resolver {
     return m.layers.every((d) => this.blob(d.digest));
   }
 
-  /** A stored manifest is servable when every blob it references is (indexes per the policy). */
+  /**
+   * A stored manifest is servable when every blob it references is; an index per the policy,
+   * its children being images, indexes (nested up to MAX_INDEX_DEPTH) or artifacts csreg
+   * keeps; an empty index references nothing and is.
+   */
   private async servable(m: ParsedManifest, depth = 0): Promise<boolean> {
     if (m.kind === 'image') return this.servableImageManifest(m);
-    if (m.kind !== 'index' || depth > 0) return false;
+    if (m.kind !== 'index' || depth > MAX_INDEX_DEPTH) return false;
+    if (!m.manifests.length) return true;
     let any = false;
     for (const child of m.manifests) {
-      const ok = !!(await this.storedManifest(child.digest, depth + 1));
+      const ok = this.artifacts?.has(child.digest) || !!(await this.storedManifest(child.digest, depth + 1));
       if (ok) any = true;
       else if (this.indexPolicy === 'complete-only') return false;
     }

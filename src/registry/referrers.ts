@@ -3,12 +3,13 @@
 import { isValidDigest } from '../oci/digest.js';
 import { MT } from '../oci/media.js';
 import { RegistryError } from './errors.js';
-import { repository, API_HEADERS, type Context } from './context.js';
+import { API_HEADERS, type Context } from './context.js';
 
 export async function referrers(ctx: Context, name: string, digest: string): Promise<void> {
   if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
   const artifacts = (ctx.artifacts?.all(name) ?? []).filter((a) => a.subject === digest);
-  const images = artifacts.length ? ctx.repos.get(name)?.images ?? [] : repository(ctx, name).images;
+  // (a repository not known yet has no referrers: an empty index, as the spec wants, not a 404)
+  const images = ctx.repos.get(name)?.images ?? [];
   let list = [
     ...(await ctx.resolver.referrers(digest, images)),
     ...artifacts.map(({ mediaType, digest: d, size, artifactType, annotations }) => ({ mediaType, digest: d, size, artifactType, annotations })),

@@ -233,7 +233,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
       const ctx: Context = {
         req, res, url, store, log, snapshot,
         repos: repositoryIndex(snapshot, opts.preferredHosts ?? DEFAULT_PREFERRED_HOSTS),
-        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child', cache, recipes),
+        resolver: new Resolver(store, snapshot, opts.indexes ?? 'any-child', cache, recipes, artifacts),
         cache,
         uploads,
         tagManifests,

@@ -618,3 +618,34 @@ test('indexes as the OCI conformance suite pushes them: empty, of artifacts, of 
   assert.equal(none.headers.get('content-type'), MT_INDEX);
   assert.deepEqual(((await none.json()) as { manifests: unknown[] }).manifests, []);
 });
+
+test('a push by digest with ?tag= parameters also tags it (OCI-Tag), for an image and an index; a bad tag is refused before anything is written', async () => {
+  const src = fx.pushed.find((p) => p.ref.endsWith('/csreg/derived:oci'))!;
+  const manifest = Buffer.from(await (await fetch(`${reg.url}/v2/csreg/derived/manifests/${pushedDigests.get(src.ref)}`, { headers: { Accept: MT_MANIFEST } })).arrayBuffer());
+  assert.equal(sha(manifest), pushedDigests.get(src.ref));
+  const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/derived/blobs/${d}`)).arrayBuffer());
+  for (const b of [await blobOf(m.config.digest), ...(await Promise.all(m.layers.map((l) => blobOf(l.digest))))]) assert.equal((await rawPushBlob('conf/tagged', b)).status, 201);
+  const put = (ref: string, body: Buffer, mediaType: string) => fetch(`${reg.url}/v2/conf/tagged/manifests/${ref}`, { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Type': mediaType } });
+
+  const refused = await put(`${sha(manifest)}?tag=ok&tag=${encodeURIComponent('-bad')}`, manifest, MT_MANIFEST);
+  assert.equal(refused.status, 400);
+  assert.equal(((await refused.json()) as { errors: { code: string }[] }).errors[0].code, 'TAG_INVALID');
+  assert.equal((await fetch(`${reg.url}/v2/conf/tagged/manifests/${sha(manifest)}`)).status, 404, 'nothing written');
+
+  const r = await put(`${sha(manifest)}?tag=1.2.3&tag=1.2&tag=latest`, manifest, MT_MANIFEST);
+  assert.equal(r.status, 201);
+  assert.equal(r.headers.get('oci-tag'), '1.2.3, 1.2, latest');
+  assert.equal(r.headers.get('docker-content-digest'), sha(manifest));
+  const idx = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT_INDEX, manifests: [{ mediaType: MT_MANIFEST, digest: sha(manifest), size: manifest.length }] }));
+  const ri = await put(`${sha(idx)}?tag=multi`, idx, MT_INDEX);
+  assert.equal(ri.status, 201);
+  assert.equal(ri.headers.get('oci-tag'), 'multi');
+  assert.deepEqual(((await (await fetch(`${reg.url}/v2/conf/tagged/tags/list`)).json()) as { tags: string[] }).tags.sort(), ['1.2', '1.2.3', 'latest', 'multi']);
+  for (const [tag, body] of [['1.2.3', manifest], ['latest', manifest], ['multi', idx]] as const) {
+    const got = await fetch(`${reg.url}/v2/conf/tagged/manifests/${tag}`, { headers: { Accept: `${MT_MANIFEST}, ${MT_INDEX}` } });
+    assert.equal(sha(Buffer.from(await got.arrayBuffer())), sha(body), tag);
+  }
+  const names = (await run('podman', [...storeArgs(s), 'images', '--format', '{{.Repository}}:{{.Tag}}'])).split('\n');
+  for (const t of ['1.2.3', '1.2', 'latest']) assert.ok(names.includes(`localhost/conf/tagged:${t}`), `podman lists localhost/conf/tagged:${t}`);
+});

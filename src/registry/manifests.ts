@@ -3,7 +3,7 @@ import { isValidDigest, looksLikeDigest } from '../oci/digest.js';
 import { isValidTag, nameInRepository, namesInRepository, type Repository } from '../oci/names.js';
 import { RegistryError } from './errors.js';
 import { API_HEADERS, repository, type Context } from './context.js';
-import { commitManifest, CommitError, storeNameFor } from '../oci/commit.js';
+import { commitManifest, CommitError, storeNameFor, type CommitResult } from '../oci/commit.js';
 import type { ServedManifest } from '../oci/resolver.js';
 import { readFile } from 'node:fs/promises';
 import { StoreWriter, WriteError } from '../storage/writer.js';
@@ -86,13 +86,36 @@ async function readBody(ctx: Context, limit: number): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** PUT /v2/<name>/manifests/<tag|digest>: the image goes into the store under the push naming rule. */
+/** tags a push by digest may add with `?tag=` (the spec: at least 10) */
+const MAX_TAG_PARAMS = 100;
+
+/**
+ * PUT /v2/<name>/manifests/<tag|digest>: the image goes into the store under the push naming
+ * rule; a push by digest may also tag it (`?tag=a&tag=b`, answered with OCI-Tag), each tag
+ * as a push by that tag would.
+ */
 export async function putManifest(ctx: Context, name: string, ref: string): Promise<void> {
   if (looksLikeDigest(ref) ? !isValidDigest(ref) : !isValidTag(ref)) {
     throw new RegistryError(looksLikeDigest(ref) ? 'DIGEST_INVALID' : 'TAG_INVALID', `invalid reference ${JSON.stringify(ref)}`);
   }
+  const tags = looksLikeDigest(ref) ? [...new Set(ctx.url.searchParams.getAll('tag'))] : [];
+  const bad = tags.find((t) => !isValidTag(t));
+  if (bad !== undefined) throw new RegistryError('TAG_INVALID', `invalid tag ${JSON.stringify(bad)}`);
+  if (tags.length > MAX_TAG_PARAMS) throw new RegistryError('TAG_INVALID', `at most ${MAX_TAG_PARAMS} tags per push`);
   const bytes = await readBody(ctx, MAX_MANIFEST);
-  let result;
+  const result = await commitAs(ctx, name, ref, bytes);
+  for (const t of tags) await commitAs(ctx, name, t, bytes);
+  for (const b of await ctx.cache!.enforceLimit()) ctx.log.warn('blob cache: evicted (its pushed digest is no longer servable)', { digest: b.digest, size: b.size });
+  const headers: Record<string, string | number> = { ...API_HEADERS, Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest, 'Content-Length': 0 };
+  if (result.subject) headers['OCI-Subject'] = result.subject;
+  if (tags.length) headers['OCI-Tag'] = tags.join(', ');
+  ctx.res.writeHead(201, headers);
+  ctx.res.end();
+}
+
+/** The manifest committed under one reference (a tag then names it alone). */
+async function commitAs(ctx: Context, name: string, ref: string, bytes: Buffer): Promise<CommitResult> {
+  let result: CommitResult;
   try {
     result = await commitManifest({ store: ctx.store, resolver: ctx.resolver, cache: ctx.cache!, artifacts: ctx.artifacts!, repos: ctx.repos, repo: name, reference: ref, bytes });
   } catch (e) {
@@ -107,11 +130,7 @@ export async function putManifest(ctx: Context, name: string, ref: string): Prom
     await ctx.tagManifests?.set(storeNameFor(name, ref), result.digest);
   }
   ctx.log.info('manifest pushed', { repository: name, reference: ref, digest: result.digest, image: result.imageId });
-  for (const b of await ctx.cache!.enforceLimit()) ctx.log.warn('blob cache: evicted (its pushed digest is no longer servable)', { digest: b.digest, size: b.size });
-  const headers: Record<string, string | number> = { ...API_HEADERS, Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest, 'Content-Length': 0 };
-  if (result.subject) headers['OCI-Subject'] = result.subject;
-  ctx.res.writeHead(201, headers);
-  ctx.res.end();
+  return result;
 }
 
 /** DELETE by tag removes the name; by digest takes the image out of the repository (deleted once nothing else names it). */

@@ -14,7 +14,7 @@ import { Store } from '../src/storage/store.js';
 import { readTar } from '../src/storage/tar.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { copyStore, loadFixtures, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
+import { copyStore, loadFixtures, repoRoot, startServe, storeArgs, csRef, writerCouldLock, type FixtureStore } from './fixtures.js';
 
 const fx = loadFixtures();
 const temps: string[] = [];
@@ -380,4 +380,53 @@ test('a blob is served only in the repositories whose images use it, as distribu
   const other = await fetch(`${srv.url}/v2/localhost/csreg/base/blobs/${layer.diffDigest}`);
   assert.equal(other.status, 404);
   assert.equal(((await other.json()) as { errors: { code: string }[] }).errors[0].code, 'BLOB_UNKNOWN');
+});
+
+/** A Prometheus text exposition, parsed: each sample line `name{labels} value` (checked to be one). */
+function samples(text: string): { name: string; labels: Record<string, string>; value: number }[] {
+  return text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*)\})? (-?[0-9.e+]+|\+Inf)$/.exec(l);
+    assert.ok(m, `an exposition line: ${l}`);
+    const labels = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    return { name: m[1], labels, value: Number(m[3]) };
+  });
+}
+
+test('Prometheus metrics on their own address (csreg serve --config with http.debug, as distribution): a skopeo pull counted by route, method and status, durations, bytes, the store\'s size', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'csreg-metrics-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = join(dir, 'csreg.yml');
+  writeFileSync(conf, 'http:\n  debug:\n    addr: 127.0.0.1:0\n    prometheus:\n      enabled: true\n      path: /prom\n');
+  const c = await startServe(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), ...storeArgs(fx.stores.overlay), 'serve', '--addr', '127.0.0.1:0', '--config', conf, '--state-dir', join(dir, 'state')]);
+  t.after(() => c.proc.kill('SIGKILL'));
+  const metricsUrl = /metrics at (http:\/\/\S+)/.exec(c.output())?.[1];
+  assert.ok(metricsUrl?.endsWith('/prom'), c.output());
+  assert.equal((await fetch(`${c.url}/prom`)).status, 404, 'not on the registry\'s address');
+
+  const snap = await Store.open(fx.stores.overlay).snapshot();
+  const { repo, tag } = repoTag('localhost/csreg/derived:1');
+  await execAsync('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/${repo}:${tag}`, `dir:${join(dir, 'pulled')}`]);
+  const m = JSON.parse(readFileSync(join(dir, 'pulled', 'manifest.json'), 'utf8')) as { config: { size: number }; layers: { size: number }[] };
+  assert.equal((await fetch(`${c.url}/v2/${repo}/manifests/no-such-tag`)).status, 404);
+
+  const text = await (await fetch(metricsUrl!)).text();
+  const all = samples(text);
+  const value = (name: string, labels: Record<string, string>) => all.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v)).reduce((a, x) => a + x.value, 0);
+  assert.ok(value('csreg_http_requests_total', { route: 'manifest', method: 'GET', code: '200' }) >= 1);
+  assert.ok(value('csreg_http_requests_total', { route: 'blob', method: 'GET', code: '200' }) >= 1 + m.layers.length);
+  assert.equal(value('csreg_http_requests_total', { route: 'manifest', method: 'GET', code: '404' }), 1);
+  assert.ok(value('csreg_http_response_bytes_total', { route: 'blob', method: 'GET' }) >= m.config.size + m.layers.reduce((a, l) => a + l.size, 0), 'every blob byte sent is counted');
+  // each histogram: cumulative buckets, +Inf = count = the requests counted for its route and method
+  for (const h of all.filter((x) => x.name === 'csreg_http_request_duration_seconds_count')) {
+    const { route, method } = h.labels;
+    const buckets = all.filter((x) => x.name === 'csreg_http_request_duration_seconds_bucket' && x.labels.route === route && x.labels.method === method);
+    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i].value >= buckets[i - 1].value, `${route} ${method} buckets cumulative`);
+    assert.equal(buckets.at(-1)!.labels.le, '+Inf');
+    assert.equal(buckets.at(-1)!.value, h.value);
+    assert.equal(value('csreg_http_requests_total', { route, method }), h.value, `${route} ${method}: count = requests`);
+  }
+  assert.equal(value('csreg_store_images', {}), snap.images.length);
+  assert.equal(value('csreg_store_layers', {}), snap.layers.length);
+  assert.ok(value('process_resident_memory_bytes', {}) > 0 && value('process_cpu_seconds_total', {}) > 0);
+  assert.match(text, /^# TYPE csreg_http_request_duration_seconds histogram$/m);
 });

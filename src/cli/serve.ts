@@ -45,6 +45,10 @@ const USAGE = `usage: csreg serve [options]
                             image would upload (config: synthesize; docs/synthesized-manifest.md)
   --wire-gzip off|on|auto   gzip layer downloads for clients that accept it: off (default),
                             on, or auto = all but loopback clients (docs/wire-gzip.md)
+  --metrics-addr HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (config:
+                            http.debug.addr with http.debug.prometheus.enabled: true, and
+                            .path, as distribution): requests by route, method and status,
+                            their durations and bytes, the store's and caches' sizes, CPU, memory
 
 Security (config keys as distribution's config.yml where it has them):
   --tls-cert FILE --tls-key FILE
@@ -77,7 +81,10 @@ Security (config keys as distribution's config.yml where it has them):
 `;
 
 interface ServeConfig {
-  http?: { addr?: string; wire_gzip?: string; tls?: { certificate?: string; key?: string }; insecure?: boolean };
+  http?: {
+    addr?: string; wire_gzip?: string; tls?: { certificate?: string; key?: string }; insecure?: boolean;
+    debug?: { addr?: string; prometheus?: { enabled?: boolean; path?: string } };
+  };
   auth?: {
     htpasswd?: { realm?: string; path?: string };
     token?: { realm?: string; service?: string; issuer?: string; rootcertbundle?: string };
@@ -191,6 +198,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       synthesize: { type: 'string' },
       'recipe-cache-max': { type: 'string' },
       'scan-recipes': { type: 'boolean' },
+      'metrics-addr': { type: 'string' },
       'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'insecure-listen': { type: 'boolean' },
       htpasswd: { type: 'string' }, 'auth-realm': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -232,7 +240,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
     log.warn('not root and not in a user namespace: layers holding files of the images\' own users (other than root) cannot be served; bin/csreg enters one where /etc/subuid gives this user a range (or run: podman unshare csreg serve …)', { uid: process.geteuid?.() });
   }
   returnFreedBuffers(); // a long-running server: memory freed after a burst of pulls goes back to the OS
-  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, servedCacheMaxBytes, synthesize, scanRecipes, ...security });
+  // (as distribution: metrics on the debug address when prometheus is enabled there)
+  const debug = conf.http?.debug;
+  const metricsAddr = values['metrics-addr'] ?? (debug?.prometheus?.enabled === true ? debug.addr : undefined);
+  const metrics = metricsAddr ? { addr: metricsAddr, path: debug?.prometheus?.path } : undefined;
+  const reg = await startRegistry({ store, log, addr: values.addr ?? conf.http?.addr ?? '127.0.0.1:5000', preferredHosts, indexes: indexes as IndexPolicy, wireGzip, stateDir, push, blobCacheMaxBytes, servedCacheMaxBytes, synthesize, scanRecipes, metrics, ...security });
   // (the handlers are in place before "listening on" is printed: a signal sent on seeing it is
   // never met by Node's default, which ends the process at once with scan jobs half-done)
   const stopped = new Promise<void>((resolve) => {
@@ -250,6 +262,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   process.stdout.write(
     `csreg serving ${store.location.graphRoot} (driver ${store.driver}): ${snap.images.length} images, ${repos.names().length} repositories\n`
     + `listening on ${reg.url} (${push ? 'push enabled' : 'read-only'}${security.auth ? `, ${security.auth.token ? 'token' : 'htpasswd'} auth` : ''}); csreg state in ${stateDir}\n`
+    + (reg.metricsUrl ? `metrics at ${reg.metricsUrl}\n` : '')
     + (example
       ? `try:  skopeo inspect ${tlsFlag}docker://${host}/${example.n}:${example.t}\n      podman pull ${tlsFlag}${host}/${example.n}:${example.t}\n`
       : ''),

@@ -24,6 +24,7 @@ import type { Context, WireGzip } from './context.js';
 import { Authenticator, type AuthConfig } from './auth.js';
 import { AccessPolicy, Gate, type AccessRule, type Grant, type Need } from './access.js';
 import { DEFAULT_LIMITS, DownloadSlots, watchBodyIdle, watchSendIdle, type Limits } from './limits.js';
+import { Metrics, startMetricsServer } from './metrics.js';
 
 export interface RegistryOptions {
   store: Store;
@@ -54,10 +55,14 @@ export interface RegistryOptions {
   /** access rules per repository glob, first match wins */
   access?: AccessRule[];
   limits?: Partial<Limits>;
+  /** Prometheus metrics on an address of their own (distribution's http.debug.addr with prometheus) */
+  metrics?: { addr: string; path?: string };
 }
 
 export interface RunningRegistry {
   url: string;
+  /** where the metrics are scraped, when they are served */
+  metricsUrl?: string;
   server: Server | HttpsServer;
   /** stop accepting, let running downloads finish (up to graceMs), then close */
   close(graceMs?: number): Promise<void>;
@@ -200,9 +205,11 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
     setInterval(() => void tidyBlobCache(store, cache!, artifacts!, log).catch((e: Error) => log.error('blob cache', { error: e.message })), 3600_000).unref();
   }
   const active = new Set<ServerResponse>();
+  const metrics = opts.metrics ? new Metrics() : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     active.add(res);
+    if (metrics) metrics.inFlight++;
     // Body bytes actually sent: the socket's count minus what it had sent before this response.
     const sock = req.socket; // req.socket is null once a closed connection lets go of it
     const before = sock.bytesWritten;
@@ -220,9 +227,14 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
     } as typeof res.writeHead;
     res.on('close', () => {
       active.delete(res);
+      const ms = Number((process.hrtime.bigint() - started) / 1000n) / 1000;
+      if (metrics) {
+        metrics.inFlight--;
+        metrics.observe(req.method, url.pathname, res.statusCode, ms / 1000, sock.bytesWritten - before);
+      }
       log.info('request', {
         method: req.method, path: url.pathname, status: res.statusCode, bytes: sock.bytesWritten - before,
-        ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000, complete: res.writableFinished,
+        ms, complete: res.writableFinished,
         remote: sock.remoteAddress, ...(granted?.identity !== undefined ? { identity: granted.identity } : {}),
       });
       audit(req, res, url, granted, log, sock.remoteAddress, digestSent);
@@ -266,15 +278,29 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
     ? createHttpsServer({ ...serverOpts, handshakeTimeout: limits.headerTimeoutMs, cert: readFileSync(opts.tls.certificate), key: readFileSync(opts.tls.key) }, handler)
     : createServer(serverOpts, handler);
 
+  const scraped = metrics && await startMetricsServer(splitAddr(opts.metrics!.addr), opts.metrics!.path ?? '/metrics', metrics, async () => {
+    const snap = await store.snapshot();
+    return {
+      csreg_store_images: ['Images in the store.', snap.images.length],
+      csreg_store_layers: ['Layers in the store.', snap.layers.length],
+      csreg_blob_cache_bytes: ['Bytes in the blob cache of pushed compressed layers.', cache ? (await cache.usage()).bytes : undefined],
+      csreg_served_cache_bytes: ['Bytes in the served-blob cache (blobs made from the store, kept).', served ? (await served.cache.usage()).bytes : undefined],
+    };
+  });
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (e) => {
+      scraped?.server.close();
+      reject(e);
+    });
     server.listen(Number(portStr), host, () => {
       const a = server.address() as AddressInfo;
       const shown = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       resolve({
         url: `${opts.tls ? 'https' : 'http'}://${shown}:${a.port}`,
+        metricsUrl: scraped?.url,
         server,
         close: (graceMs = 30_000) => new Promise<void>((done) => {
+          scraped?.server.close();
           // then the background recompression work: its threads would keep the process alive
           server.close(() => void (recipes?.close() ?? Promise.resolve()).then(() => done()));
           server.closeIdleConnections();

@@ -620,11 +620,14 @@ test('indexes as the OCI conformance suite pushes them: empty, of artifacts, of 
 });
 
 test('a push by digest with ?tag= parameters also tags it (OCI-Tag), for an image and an index; a bad tag is refused before anything is written', async () => {
-  const src = fx.pushed.find((p) => p.ref.endsWith('/csreg/derived:oci'))!;
-  const manifest = Buffer.from(await (await fetch(`${reg.url}/v2/csreg/derived/manifests/${pushedDigests.get(src.ref)}`, { headers: { Accept: MT_MANIFEST } })).arrayBuffer());
+  // (csreg/base: an earlier test deletes csreg/derived's images)
+  const src = fx.pushed.find((p) => p.ref.endsWith('/csreg/base:oci'))!;
+  const got = await fetch(`${reg.url}/v2/csreg/base/manifests/${pushedDigests.get(src.ref)}`, { headers: { Accept: MT_MANIFEST } });
+  assert.equal(got.status, 200);
+  const manifest = Buffer.from(await got.arrayBuffer());
   assert.equal(sha(manifest), pushedDigests.get(src.ref));
   const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/derived/blobs/${d}`)).arrayBuffer());
+  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/blobs/${d}`)).arrayBuffer());
   for (const b of [await blobOf(m.config.digest), ...(await Promise.all(m.layers.map((l) => blobOf(l.digest))))]) assert.equal((await rawPushBlob('conf/tagged', b)).status, 201);
   const put = (ref: string, body: Buffer, mediaType: string) => fetch(`${reg.url}/v2/conf/tagged/manifests/${ref}`, { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Type': mediaType } });
 

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(skopeo podman buildah containers-storage docker-registry containerd docker.io busybox-static zstd attr curl
       golang-go golang-github-klauspost-pgzip-dev golang-github-klauspost-compress-dev gzip apache2-utils openssl
-      clang-14 lld-14 python3 util-linux-extra)
+      clang-14 lld-14 python3 util-linux-extra uidmap fuse-overlayfs procps)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,4 +1,5 @@
 // The fixture stores built by test/fixtures/build.sh with buildah, skopeo, podman and docker-registry.
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync } from 'node:fs';
@@ -6,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 
 export interface FixtureStore { root: string; runroot: string; driver: string }
 
@@ -214,4 +216,17 @@ export async function startServe(cmd: string, args: string[], opts: SpawnOptions
     void exited.then(() => reject(new Error(`csreg exited before listening: ${err}`)));
   });
   return { proc, url, host: url.replace(/^https?:\/\//, ''), exited, output: () => out + err };
+}
+
+/** A `dir:` copy of an image (skopeo's): its layers uncompressed, each checked against its blob digest and the config's diff ID. */
+export function checkedDirLayers(dir: string): Buffer[] {
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { config: { digest: string }; layers: { digest: string }[] };
+  const config = JSON.parse(readFileSync(join(dir, manifest.config.digest.slice(7)), 'utf8')) as { rootfs: { diff_ids: string[] } };
+  return manifest.layers.map((l, i) => {
+    const blob = readFileSync(join(dir, l.digest.slice(7)));
+    assert.equal(sha(blob), l.digest, 'blob digest');
+    const tar = blob[0] === 0x1f && blob[1] === 0x8b ? gunzipSync(blob) : blob;
+    assert.equal(sha(tar), config.rootfs.diff_ids[i], `layer ${i} against its diff ID`);
+    return tar;
+  });
 }

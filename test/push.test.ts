@@ -14,7 +14,7 @@ import { gunzipSync } from 'node:zlib';
 import { Store } from '../src/storage/store.js';
 import { startRegistry, type RunningRegistry } from '../src/registry/server.js';
 import { createLogger } from '../src/log.js';
-import { buildahRun, exportImage, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, repoOf, repoRoot, type FixtureStore } from './fixtures.js';
+import { buildahRun, checkedDirLayers, exportImage, loadFixtures, openDescriptors, storeArgs, csRef, run, sha, tarEntry, startFixtureRegistries, repoOf, repoRoot, type FixtureStore } from './fixtures.js';
 import { BlobCache, KeptFile, referencedBlobs } from '../src/oci/blob-cache.js';
 import { fileChunks } from '../src/storage/file-chunks.js';
 import { BLOB_READ_CHUNK } from '../src/storage/writer.js';
@@ -540,19 +540,9 @@ test('a store made for a mount program (fuse-overlayfs): csreg serves what skope
   assert.equal(readFileSync(join(mp.root, 'overlay', '.has-mount-program'), 'utf8'), 'true');
   r = await startRegistry({ store: Store.open(mp), log, addr: '127.0.0.1:0', stateDir: join(dir, 'state'), push: true });
   const mpHost = r.url.slice('http://'.length);
-  /** each layer of a pulled or rebuilt dir: against its diff ID; the directory's files */
-  const checkLayers = (d: string) => {
-    const m = JSON.parse(readFileSync(join(d, 'manifest.json'), 'utf8')) as { config: { digest: string }; layers: { digest: string }[] };
-    const diffIds = (JSON.parse(readFileSync(join(d, m.config.digest.slice(7)), 'utf8')) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
-    m.layers.forEach((l, i) => {
-      const b = readFileSync(join(d, l.digest.slice(7)));
-      assert.equal(sha(b[0] === 0x1f ? gunzipSync(b) : b), diffIds[i], `layer ${i}`);
-    });
-    return m.layers.length;
-  };
   const pulled = join(dir, 'pulled');
   await run('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${mpHost}/mp/base:1`, `dir:${pulled}`]);
-  assert.equal(checkLayers(pulled), base.layers.length);
+  assert.equal(checkedDirLayers(pulled).length, base.layers.length);
 
   await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `dir:${derived.dir}`, `docker://${mpHost}/mp/derived:1`]);
   const diffs = readdirSync(join(mp.root, 'overlay')).filter((d) => /^[0-9a-f]{64}$/.test(d)).map((d) => join(mp.root, 'overlay', d, 'diff'));
@@ -567,8 +557,23 @@ test('a store made for a mount program (fuse-overlayfs): csreg serves what skope
   assert.deepEqual(inOpaque, ['new']);
   const rebuilt = join(dir, 'rebuilt');
   await run('skopeo', ['copy', '-q', 'containers-storage:localhost/mp/derived:1', `dir:${rebuilt}`], env);
-  assert.equal(checkLayers(rebuilt), derived.layers.length, 'Go rebuilds every layer from csreg\'s tar-split');
+  assert.equal(checkedDirLayers(rebuilt).length, derived.layers.length, 'Go rebuilds every layer from csreg\'s tar-split');
 });
+
+/**
+ * The OCI image skopeo pushed for csreg/base (csreg/base: an earlier test deletes csreg/derived's
+ * images), fetched back from csreg: its manifest (checked against the pushed digest), config and layers.
+ */
+async function pushedBaseImage(): Promise<{ manifest: Buffer; blobs: Buffer[] }> {
+  const src = fx.pushed.find((p) => p.ref.endsWith('/csreg/base:oci'))!;
+  const got = await fetch(`${reg.url}/v2/csreg/base/manifests/${pushedDigests.get(src.ref)}`, { headers: { Accept: MT_MANIFEST } });
+  assert.equal(got.status, 200);
+  const manifest = Buffer.from(await got.arrayBuffer());
+  assert.equal(sha(manifest), pushedDigests.get(src.ref));
+  const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/blobs/${d}`)).arrayBuffer());
+  return { manifest, blobs: [await blobOf(m.config.digest), ...(await Promise.all(m.layers.map((l) => blobOf(l.digest))))] };
+}
 
 const MT_INDEX = 'application/vnd.oci.image.index.v1+json';
 const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -599,12 +604,8 @@ test('indexes as the OCI conformance suite pushes them: empty, of artifacts, of 
   await servedBack('conf/idx', 'artifacts', ofArtifacts);
 
   // an image's index, and an index of that index
-  const image = fx.pushed.find((p) => p.ref.endsWith('/csreg/base:oci'))!;
-  const imageManifest = Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/manifests/${pushedDigests.get(image.ref)}`, { headers: { Accept: MT_MANIFEST } })).arrayBuffer());
-  assert.equal(sha(imageManifest), pushedDigests.get(image.ref));
-  const m = JSON.parse(imageManifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/blobs/${d}`)).arrayBuffer());
-  assert.equal((await rawPush('conf/nested', 'image', [await blobOf(m.config.digest), ...(await Promise.all(m.layers.map((l) => blobOf(l.digest))))], imageManifest, MT_MANIFEST)).status, 201);
+  const { manifest: imageManifest, blobs } = await pushedBaseImage();
+  assert.equal((await rawPush('conf/nested', 'image', blobs, imageManifest, MT_MANIFEST)).status, 201);
   const inner = index([desc(MT_MANIFEST, imageManifest)]);
   assert.equal((await put('conf/nested', sha(inner), inner, MT_INDEX)).status, 201);
   const outer = index([desc(MT_INDEX, inner)]);
@@ -620,15 +621,8 @@ test('indexes as the OCI conformance suite pushes them: empty, of artifacts, of 
 });
 
 test('a push by digest with ?tag= parameters also tags it (OCI-Tag), for an image and an index; a bad tag is refused before anything is written', async () => {
-  // (csreg/base: an earlier test deletes csreg/derived's images)
-  const src = fx.pushed.find((p) => p.ref.endsWith('/csreg/base:oci'))!;
-  const got = await fetch(`${reg.url}/v2/csreg/base/manifests/${pushedDigests.get(src.ref)}`, { headers: { Accept: MT_MANIFEST } });
-  assert.equal(got.status, 200);
-  const manifest = Buffer.from(await got.arrayBuffer());
-  assert.equal(sha(manifest), pushedDigests.get(src.ref));
-  const m = JSON.parse(manifest.toString()) as { config: { digest: string }; layers: { digest: string }[] };
-  const blobOf = async (d: string) => Buffer.from(await (await fetch(`${reg.url}/v2/csreg/base/blobs/${d}`)).arrayBuffer());
-  for (const b of [await blobOf(m.config.digest), ...(await Promise.all(m.layers.map((l) => blobOf(l.digest))))]) assert.equal((await rawPushBlob('conf/tagged', b)).status, 201);
+  const { manifest, blobs } = await pushedBaseImage();
+  for (const b of blobs) assert.equal((await rawPushBlob('conf/tagged', b)).status, 201);
   const put = (ref: string, body: Buffer, mediaType: string) => fetch(`${reg.url}/v2/conf/tagged/manifests/${ref}`, { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Type': mediaType } });
 
   const refused = await put(`${sha(manifest)}?tag=ok&tag=${encodeURIComponent('-bad')}`, manifest, MT_MANIFEST);

@@ -408,6 +408,7 @@ test('Prometheus metrics on their own address (csreg serve --config with http.de
   await execAsync('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${c.host}/${repo}:${tag}`, `dir:${join(dir, 'pulled')}`]);
   const m = JSON.parse(readFileSync(join(dir, 'pulled', 'manifest.json'), 'utf8')) as { config: { size: number }; layers: { size: number }[] };
   assert.equal((await fetch(`${c.url}/v2/${repo}/manifests/no-such-tag`)).status, 404);
+  await fetch(`${c.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' }); // (refused: push is off; still an upload request)
 
   const text = await (await fetch(metricsUrl!)).text();
   const all = samples(text);
@@ -415,6 +416,7 @@ test('Prometheus metrics on their own address (csreg serve --config with http.de
   assert.ok(value('csreg_http_requests_total', { route: 'manifest', method: 'GET', code: '200' }) >= 1);
   assert.ok(value('csreg_http_requests_total', { route: 'blob', method: 'GET', code: '200' }) >= 1 + m.layers.length);
   assert.equal(value('csreg_http_requests_total', { route: 'manifest', method: 'GET', code: '404' }), 1);
+  assert.equal(value('csreg_http_requests_total', { route: 'blob_upload', method: 'POST' }), 1);
   assert.ok(value('csreg_http_response_bytes_total', { route: 'blob', method: 'GET' }) >= m.config.size + m.layers.reduce((a, l) => a + l.size, 0), 'every blob byte sent is counted');
   // each histogram: cumulative buckets, +Inf = count = the requests counted for its route and method
   for (const h of all.filter((x) => x.name === 'csreg_http_request_duration_seconds_count')) {

@@ -9,16 +9,6 @@ import type { AddressInfo } from 'node:net';
 /** request duration buckets, in seconds (a manifest in milliseconds, a large layer in seconds) */
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-/** The API a path belongs to: a bounded label (repository names and digests are not labels). */
-export function routeOf(pathname: string): string {
-  if (pathname === '/v2/' || pathname === '/v2') return 'base';
-  if (pathname === '/v2/_catalog') return 'catalog';
-  if (/^\/v2\/.+\/tags\/list$/.test(pathname)) return 'tags';
-  if (/^\/v2\/.+\/blobs\/uploads(\/[^/]*)?$/.test(pathname)) return 'blob_upload';
-  const m = /^\/v2\/.+\/(manifests|blobs|referrers)\/[^/]+$/.exec(pathname);
-  return m ? (m[1] === 'manifests' ? 'manifest' : m[1] === 'blobs' ? 'blob' : 'referrers') : 'other';
-}
-
 const METHODS = new Set(['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE']);
 
 interface Histogram { buckets: number[]; sum: number; count: number }
@@ -32,9 +22,8 @@ export class Metrics {
   private readonly sent = new Map<string, number>();
   inFlight = 0;
 
-  /** One finished (or cut off) request. */
-  observe(method: string | undefined, pathname: string, status: number, seconds: number, bytes: number): void {
-    const route = routeOf(pathname);
+  /** One finished (or cut off) request; route: the API it belongs to (server.ts apiRoute), a bounded label. */
+  observe(method: string | undefined, route: string, status: number, seconds: number, bytes: number): void {
     const m = method && METHODS.has(method) ? method : 'OTHER';
     const key = `route="${route}",method="${m}"`;
     const counted = `${key},code="${status}"`;

@@ -72,6 +72,16 @@ const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/;
 const TAGS = /^\/v2\/(.+)\/tags\/list$/;
 const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/?([^/]*)$/;
 
+/** The API a path belongs to, as route() dispatches it (a metrics label: no names or digests). */
+export function apiRoute(path: string): string {
+  if (path === '/v2/' || path === '/v2') return 'base';
+  if (path === '/v2/_catalog') return 'catalog';
+  if (UPLOADS.test(path)) return 'blob_upload';
+  if (TAGS.test(path)) return 'tags';
+  const kind = ROUTE.exec(path)?.[2];
+  return kind === 'manifests' ? 'manifest' : kind === 'blobs' ? 'blob' : kind ?? 'other';
+}
+
 /** What a request needs to be allowed: pull for GET/HEAD, push for uploads and manifest PUT, delete for DELETE. */
 export function needOf(method: string, path: string, url: URL): Need {
   const name = (raw: string) => {
@@ -230,7 +240,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
       const ms = Number((process.hrtime.bigint() - started) / 1000n) / 1000;
       if (metrics) {
         metrics.inFlight--;
-        metrics.observe(req.method, url.pathname, res.statusCode, ms / 1000, sock.bytesWritten - before);
+        metrics.observe(req.method, apiRoute(url.pathname), res.statusCode, ms / 1000, sock.bytesWritten - before);
       }
       log.info('request', {
         method: req.method, path: url.pathname, status: res.statusCode, bytes: sock.bytesWritten - before,

@@ -637,7 +637,8 @@ export class StoreWriter {
         if (!rec) return false;
         if (metadata) rec.metadata = metadata;
         else delete rec.metadata;
-        await this.save(kind, lock, records);
+        // (an image's keys in the Go struct's order, as every other image update writes them)
+        await this.save(kind, lock, kind === 'images' ? records.map((r) => (r === rec ? this.orderImage(r) : r)) : records);
         return true;
       });
       if (found) return kind === 'layers' ? 'layer' : kind === 'images' ? 'image' : 'container';

@@ -18,6 +18,8 @@ export const ERROR_STATUS = {
   TOOMANYREQUESTS: 429,
   TAG_INVALID: 400,
   RANGE_INVALID: 416,
+  /** OpenShift's signature API extension (signatures.ts) */
+  SIGNATURE_INVALID: 400,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -1,7 +1,7 @@
 // GET/HEAD /v2/<name>/manifests/<tag|digest>.
 import { isValidDigest, looksLikeDigest } from '../oci/digest.js';
 import { isValidTag, nameInRepository, namesInRepository, type Repository } from '../oci/names.js';
-import { RegistryError } from './errors.js';
+import { RegistryError, type ErrorCode } from './errors.js';
 import { API_HEADERS, repository, type Context } from './context.js';
 import { commitManifest, CommitError, storeNameFor, type CommitResult } from '../oci/commit.js';
 import type { ServedManifest } from '../oci/resolver.js';
@@ -65,14 +65,14 @@ export async function getManifest(ctx: Context, name: string, ref: string): Prom
 export const MAX_MANIFEST = 4 << 20;
 
 /**
- * The body, up to `limit` bytes. Beyond it: MANIFEST_INVALID as distribution answers (its detail
- * "http: request body too large"), with the status 413 the OCI spec allows, and the connection
- * closed after the answer instead of reading the rest.
+ * The body, up to `limit` bytes. Beyond it: MANIFEST_INVALID (or `code`) as distribution answers
+ * (its detail "http: request body too large"), with the status 413 the OCI spec allows, and the
+ * connection closed after the answer instead of reading the rest.
  */
-async function readBody(ctx: Context, limit: number): Promise<Buffer> {
+export async function readBody(ctx: Context, limit: number, code: ErrorCode = 'MANIFEST_INVALID', what = 'manifest'): Promise<Buffer> {
   const tooLarge = () => {
     ctx.res.setHeader('Connection', 'close');
-    return new RegistryError('MANIFEST_INVALID', `manifest larger than ${limit} bytes`, 'http: request body too large', 413);
+    return new RegistryError(code, `${what} larger than ${limit} bytes`, 'http: request body too large', 413);
   };
   const declared = Number(ctx.req.headers['content-length'] ?? 0);
   if (declared > limit) throw tooLarge();

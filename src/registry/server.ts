@@ -25,6 +25,7 @@ import { Authenticator, type AuthConfig } from './auth.js';
 import { AccessPolicy, Gate, type AccessRule, type Grant, type Need } from './access.js';
 import { DEFAULT_LIMITS, DownloadSlots, watchBodyIdle, watchSendIdle, type Limits } from './limits.js';
 import { Metrics, startMetricsServer } from './metrics.js';
+import { advertiseSignatures, getSignatures, putSignature, SIGNATURES, SIGNATURES_HEADER } from './signatures.js';
 
 export interface RegistryOptions {
   store: Store;
@@ -78,6 +79,7 @@ export function apiRoute(path: string): string {
   if (path === '/v2/_catalog') return 'catalog';
   if (UPLOADS.test(path)) return 'blob_upload';
   if (TAGS.test(path)) return 'tags';
+  if (SIGNATURES.test(path)) return 'signatures';
   const kind = ROUTE.exec(path)?.[2];
   return kind === 'manifests' ? 'manifest' : kind === 'blobs' ? 'blob' : kind ?? 'other';
 }
@@ -96,7 +98,7 @@ export function needOf(method: string, path: string, url: URL): Need {
   if (up) return { kind: 'repo', name: name(up[1]), action: 'push', from: url.searchParams.get('mount') ? url.searchParams.get('from') ?? undefined : undefined };
   const tags = TAGS.exec(path);
   if (tags) return { kind: 'repo', name: name(tags[1]), action: 'pull' };
-  const m = ROUTE.exec(path);
+  const m = ROUTE.exec(path) ?? SIGNATURES.exec(path);
   if (m) {
     const action = method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
     return { kind: 'repo', name: name(m[1]), action };
@@ -126,6 +128,8 @@ async function route(ctx: Context, path: string, hooks: Hooks): Promise<void> {
     if (!ctx.uploads) throw new RegistryError('UNSUPPORTED', `${method} is not supported: this registry is read-only (push is not enabled)`);
     const up = UPLOADS.exec(path);
     if (up) return handleUpload(ctx, checkName(up[1]), up[2] || undefined);
+    const sig = SIGNATURES.exec(path);
+    if (sig && method === 'PUT') return putSignature(ctx, checkName(sig[1]), decodeRef(sig[2]));
     const m = ROUTE.exec(path);
     if (m && m[2] === 'manifests' && method === 'PUT') return putManifest(ctx, checkName(m[1]), decodeRef(m[3]));
     if (m && m[2] === 'manifests' && method === 'DELETE') return deleteManifest(ctx, checkName(m[1]), decodeRef(m[3]));
@@ -144,6 +148,8 @@ async function route(ctx: Context, path: string, hooks: Hooks): Promise<void> {
   }
   const tags = TAGS.exec(path);
   if (tags) return tagsList(ctx, checkName(tags[1]));
+  const sig = SIGNATURES.exec(path);
+  if (sig) return getSignatures(ctx, checkName(sig[1]), decodeRef(sig[2]));
   const m = ROUTE.exec(path);
   if (!m) throw new RegistryError('NAME_INVALID', `not a registry API path: ${path}`, undefined, 404);
   const name = checkName(m[1]);
@@ -252,6 +258,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<RunningRegis
     const hooks: Hooks = { gate, limits, downloads, onGrant: (need, grant) => { granted = { need, identity: grant.identity }; } };
     (async () => {
       const snapshot = await store.snapshot();
+      // (on every answer, as OpenShift's registry: containers/image reads it from its ping, 200 or 401)
+      if (advertiseSignatures(snapshot, !!uploads)) res.setHeader(SIGNATURES_HEADER, '1');
       const ctx: Context = {
         req, res, url, store, log, snapshot,
         repos: repositoryIndex(snapshot, opts.preferredHosts ?? DEFAULT_PREFERRED_HOSTS),
@@ -334,6 +342,7 @@ function audit(req: IncomingMessage, res: ServerResponse, url: URL, granted: { n
   let what: Record<string, unknown> | undefined;
   if (m && m[2] === 'manifests' && method === 'PUT' && res.statusCode === 201) what = { action: 'manifest push', reference: safeDecode(m[3]), digest };
   else if (m && method === 'DELETE' && res.statusCode === 202) what = { action: `${m[2] === 'manifests' ? 'manifest' : m[2]} delete`, reference: safeDecode(m[3]) };
+  else if (SIGNATURES.test(url.pathname) && method === 'PUT' && res.statusCode === 201) what = { action: 'signature push', reference: safeDecode(SIGNATURES.exec(url.pathname)![2]) };
   else if (UPLOADS.test(url.pathname) && (method === 'PUT' || method === 'POST') && res.statusCode === 201) {
     what = { action: url.searchParams.get('mount') && method === 'POST' && !url.searchParams.get('digest') ? 'blob mount' : 'blob upload', digest };
   }

@@ -17,6 +17,7 @@ import { parseRecordArray, parseLayer, parseImage, parseContainer, type Layer, t
 import type { Store } from './store.js';
 import { isRootless } from './rootless.js';
 import type { WhiteoutFormat } from './extract.js';
+import { metadataObject, setSlotSizes, signatureSlots, splitSignatures } from './signatures.js';
 
 export { BLOB_READ_CHUNK } from './apply-diff.js';
 
@@ -523,6 +524,41 @@ export class StoreWriter {
 
   setImageBigData(ref: string, items: ImageBigData[]): Promise<Image> {
     return this.updateImage(ref, (_images, rec) => this.putImageBigData(rec, items));
+  }
+
+  /**
+   * Add a signature of manifest `digest` to an image, where containers/image keeps it
+   * (signatures.ts), after those it has; false when it has that very signature already.
+   */
+  async addImageSignature(ref: string, digest: string, sig: Buffer): Promise<boolean> {
+    let added = false;
+    await this.updateImage(ref, async (_images, rec) => {
+      const image = parseImage(this.file('images'), rec, this.root, false);
+      let meta: Record<string, unknown>;
+      try {
+        meta = metadataObject(image);
+      } catch (e) {
+        throw new WriteError(`image ${image.id}: ${(e as Error).message}, not changed`);
+      }
+      const items: ImageBigData[] = [];
+      for (const slot of signatureSlots(image, meta, digest)) {
+        const have = slot.sizes.length ? await fsp.readFile(join(this.imageDir(image.id), bigDataFileName(slot.key))).catch(() => Buffer.alloc(0)) : Buffer.alloc(0);
+        let sigs: Buffer[];
+        try {
+          sigs = splitSignatures(have, slot.sizes, `image ${image.id} ${slot.key}`);
+        } catch (e) {
+          throw new WriteError(`${(e as Error).message}: not changed`);
+        }
+        if (sigs.some((s) => s.equals(sig))) continue;
+        items.push({ key: slot.key, data: Buffer.concat([...sigs, sig]) });
+        setSlotSizes(meta, digest, { key: slot.key, sizes: [...slot.sizes, sig.length] });
+      }
+      if (!items.length) return;
+      await this.putImageBigData(rec, items);
+      rec.metadata = JSON.stringify(meta);
+      added = true;
+    });
+    return added;
   }
 
   /**

@@ -133,6 +133,22 @@ test('push with htpasswd and access rules: 403 for a user without push, catalog 
   assert.deepEqual(await cat('bob', 'hunter2'), ['localhost/team/app', 'team/app']);
   assert.deepEqual(await cat('alice', 's3cret'), ['localhost/secret/app', 'localhost/team/app', 'secret/app', 'team/app']);
 
+  // signatures (registry/signatures.ts): adding one is a push, reading them a pull; the ping's
+  // 401 tells clients the extension is there (containers/image reads it from that answer)
+  const ping = await fetch(`${reg.url}/v2/`);
+  assert.equal(ping.status, 401);
+  assert.equal(ping.headers.get('x-registry-supports-signatures'), '1');
+  const digest = (await fetch(`${reg.url}/v2/team/app/manifests/1`, { method: 'HEAD', headers: basic('alice', 's3cret') })).headers.get('docker-content-digest');
+  const sigs = `${reg.url}/extensions/v2/team/app/signatures/${digest}`;
+  assert.equal((await fetch(sigs, { headers: basic('bob', 'hunter2') })).status, 200);
+  const bobSig = await fetch(sigs, { method: 'PUT', headers: basic('bob', 'hunter2'), body: '{}' });
+  assert.equal(bobSig.status, 403);
+  assert.equal(await errCode(bobSig), 'DENIED');
+  assert.equal((await fetch(sigs, { method: 'PUT', body: '{}' })).status, 401);
+  const aliceSig = await fetch(sigs, { method: 'PUT', headers: basic('alice', 's3cret'), body: '{}' });
+  assert.equal(await errCode(aliceSig), 'SIGNATURE_INVALID', 'alice gets past the gate to the body check');
+  assert.equal((await fetch(`${reg.url}/extensions/v2/secret/app/signatures/${digest}`, { headers: basic('bob', 'hunter2') })).status, 403);
+
   assert.equal((await fetch(`${reg.url}/v2/team/app/manifests/1`, { method: 'DELETE', headers: basic('bob', 'hunter2') })).status, 403);
   assert.equal((await fetch(`${reg.url}/v2/team/app/manifests/1`, { method: 'DELETE', headers: basic('alice', 's3cret') })).status, 202);
   const audits = logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'audit');

@@ -151,14 +151,22 @@ test('signed pushes are kept where the Go tools read them, each signature once; 
     // the same signature under another name is taken and adds nothing
     assert.equal((await put('pushed/arm', digest, { schemaVersion: 2, name: `${digest}@again`, type: 'atomic', content: sig })).status, 201);
     assert.deepEqual(readFileSync(images), before, 'images.json unchanged by a signature it has');
-    // a second signature goes after the first, where the Go tools find both (another identity:
-    // signed in the same second, the same one would be the same bytes)
-    const second = join(work, 'second.sig');
-    await run('skopeo', ['standalone-sign', '-o', second, join(out, 'manifest.json'), `${host}/pushed/arm:second`, fpr], env);
-    assert.equal((await put('pushed/arm', digest, { schemaVersion: 2, name: `${digest}@second`, type: 'atomic', content: readFileSync(second).toString('base64') })).status, 201);
-    const both = join(work, 'pushed-out-2');
-    await skopeo(['copy', '-q', csRef(pushStore, 'localhost/pushed/arm:1'), `dir:${both}`]);
-    assert.deepEqual(dirSignatures(both), [sigs[0], readFileSync(second)]);
+    // more signatures go after the first, where the Go tools find them all, also when sent at
+    // once (other identities: signed in the same second, the same one would be the same bytes)
+    const more: Buffer[] = [];
+    for (let i = 0; i < 4; i++) {
+      const file = join(work, `more-${i}.sig`);
+      await run('skopeo', ['standalone-sign', '-o', file, join(out, 'manifest.json'), `${host}/pushed/arm:more-${i}`, fpr], env);
+      more.push(readFileSync(file));
+    }
+    const statuses = await Promise.all(more.map(async (m, i) => (await put('pushed/arm', digest, { schemaVersion: 2, name: `${digest}@more-${i}`, type: 'atomic', content: m.toString('base64') })).status));
+    assert.deepEqual(statuses, [201, 201, 201, 201]);
+    const all = join(work, 'pushed-out-2');
+    await skopeo(['copy', '-q', csRef(pushStore, 'localhost/pushed/arm:1'), `dir:${all}`]);
+    const found = dirSignatures(all);
+    assert.equal(found.length, 5);
+    assert.deepEqual(found[0], sigs[0]);
+    assert.deepEqual(new Set(found.slice(1).map((b) => b.toString('base64'))), new Set(more.map((b) => b.toString('base64'))));
     // a registry that takes no pushes takes no signatures either
     const ro = await fetch(`${reg.url}/extensions/v2/signed/tiny/signatures/${digest}`, { method: 'PUT', body: '{}' });
     assert.equal(ro.status, 405);

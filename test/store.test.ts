@@ -428,6 +428,40 @@ test('a damaged store gives clear errors that name the layer or file', async (t)
   await assert.rejects(fresh.snapshot(), (e: Error) => e.message.includes(imagesJson) && /malformed JSON/.test(e.message));
 });
 
+test('csreg storage check: every store the Go tools wrote passes; a changed layer file, a lost tar-split, a changed big-data item are each found', async (t) => {
+  const check = (s: FixtureStore) => spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'check', '--json'], { encoding: 'utf8' });
+  for (const name of storeNames) {
+    const r = check(fx.stores[name]);
+    assert.equal(r.status, 0, `${name}: ${r.stdout}${r.stderr}`);
+    const out = JSON.parse(r.stdout) as { layers: number; layerBytes: number; images: number; problems: unknown[] };
+    const snap = await open(fx.stores[name]).snapshot();
+    assert.deepEqual(out.problems, []);
+    assert.equal(out.images, snap.images.length);
+    assert.ok(out.layerBytes > 0 && out.layers > 0, name);
+  }
+  const c = copyStore(fx.stores.vfs);
+  t.after(() => rmSync(c.dir, { recursive: true, force: true }));
+  const store = open(c);
+  const snap = await store.snapshot();
+  const [changed, lost] = snap.layers.filter((l) => l.diffSize && existsSync(store.tarSplitPath(l))).sort((a, b) => b.diffSize! - a.diffSize!);
+  const big = findLargestFile(store.contentRoots(changed)[0]);
+  const buf = readFileSync(big);
+  buf[Math.floor(buf.length / 2)] ^= 0xff;
+  writeFileSync(big, buf);
+  rmSync(store.tarSplitPath(lost));
+  const image = snap.images.find((i) => i.bigDataNames.includes('manifest'))!;
+  const item = join(c.root, 'vfs-images', image.id, bigDataFileName('manifest'));
+  writeFileSync(item, readFileSync(item, 'utf8').replace('schemaVersion', 'schemaversion'));
+  const r = check(c);
+  assert.equal(r.status, 1, r.stderr);
+  const problems = (JSON.parse(r.stdout) as { problems: { kind: string; id: string; message: string }[] }).problems;
+  const about = (id: string) => problems.filter((p) => p.id === id).map((p) => p.message).join('; ');
+  assert.match(about(changed.id), /checksum|digest|does not match/, JSON.stringify(problems));
+  assert.match(about(lost.id), /no tar-split/);
+  assert.match(about(image.id), /big data "manifest" has digest sha256:[0-9a-f]{64}, recorded sha256:/);
+  assert.equal(problems.length, 3, JSON.stringify(problems));
+});
+
 test('a FIFO where a layer file or the tar-split should be fails csreg storage diff at once, with an error naming it', async (t) => {
   // (in a process of its own, bounded: the rebuild used to wait forever for a writer, and the
   // fuzz test's FIFO cases then hold their whole test file)

@@ -18,6 +18,8 @@ commands:
   storage layer ID            show one layer
   storage container REF       show one container
   storage names REF           the names of an image, layer or container
+  storage check               rebuild every layer against its diff digest, check images' big data
+                              and containers' images and layers (exit status 1 on a problem)
   storage exists REF...       whether layers, images or containers exist (exit status 1 if one does not)
   storage metadata REF...     their metadata
   storage big-data IMAGE [KEY]  list an image's big data, or write one item

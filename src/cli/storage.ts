@@ -9,6 +9,7 @@ import type { StoreWriter } from '../storage/writer.js';
 import { Store } from '../storage/store.js';
 import { isRootless, outsideUserNamespace } from '../storage/rootless.js';
 import { fileChunks } from '../storage/file-chunks.js';
+import { checkStore } from '../storage/check.js';
 import { humanBytes, printJson, printTable, Progress } from './output.js';
 
 export class UsageError extends Error {
@@ -168,6 +169,27 @@ export async function storageCommand(store: Store, verb: string | undefined, arg
         images: snap.images.length, layers: snap.layers.length, containers: snap.containers.length,
       };
       return flags.json ? printJson(v) : printFields(v);
+    }
+    case 'check': {
+      const progress = flags.progress || process.stderr.isTTY === true;
+      let bar: Progress | undefined;
+      let done = 0;
+      const r = await checkStore(store, snap, {
+        layer: (i, n, id, bytes) => {
+          bar?.finish(done);
+          bar = new Progress(`[${i}/${n}] layer ${short(id)}`, bytes, progress);
+          done = 0;
+        },
+        bytes: (n) => bar?.update((done = n)),
+      });
+      bar?.finish(done);
+      if (flags.json) printJson(r);
+      else {
+        for (const p of r.problems) process.stdout.write(`${p.kind} ${p.id}: ${p.message}\n`);
+        process.stdout.write(`checked ${r.layers} layers (${humanBytes(r.layerBytes)} rebuilt), ${r.images} images, ${r.containers} containers: `
+          + `${r.problems.length ? `${r.problems.length} problem${r.problems.length > 1 ? 's' : ''}` : 'no problems'}\n`);
+      }
+      return r.problems.length ? 1 : 0;
     }
     case 'images': {
       if (flags.json) return printJson(snap.images.map((i) => imageView(i, snap)));

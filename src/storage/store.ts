@@ -286,6 +286,29 @@ export class Store {
     return s.imagesLock.withRead(() => readFile(this.bigDataPath('images', image.storeRoot, image.id, key)));
   }
 
+  /**
+   * Every big-data item of these images, each image store's read lock held once for all of them
+   * (a lock taken again waits its fairness gap: one hold per item made a 10,000-image store's
+   * check take minutes); an item that cannot be read comes with its error.
+   */
+  async imagesBigData(images: Image[]): Promise<{ image: Image; key: string; data?: Buffer; error?: Error }[]> {
+    const out: { image: Image; key: string; data?: Buffer; error?: Error }[] = [];
+    for (const root of new Set(images.map((i) => i.storeRoot))) {
+      await this.subFor(root).imagesLock.withRead(async () => {
+        for (const image of images.filter((i) => i.storeRoot === root)) {
+          for (const key of image.bigDataNames) {
+            try {
+              out.push({ image, key, data: await readFile(this.bigDataPath('images', root, image.id, key)) });
+            } catch (e) {
+              out.push({ image, key, error: e as Error });
+            }
+          }
+        }
+      });
+    }
+    return out;
+  }
+
   async layerBigData(layer: Layer, key: string): Promise<Buffer> {
     if (!layer.bigDataNames.includes(key)) throw new StoreError(`layer ${layer.id} has no big data ${JSON.stringify(key)}`);
     const s = this.subFor(layer.storeRoot);

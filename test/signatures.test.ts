@@ -27,6 +27,7 @@ let fpr: string;
 let reg: RunningRegistry;
 let pushReg: RunningRegistry;
 const hostOf = (r: RunningRegistry) => r.url.slice('http://'.length);
+const open = async (s: { root: string; runroot: string; driver: string }) => Store.open(s).snapshot();
 const skopeo = (args: string[]) => run('skopeo', ['--registries.d', regd, ...args], env);
 
 /** A policy requiring a signature by the test key for the registry's images (identity remapped: signed as localhost/...). */
@@ -96,6 +97,21 @@ test('skopeo and podman pull with the signatures the store keeps, verified by a 
   assert.equal(unknown.status, 404);
   assert.equal(((await unknown.json()) as { errors: { code: string }[] }).errors[0].code, 'MANIFEST_UNKNOWN');
   assert.equal((await fetch(`${reg.url}/extensions/v2/signed/tiny/signatures/sha256:xyz`)).status, 400);
+
+  // with --synthesize gzip a tag serves a compressed form of a manifest of uncompressed layers,
+  // but not of a signed one: the signature covers that manifest only
+  const gz = await startRegistry({ store: Store.open(signedStore), log, addr: '127.0.0.1:0', stateDir: join(work, 'state-gzip'), synthesize: 'gzip' });
+  try {
+    const tagDigest = async (repo: string) => (await fetch(`${gz.url}/v2/${repo}/manifests/1`, { method: 'HEAD', headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).headers.get('docker-content-digest');
+    assert.equal(await tagDigest('signed/tiny'), digest);
+    const plain = (await open(signedStore)).images.find((i) => i.names.includes('localhost/signed/plain:1'))!;
+    assert.notEqual(await tagDigest('signed/plain'), plain.bigDataDigests.manifest, 'an unsigned image of tar layers is served compressed');
+    const viaGzip = join(work, 'pulled-gzip');
+    await skopeo(['--policy', policy(hostOf(gz), true), 'copy', '-q', '--src-tls-verify=false', `docker://${hostOf(gz)}/signed/tiny:1`, `dir:${viaGzip}`]);
+    assert.deepEqual(dirSignatures(viaGzip), stored);
+  } finally {
+    await gz.close(100);
+  }
 
   // podman verifies too, and keeps the signature in its own store
   await run('podman', [...storeArgs(podmanStore), 'pull', '-q', '--signature-policy', p, '--tls-verify=false', `${host}/signed/tiny:1`]);

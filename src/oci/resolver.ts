@@ -6,6 +6,7 @@ import type { Image, Layer } from '../storage/records.js';
 import type { Snapshot } from '../storage/snapshot.js';
 import type { Store } from '../storage/store.js';
 import { sha256 } from './digest.js';
+import { isSigned } from '../storage/signatures.js';
 import { MT } from './media.js';
 import { configKey, parseManifest, synthesizeManifest, ManifestError, type ParsedManifest } from './manifest.js';
 import type { Repository } from './names.js';
@@ -220,9 +221,10 @@ export class Resolver {
       const stored = await this.loadStored(image, 'manifest');
       if (stored && accepts(accept, stored.mediaType)) {
         // a local manifest of uncompressed layers (buildah commit's) is what a push would
-        // compress: with --synthesize gzip, the tag serves that pushed form instead
+        // compress: with --synthesize gzip, the tag serves that pushed form instead, unless
+        // it is signed (a signature covers this manifest only)
         const tars = parseManifest(stored.bytes).layers.every((d) => d.mediaType === MT.ociLayerTar || d.mediaType === MT.dockerLayerTar);
-        return (tars && this.synthesizedFor(image, accept, ['gzip'])) || stored;
+        return (tars && !isSigned(image, stored.digest) && this.synthesizedFor(image, accept, ['gzip'])) || stored;
       }
     }
     return this.synthesizedFor(image, accept);

@@ -78,6 +78,15 @@ export const isSimpleSigning = (sig: Uint8Array): boolean => sig.length > 0 && s
 export const hasSignatures = (image: Image): boolean =>
   image.bigDataNames.some((k) => (k === DEFAULT_SIGNATURES_KEY || k.startsWith('signature-')) && (image.bigDataSizes[k] ?? 0) > 0);
 
+/** Whether the store records signatures of manifest `digest` of an image. */
+export function isSigned(image: Image, digest: string): boolean {
+  try {
+    return signatureSlots(image, metadataObject(image), digest).some((s) => s.sizes.length > 0);
+  } catch {
+    return false;
+  }
+}
+
 /** The signatures of manifest `digest` of an image: its own slot's, else the default slot's (its own manifest). */
 export async function readSignatures(store: Store, image: Image, digest: string): Promise<Buffer[]> {
   const slot = signatureSlots(image, metadataObject(image), digest).find((s) => s.sizes.length);

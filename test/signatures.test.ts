@@ -4,6 +4,7 @@
 // requires them; signed pushes land in the store where the Go tools read them.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -183,6 +184,11 @@ test('signed pushes are kept where the Go tools read them, each signature once; 
     assert.equal(found.length, 5);
     assert.deepEqual(found[0], sigs[0]);
     assert.deepEqual(new Set(found.slice(1).map((b) => b.toString('base64'))), new Set(more.map((b) => b.toString('base64'))));
+    // the store as skopeo signed it and as csreg added to it passes csreg's check
+    for (const st of [signedStore, pushStore]) {
+      const r = spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(st), 'storage', 'check'], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+    }
     // a registry that takes no pushes takes no signatures either
     const ro = await fetch(`${reg.url}/extensions/v2/signed/tiny/signatures/${digest}`, { method: 'PUT', body: '{}' });
     assert.equal(ro.status, 405);

@@ -428,7 +428,7 @@ test('a damaged store gives clear errors that name the layer or file', async (t)
   await assert.rejects(fresh.snapshot(), (e: Error) => e.message.includes(imagesJson) && /malformed JSON/.test(e.message));
 });
 
-test('csreg storage check: every store the Go tools wrote passes; a changed layer file, a lost tar-split, a changed big-data item are each found', async (t) => {
+test('csreg storage check: every store the Go tools wrote passes; a changed layer file, a lost tar-split, a changed big-data item, unreadable metadata, missing signatures are each found', async (t) => {
   const check = (s: FixtureStore) => spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(s), 'storage', 'check', '--json'], { encoding: 'utf8' });
   for (const name of storeNames) {
     const r = check(fx.stores[name]);
@@ -452,6 +452,16 @@ test('csreg storage check: every store the Go tools wrote passes; a changed laye
   const image = snap.images.find((i) => i.bigDataNames.includes('manifest'))!;
   const item = join(c.root, 'vfs-images', image.id, bigDataFileName('manifest'));
   writeFileSync(item, readFileSync(item, 'utf8').replace('schemaVersion', 'schemaversion'));
+  // metadata that is not JSON, and signature sizes the big data does not hold: containers/image
+  // refuses to read either image (checked with skopeo)
+  const [notJson, unsigned] = snap.images.filter((i) => i.id !== image.id && i.names.length);
+  const cli = (...args: string[]) => execFileSync('node', ['dist/src/cli/main.js', ...storeArgs(c), 'storage', ...args]);
+  cli('set-metadata', '-m', 'not json', notJson.id);
+  cli('set-metadata', '-m', JSON.stringify({ 'signature-sizes': [700] }), unsigned.id);
+  for (const [i, why] of [[notJson, /decoding metadata/], [unsigned, /reading signatures/]] as const) {
+    const go = spawnSync('skopeo', ['copy', '-q', csRef(c, `@${i.id}`), `dir:${join(c.dir, `out-${i.id}`)}`], { encoding: 'utf8' });
+    assert.match(go.stderr, why, `skopeo copies ${i.names[0]}`);
+  }
   const r = check(c);
   assert.equal(r.status, 1, r.stderr);
   const problems = (JSON.parse(r.stdout) as { problems: { kind: string; id: string; message: string }[] }).problems;
@@ -459,7 +469,9 @@ test('csreg storage check: every store the Go tools wrote passes; a changed laye
   assert.match(about(changed.id), /checksum|digest|does not match/, JSON.stringify(problems));
   assert.match(about(lost.id), /no tar-split/);
   assert.match(about(image.id), /big data "manifest" has digest sha256:[0-9a-f]{64}, recorded sha256:/);
-  assert.equal(problems.length, 3, JSON.stringify(problems));
+  assert.match(about(notJson.id), /metadata is not JSON: containers\/image cannot read this image/);
+  assert.match(about(unsigned.id), /signatures of sha256:[0-9a-f]{64}: 700 bytes recorded, big data "signatures" has none/);
+  assert.equal(problems.length, 5, JSON.stringify(problems));
 });
 
 test('a FIFO where a layer file or the tar-split should be fails csreg storage diff at once, with an error naming it', async (t) => {

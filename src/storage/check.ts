@@ -1,12 +1,14 @@
 // A whole-store check: that every layer rebuilds to its recorded diff digest from its
-// tar-split and files, that every image's layers and big data are there and match their
-// recorded sizes and digests, and that every container's image and layer exist. What a
-// registry serving the store needs to be true, checked before a client finds out; read-only,
-// under the same read locks as any other read.
+// tar-split and files; that every image's layers and big data are there and match their
+// recorded sizes and digests, its metadata is readable and holds its signatures' recorded
+// sizes; and that every container's image and layer exist. What a registry serving the store
+// needs to be true, checked before a client finds out; read-only, under the same read locks
+// as any other read.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Snapshot } from './snapshot.js';
 import type { Store } from './store.js';
+import { metadataObject, recordedSlots } from './signatures.js';
 
 export interface Problem {
   kind: 'layer' | 'image' | 'container';
@@ -77,6 +79,19 @@ export async function checkStore(store: Store, snap: Snapshot, on: CheckProgress
   for (const img of snap.images) {
     const chain = snap.layerChain(img.topLayer);
     if (chain.problem) problem('image', img.id, `its layers: ${chain.problem}`);
+    let meta: Record<string, unknown>;
+    try {
+      meta = metadataObject(img);
+    } catch (e) {
+      // (containers/image decodes it to read the image at all)
+      problem('image', img.id, `${(e as Error).message}: containers/image cannot read this image`);
+      continue;
+    }
+    for (const slot of recordedSlots(img, meta)) {
+      const total = slot.sizes.reduce((a, b) => a + b, 0);
+      const have = img.bigDataSizes[slot.key];
+      if (total && (have ?? 0) < total) problem('image', img.id, `signatures of ${slot.digest}: ${total} bytes recorded, big data ${JSON.stringify(slot.key)} has ${have ?? 'none'}`);
+    }
   }
   // big data in batches: each batch under one hold of the images lock, which writers wait for
   for (let at = 0; at < snap.images.length; at += IMAGES_PER_LOCK) {

@@ -78,6 +78,15 @@ export const isSimpleSigning = (sig: Uint8Array): boolean => sig.length > 0 && s
 export const hasSignatures = (image: Image): boolean =>
   image.bigDataNames.some((k) => (k === DEFAULT_SIGNATURES_KEY || k.startsWith('signature-')) && (image.bigDataSizes[k] ?? 0) > 0);
 
+/** Every signature slot an image's metadata records (the default one under the digest of its own manifest). */
+export function recordedSlots(image: Image, meta: Record<string, unknown>): (SignatureSlot & { digest: string })[] {
+  const byDigest = meta[SIZES_BY_DIGEST] && typeof meta[SIZES_BY_DIGEST] === 'object' ? (meta[SIZES_BY_DIGEST] as Record<string, unknown>) : {};
+  const out = Object.entries(byDigest).map(([digest, v]) => ({ digest, key: signatureKey(digest), sizes: sizeList(v) ?? [] }));
+  const own = sizeList(meta[SIZES]);
+  if (own?.length) out.push({ digest: image.bigDataDigests.manifest ?? '', key: DEFAULT_SIGNATURES_KEY, sizes: own });
+  return out;
+}
+
 /** Whether the store records signatures of manifest `digest` of an image. */
 export function isSigned(image: Image, digest: string): boolean {
   try {

@@ -184,6 +184,9 @@ test('signed pushes are kept where the Go tools read them, each signature once; 
     assert.equal(found.length, 5);
     assert.deepEqual(found[0], sigs[0]);
     assert.deepEqual(new Set(found.slice(1).map((b) => b.toString('base64'))), new Set(more.map((b) => b.toString('base64'))));
+    // csreg's view of the image counts them per manifest
+    const view = JSON.parse(await run('node', ['dist/src/cli/main.js', ...storeArgs(pushStore), 'storage', 'image', 'localhost/pushed/arm:1', '--json'])) as { signatures: Record<string, number> };
+    assert.deepEqual(view.signatures, { [digest]: 5 });
     // the store as skopeo signed it and as csreg added to it passes csreg's check
     for (const st of [signedStore, pushStore]) {
       const r = spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(st), 'storage', 'check'], { encoding: 'utf8' });

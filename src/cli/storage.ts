@@ -10,6 +10,7 @@ import { Store } from '../storage/store.js';
 import { isRootless, outsideUserNamespace } from '../storage/rootless.js';
 import { fileChunks } from '../storage/file-chunks.js';
 import { checkStore } from '../storage/check.js';
+import { signatureCounts } from '../storage/signatures.js';
 import { humanBytes, printJson, printTable, Progress } from './output.js';
 
 export class UsageError extends Error {
@@ -65,6 +66,7 @@ export function imageView(i: Image, snap: Snapshot) {
     namesHistory: i.namesHistory,
     bigData: i.bigDataNames.map((k) => ({ key: k, size: i.bigDataSizes[k], digest: i.bigDataDigests[k] })),
     metadata: i.metadata,
+    signatures: signatureCounts(i),
     flags: i.flags,
     readOnly: i.readOnly,
   };

@@ -87,6 +87,20 @@ export function recordedSlots(image: Image, meta: Record<string, unknown>): (Sig
   return out;
 }
 
+/** How many signatures the store records for each manifest of an image (undefined: its metadata is not JSON). */
+export function signatureCounts(image: Image): Record<string, number> | undefined {
+  let meta: Record<string, unknown>;
+  try {
+    meta = metadataObject(image);
+  } catch {
+    return undefined;
+  }
+  const counts: Record<string, number> = {};
+  // (the default slot repeats the image's own manifest's: counted where that one is not recorded)
+  for (const slot of recordedSlots(image, meta)) if (slot.sizes.length && !(slot.digest in counts)) counts[slot.digest] = slot.sizes.length;
+  return counts;
+}
+
 /** Whether the store records signatures of manifest `digest` of an image. */
 export function isSigned(image: Image, digest: string): boolean {
   try {

@@ -192,6 +192,13 @@ test('signed pushes are kept where the Go tools read them, each signature once; 
       const r = spawnSync('node', ['dist/src/cli/main.js', ...storeArgs(st), 'storage', 'check'], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stdout + r.stderr);
     }
+    // an image whose metadata containers/image could not read takes none (409), and stays as it was
+    await run('node', ['dist/src/cli/main.js', ...storeArgs(pushStore), 'storage', 'set-metadata', '-m', 'not json', 'localhost/pushed/arm:1']);
+    const unreadable = readFileSync(images);
+    const bad = await put('pushed/arm', digest, { schemaVersion: 2, name: `${digest}@bad`, type: 'atomic', content: sig });
+    assert.equal(bad.status, 409);
+    assert.equal(((await bad.json()) as { errors: { code: string }[] }).errors[0].code, 'SIGNATURE_INVALID');
+    assert.deepEqual(readFileSync(images), unreadable);
     // a registry that takes no pushes takes no signatures either
     const ro = await fetch(`${reg.url}/extensions/v2/signed/tiny/signatures/${digest}`, { method: 'PUT', body: '{}' });
     assert.equal(ro.status, 405);

@@ -86,7 +86,10 @@ export async function putSignature(ctx: Context, name: string, digest: string): 
     try {
       added = (await new StoreWriter(ctx.store).addImageSignature(image.id, digest, sig)) || added;
     } catch (e) {
-      if (e instanceof WriteError) throw new RegistryError('SIGNATURE_INVALID', e.message, undefined, e.vanished ? 404 : 409);
+      if (!(e instanceof WriteError)) throw e;
+      // deleted meanwhile; else its recorded signatures or metadata do not add up (the store, not the upload, is at fault)
+      if (!(await ctx.store.snapshot()).images.some((i) => i.id === image.id)) throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${digest} was deleted from ${name}`, { name, reference: digest });
+      throw new RegistryError('SIGNATURE_INVALID', e.message, undefined, 409);
       throw e;
     }
   }

@@ -28,8 +28,21 @@ export function metadataObject(image: { metadata?: string }): Record<string, unk
   return o as Record<string, unknown>;
 }
 
+/** The metadata object, or undefined where it is not one (then no signatures are recorded). */
+function metadataOrNone(image: { metadata?: string }): Record<string, unknown> | undefined {
+  try {
+    return metadataObject(image);
+  } catch {
+    return undefined;
+  }
+}
+
 const sizeList = (v: unknown): number[] | undefined =>
   Array.isArray(v) && v.every((n) => Number.isSafeInteger(n) && n >= 0) ? (v as number[]) : undefined;
+
+/** `signatures-sizes`: manifest digest → sizes ({} when absent) */
+const sizesByDigest = (meta: Record<string, unknown>): Record<string, unknown> =>
+  meta[SIZES_BY_DIGEST] && typeof meta[SIZES_BY_DIGEST] === 'object' ? (meta[SIZES_BY_DIGEST] as Record<string, unknown>) : {};
 
 /** Where the signatures of one manifest of an image are: a big-data key and the sizes of its signatures. */
 export interface SignatureSlot {
@@ -42,9 +55,7 @@ export interface SignatureSlot {
  * it is the image's own manifest. Sizes as recorded (empty when none are).
  */
 export function signatureSlots(image: Image, meta: Record<string, unknown>, digest: string): SignatureSlot[] {
-  const byDigest = meta[SIZES_BY_DIGEST];
-  const own = byDigest && typeof byDigest === 'object' ? sizeList((byDigest as Record<string, unknown>)[digest]) : undefined;
-  const slots = [{ key: signatureKey(digest), sizes: own ?? [] }];
+  const slots = [{ key: signatureKey(digest), sizes: sizeList(sizesByDigest(meta)[digest]) ?? [] }];
   if (image.bigDataDigests.manifest === digest) slots.push({ key: DEFAULT_SIGNATURES_KEY, sizes: sizeList(meta[SIZES]) ?? [] });
   return slots;
 }
@@ -55,8 +66,7 @@ export function setSlotSizes(meta: Record<string, unknown>, digest: string, slot
     meta[SIZES] = slot.sizes;
     return;
   }
-  const byDigest = meta[SIZES_BY_DIGEST] && typeof meta[SIZES_BY_DIGEST] === 'object' ? (meta[SIZES_BY_DIGEST] as Record<string, unknown>) : {};
-  meta[SIZES_BY_DIGEST] = { ...byDigest, [digest]: slot.sizes };
+  meta[SIZES_BY_DIGEST] = { ...sizesByDigest(meta), [digest]: slot.sizes };
 }
 
 /** A slot's item cut into its signatures; throws when the item is shorter than its sizes say (as c/image refuses it). */
@@ -80,8 +90,7 @@ export const hasSignatures = (image: Image): boolean =>
 
 /** Every signature slot an image's metadata records (the default one under the digest of its own manifest). */
 export function recordedSlots(image: Image, meta: Record<string, unknown>): (SignatureSlot & { digest: string })[] {
-  const byDigest = meta[SIZES_BY_DIGEST] && typeof meta[SIZES_BY_DIGEST] === 'object' ? (meta[SIZES_BY_DIGEST] as Record<string, unknown>) : {};
-  const out = Object.entries(byDigest).map(([digest, v]) => ({ digest, key: signatureKey(digest), sizes: sizeList(v) ?? [] }));
+  const out = Object.entries(sizesByDigest(meta)).map(([digest, v]) => ({ digest, key: signatureKey(digest), sizes: sizeList(v) ?? [] }));
   const own = sizeList(meta[SIZES]);
   if (own?.length) out.push({ digest: image.bigDataDigests.manifest ?? '', key: DEFAULT_SIGNATURES_KEY, sizes: own });
   return out;
@@ -89,12 +98,8 @@ export function recordedSlots(image: Image, meta: Record<string, unknown>): (Sig
 
 /** How many signatures the store records for each manifest of an image (undefined: its metadata is not JSON). */
 export function signatureCounts(image: Image): Record<string, number> | undefined {
-  let meta: Record<string, unknown>;
-  try {
-    meta = metadataObject(image);
-  } catch {
-    return undefined;
-  }
+  const meta = metadataOrNone(image);
+  if (!meta) return undefined;
   const counts: Record<string, number> = {};
   // (the default slot repeats the image's own manifest's: counted where that one is not recorded)
   for (const slot of recordedSlots(image, meta)) if (slot.sizes.length && !(slot.digest in counts)) counts[slot.digest] = slot.sizes.length;
@@ -103,11 +108,8 @@ export function signatureCounts(image: Image): Record<string, number> | undefine
 
 /** Whether the store records signatures of manifest `digest` of an image. */
 export function isSigned(image: Image, digest: string): boolean {
-  try {
-    return signatureSlots(image, metadataObject(image), digest).some((s) => s.sizes.length > 0);
-  } catch {
-    return false;
-  }
+  const meta = metadataOrNone(image);
+  return !!meta && signatureSlots(image, meta, digest).some((s) => s.sizes.length > 0);
 }
 
 /** The signatures of manifest `digest` of an image: its own slot's, else the default slot's (its own manifest). */
